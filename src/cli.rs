@@ -1,0 +1,157 @@
+//! The command line: parses arguments, sets up logging, and hands the work to the library
+//! modules. Kept thin: each subcommand is a few lines around a library call.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::{self, ConfigError, LoadOptions, Loaded};
+
+/// Exit code of a configuration that cannot be loaded.
+const EXIT_INVALID_CONFIG: u8 = 2;
+
+/// Forwards audit events from log files to IBM Cloud Activity Tracker, losing none.
+#[derive(Debug, Parser)]
+#[command(name = "at-forwarder", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Log verbosity: trace, debug, info, warn, error, or a tracing filter such as
+    /// "info,at_forwarder::config=debug".
+    #[arg(long, global = true, default_value = "info", env = "AT_FORWARDER_LOG_LEVEL")]
+    log_level: String,
+
+    /// Log line format; auto means text on a terminal and JSON lines otherwise.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Auto, env = "AT_FORWARDER_LOG_FORMAT")]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Auto,
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the forwarder until SIGTERM or SIGINT.
+    Run {
+        /// Configuration file, in fluentd syntax.
+        #[arg(short, long, env = "AT_FORWARDER_CONFIG")]
+        config: PathBuf,
+    },
+    /// Parse and validate a configuration, print the resolved pipeline; exit 0 when
+    /// valid, 2 when not.
+    Check {
+        /// Configuration file, in fluentd syntax.
+        #[arg(short, long, env = "AT_FORWARDER_CONFIG")]
+        config: PathBuf,
+        /// Treat warnings as errors.
+        #[arg(long)]
+        strict: bool,
+    },
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = init_logging(&cli.log_level, cli.log_format) {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(EXIT_INVALID_CONFIG);
+    }
+    match cli.command {
+        Command::Check { config, strict } => check(&config, strict),
+        Command::Run { config } => run(&config),
+    }
+}
+
+fn init_logging(level: &str, format: LogFormat) -> Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(level).with_context(|| format!("invalid --log-level '{level}'"))?;
+    let json = match format {
+        LogFormat::Auto => !std::io::stderr().is_terminal(),
+        LogFormat::Text => false,
+        LogFormat::Json => true,
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
+    }
+    Ok(())
+}
+
+fn load(path: &std::path::Path, strict: bool) -> Result<Loaded, ExitCode> {
+    let options = LoadOptions { strict, ..LoadOptions::default() };
+    config::load(path, &options).map_err(|e| {
+        match &e {
+            ConfigError::Read { .. } => eprintln!("error: {e}"),
+            ConfigError::Invalid { .. } => eprint!("{e}\n"),
+        }
+        ExitCode::from(EXIT_INVALID_CONFIG)
+    })
+}
+
+fn check(path: &std::path::Path, strict: bool) -> ExitCode {
+    let loaded = match load(path, strict) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    if !loaded.warnings.is_empty() {
+        eprintln!("{}", loaded.warnings);
+    }
+    println!("{}: valid ({} warning(s))\n", path.display(), loaded.warnings.warning_count());
+    print!("{}", loaded.describe());
+    ExitCode::SUCCESS
+}
+
+fn run(path: &std::path::Path) -> ExitCode {
+    let loaded = match load(path, false) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    for d in loaded.warnings.diagnostics() {
+        let at = d.span.map(|s| loaded.warnings.locate(s)).unwrap_or_default();
+        warn!(at, help = d.help.as_deref().unwrap_or(""), "Configuration: {}", d.message);
+    }
+    match run_pipeline(loaded) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("at-forwarder failed: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_pipeline(loaded: Loaded) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        let signals = listen_for_signals(shutdown.clone())?;
+        let result = crate::pipeline::run(loaded.config, shutdown).await;
+        signals.abort();
+        result
+    })
+}
+
+/// Cancels `shutdown` on the first SIGTERM or SIGINT.
+fn listen_for_signals(shutdown: CancellationToken) -> Result<tokio::task::JoinHandle<()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(tokio::spawn(async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        info!(signal = name, "Signal received, shutting down.");
+        shutdown.cancel();
+    }))
+}

@@ -1,0 +1,191 @@
+//! The resolved pipeline as `at-forwarder check` prints it: every value in effect,
+//! defaults included, so a reader sees what will run rather than what was written.
+//! Nothing secret lives in a [`Config`]; tokens are read from the Secret at run time.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use super::buffer::{BufferConfig, RetryType};
+use super::output::{AtOutput, Output};
+use super::source::{SourceKind, TailSource};
+use super::{Config, Directive};
+
+pub(super) fn describe(config: &Config) -> String {
+    let mut out = String::new();
+    let s = &config.system;
+    let _ = writeln!(out, "system: workers {}, log_level {}", s.workers, s.log_level);
+    if let Some(root) = &s.root_dir {
+        let _ = writeln!(out, "  root_dir {}", root.display());
+    }
+    for (i, source) in config.sources.iter().enumerate() {
+        let SourceKind::Tail(tail) = &source.kind;
+        let _ = writeln!(out, "\nsource #{}: {}{}", i + 1, tail.type_name, placement(&source.directive));
+        describe_tail(&mut out, tail);
+        let tag = tail.tag.expand(&super::build::example_path(&tail.paths[0]));
+        let route = config.route(source.directive.label.as_deref(), &tag);
+        let route = match route.and_then(|m| config.matches.iter().position(|x| std::ptr::eq(x, m))) {
+            Some(i) => format!("match #{} ({})", i + 1, config.matches[i].patterns.as_str()),
+            None => "nothing: no <match> receives these events".to_string(),
+        };
+        row(&mut out, "routed to", route);
+    }
+    for (i, m) in config.matches.iter().enumerate() {
+        let _ = writeln!(out, "\nmatch #{}: {} → {}{}", i + 1, m.patterns.as_str(), m.output.type_name(), placement(&m.directive));
+        if let Output::ActivityTracker(at) = &m.output {
+            describe_at(&mut out, at);
+        }
+        if let Some(b) = &m.buffer {
+            describe_buffer(&mut out, b);
+        }
+    }
+    out
+}
+
+fn placement(d: &Directive) -> String {
+    let mut s = format!(" ({}:{}", d.location.file.display(), d.location.line);
+    if let Some(id) = &d.id {
+        let _ = write!(s, ", @id {id}");
+    }
+    if let Some(label) = &d.label {
+        let _ = write!(s, ", label {label}");
+    }
+    if let Some(w) = d.workers {
+        let _ = write!(s, ", worker {w}");
+    }
+    if let Some(level) = d.log_level {
+        let _ = write!(s, ", log_level {level}");
+    }
+    s.push(')');
+    s
+}
+
+fn row(out: &mut String, key: &str, value: impl std::fmt::Display) {
+    let _ = writeln!(out, "  {key:<32} {value}");
+}
+
+fn describe_tail(out: &mut String, t: &TailSource) {
+    row(out, "path", t.paths.join(", "));
+    if !t.exclude_paths.is_empty() {
+        row(out, "exclude_path", t.exclude_paths.join(", "));
+    }
+    row(out, "tag", &t.tag);
+    row(out, "pos_file", t.pos_file.as_ref().map_or("(none: positions are not kept)".into(), |p| p.display().to_string()));
+    row(out, "follow_inodes", t.follow_inodes);
+    row(out, "read_from_head", t.read_from_head);
+    row(out, "read_lines_limit", t.read_lines_limit);
+    if let Some(limit) = t.read_bytes_limit_per_second {
+        row(out, "read_bytes_limit_per_second", size(limit));
+    }
+    row(out, "rotate_wait", duration(t.rotate_wait));
+    row(out, "refresh_interval", duration(t.refresh_interval));
+    row(out, "max_line_size", size(t.max_line_size));
+    if let Some(key) = &t.path_key {
+        row(out, "path_key", key);
+    }
+    if let Some(limit) = t.limit_recently_modified {
+        row(out, "limit_recently_modified", duration(limit));
+    }
+    row(out, "ignore_repeated_permission_error", t.ignore_repeated_permission_error);
+    let mut parse = t.parse.format.to_string();
+    if let Some(f) = &t.parse.time_format {
+        let _ = write!(parse, ", time_format {f}");
+    }
+    if let Some(k) = &t.parse.time_key {
+        let _ = write!(parse, ", time_key {k}");
+    }
+    row(out, "parse", parse);
+}
+
+fn describe_at(out: &mut String, at: &AtOutput) {
+    row(out, "targetHost", &at.target_host);
+    row(out, "endpoint", at.endpoint_url());
+    row(out, "service_region", &at.service_region);
+    row(out, "secrets_path", at.secrets_path.display());
+    row(out, "secret_key", &at.secret_key);
+    row(out, "tokens", format!("from {} at run time (never printed)", at.secrets_path.join(&at.secret_key).display()));
+    row(out, "ibm_plugin_log_level", at.plugin_log_level);
+    row(out, "request_timeout", duration(at.request_timeout));
+    row(out, "compress", at.compress);
+    row(out, "max_events_per_request", at.max_events_per_request);
+    if let Some(ca) = &at.ca_file {
+        row(out, "ca_file", ca.display());
+    }
+}
+
+fn describe_buffer(out: &mut String, b: &BufferConfig) {
+    let keys = if b.chunk_keys.is_empty() { String::new() } else { format!(" keyed by {}", b.chunk_keys.join(", ")) };
+    let _ = writeln!(out, "  buffer (file){keys}");
+    row(out, "  path", b.path.display());
+    row(out, "  chunk_limit_size", size(b.chunk_limit_size));
+    if let Some(r) = b.chunk_limit_records {
+        row(out, "  chunk_limit_records", r);
+    }
+    row(out, "  total_limit_size", size(b.total_limit_size));
+    row(out, "  flush_mode", b.flush_mode);
+    row(out, "  flush_interval", duration(b.flush_interval));
+    row(out, "  flush_at_shutdown", b.flush_at_shutdown);
+    row(out, "  flush_thread_count", b.flush_thread_count);
+    row(out, "  overflow_action", b.overflow_action);
+    row(out, "  compress", b.compress);
+    let r = &b.retry;
+    let delays = match r.retry_type {
+        RetryType::Periodic => format!("every {}", duration(r.wait)),
+        RetryType::ExponentialBackoff => format!(
+            "from {} ×{} up to {}",
+            duration(r.wait),
+            r.exponential_backoff_base,
+            r.max_interval.map_or("no cap".into(), duration)
+        ),
+    };
+    let limit = if r.forever {
+        "forever".to_string()
+    } else {
+        let times = r.max_times.map_or(String::new(), |n| format!("{n} times or "));
+        format!("{times}for {}", duration(r.timeout))
+    };
+    let random = if r.randomize { ", randomised" } else { "" };
+    row(out, "  retry", format!("{} {delays}{random}, {limit}", r.retry_type));
+}
+
+/// `512000` → `500 KiB (512000 bytes)`.
+pub(crate) fn size(bytes: u64) -> String {
+    const UNITS: [(u32, &str); 4] = [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")];
+    for (shift, unit) in UNITS {
+        if bytes >= 1 << shift && bytes % (1 << shift) == 0 {
+            return format!("{} {unit} ({bytes} bytes)", bytes >> shift);
+        }
+    }
+    format!("{bytes} bytes")
+}
+
+/// `43200 s` → `12h`, `5400 s` → `1h30m`, `0.25 s` → `250ms`.
+pub(crate) fn duration(d: Duration) -> String {
+    let mut ms = d.as_millis();
+    if ms == 0 {
+        return "0s".into();
+    }
+    let mut out = String::new();
+    for (unit, len) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)] {
+        if ms >= len {
+            let _ = write!(out, "{}{unit}", ms / len);
+            ms %= len;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations_read_naturally() {
+        assert_eq!(size(512_000), "500 KiB (512000 bytes)");
+        assert_eq!(size(800 << 20), "800 MiB (838860800 bytes)");
+        assert_eq!(size(1000), "1000 bytes");
+        assert_eq!(duration(Duration::from_secs(43200)), "12h");
+        assert_eq!(duration(Duration::from_secs(5400)), "1h30m");
+        assert_eq!(duration(Duration::from_millis(250)), "250ms");
+        assert_eq!(duration(Duration::ZERO), "0s");
+    }
+}

@@ -1,0 +1,194 @@
+//! `<source>` directives: the tail input (`@type tail`, alias `tailinodes`) and its
+//! `<parse>` section, with fluentd's in_tail names and defaults.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::diag::Diagnostic;
+use super::pattern::TailTag;
+use super::section::Section;
+use super::value::config_enum;
+
+/// Input types at-forwarder implements, as written after `@type`.
+pub const SOURCE_TYPES: &[&str] = &["tail", "tailinodes"];
+
+/// fluentd's default `max_line_size` is unlimited; a line longer than this cannot be an
+/// audit event, and holding it would make memory unbounded.
+pub const DEFAULT_MAX_LINE_SIZE: u64 = 1 << 20;
+
+/// What a `<source>` reads.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceKind {
+    /// Follows files by inode through rotations (`@type tail` / `tailinodes`).
+    Tail(TailSource),
+}
+
+/// The tail input: which files, from where, and how they are tracked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TailSource {
+    /// The `@type` as written (`tail` or `tailinodes`), shown by `check`.
+    pub type_name: String,
+    /// Globs of files to read (`path`, comma-separated or a JSON array; `**` recurses).
+    pub paths: Vec<String>,
+    /// Globs of files never to read (`exclude_path`).
+    pub exclude_paths: Vec<String>,
+    /// The tag given to lines (`tag`), with `*` standing for the file's path.
+    pub tag: TailTag,
+    /// Where positions are kept (`pos_file`): the sled database of positions.
+    pub pos_file: Option<PathBuf>,
+    /// Track files by inode rather than by path (`follow_inodes`, default false).
+    pub follow_inodes: bool,
+    /// Read files found at start-up from their beginning (`read_from_head`, default false).
+    pub read_from_head: bool,
+    /// Lines read from one file before turning to the next (`read_lines_limit`, default 1000).
+    pub read_lines_limit: u64,
+    /// Per-file read rate cap (`read_bytes_limit_per_second`; default none).
+    pub read_bytes_limit_per_second: Option<u64>,
+    /// How long a rotated-away file is kept open to be drained (`rotate_wait`, default 5 s).
+    pub rotate_wait: Duration,
+    /// How often the globs are re-expanded (`refresh_interval`, default 60 s).
+    pub refresh_interval: Duration,
+    /// Add the file's path to each record under this key (`path_key`).
+    pub path_key: Option<String>,
+    /// Longest line accepted (`max_line_size`, default 1 MiB); longer lines are skipped and
+    /// reported.
+    pub max_line_size: u64,
+    /// Ignore files not modified within this long (`limit_recently_modified`).
+    pub limit_recently_modified: Option<Duration>,
+    /// Log a permission error once per file rather than at every scan
+    /// (`ignore_repeated_permission_error`, default false).
+    pub ignore_repeated_permission_error: bool,
+    /// Don't expand the globs at start-up before the first `refresh_interval`
+    /// (`skip_refresh_on_startup`, default false).
+    pub skip_refresh_on_startup: bool,
+    /// How lines are parsed (`<parse>` or the v0.12 `format`).
+    pub parse: ParseConfig,
+}
+
+config_enum! {
+    /// Line formats (`<parse> @type` / `format`).
+    pub enum ParseFormat {
+        /// One JSON object per line.
+        Json = "json",
+    }
+}
+
+/// The `<parse>` section, or its v0.12 spelling at the source level (`format json`,
+/// `time_format …`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParseConfig {
+    /// The line format.
+    pub format: ParseFormat,
+    /// Field holding the event time (`time_key`), when the record's time is taken from it.
+    pub time_key: Option<String>,
+    /// strftime format of that field (`time_format`).
+    pub time_format: Option<String>,
+    /// Keep the time field in the record (`keep_time_key`, default false).
+    pub keep_time_key: bool,
+}
+
+pub(super) fn build(s: &mut Section<'_>, type_name: &str) -> Option<SourceKind> {
+    match type_name {
+        "tail" | "tailinodes" => build_tail(s, type_name).map(SourceKind::Tail),
+        _ => None,
+    }
+}
+
+fn build_tail(s: &mut Section<'_>, type_name: &str) -> Option<TailSource> {
+    let paths = s.required("path", |v| {
+        let paths = super::value::parse_array(v)?;
+        if paths.is_empty() {
+            return Err("no path given".to_string());
+        }
+        Ok(paths)
+    });
+    let tag = s.required("tag", TailTag::new);
+    let parse = build_parse(s);
+    let pos_file = s.path("pos_file").map(|p| p.value);
+    let exclude_paths = s.array("exclude_path").map(|p| p.value).unwrap_or_default();
+    let follow_inodes = s.bool("follow_inodes").is_some_and(|b| b.value);
+    let read_from_head = s.bool("read_from_head").is_some_and(|b| b.value);
+    let read_lines_limit = s.integer("read_lines_limit", 1, 1_000_000).map_or(1000, |v| v.value);
+    let read_bytes_limit_per_second = s.size("read_bytes_limit_per_second").map(|v| v.value).filter(|v| *v > 0);
+    let rotate_wait = s.duration("rotate_wait").map_or(Duration::from_secs(5), |v| v.value);
+    let refresh_interval = s.duration("refresh_interval").map_or(Duration::from_secs(60), |v| v.value);
+    let path_key = s.string("path_key").map(|v| v.value);
+    let max_line_size = s.size("max_line_size").map_or(DEFAULT_MAX_LINE_SIZE, |v| v.value);
+    let limit_recently_modified = s.duration("limit_recently_modified").map(|v| v.value);
+    let ignore_repeated_permission_error = s.bool("ignore_repeated_permission_error").is_some_and(|b| b.value);
+    let skip_refresh_on_startup = s.bool("skip_refresh_on_startup").is_some_and(|b| b.value);
+    s.without_effect(
+        &["enable_watch_timer", "enable_stat_watcher", "open_on_every_update", "pos_file_compaction_interval"],
+        "the tailer always combines change notification with a periodic check",
+    );
+    s.without_effect(&["encoding", "from_encoding"], "lines are forwarded as the bytes they are");
+    if pos_file.is_none() {
+        let d = Diagnostic::warning(Some(s.element().span), "no 'pos_file' in this tail source: positions are not kept across restarts, so events may be read twice or missed")
+            .with_help("set 'pos_file' to a path on persistent storage");
+        s.error(d);
+    }
+    Some(TailSource {
+        type_name: type_name.to_string(),
+        paths: paths?.value,
+        exclude_paths,
+        tag: tag?.value,
+        pos_file,
+        follow_inodes,
+        read_from_head,
+        read_lines_limit,
+        read_bytes_limit_per_second,
+        rotate_wait,
+        refresh_interval,
+        path_key,
+        max_line_size,
+        limit_recently_modified,
+        ignore_repeated_permission_error,
+        skip_refresh_on_startup,
+        parse: parse?,
+    })
+}
+
+fn has(s: &Section<'_>, key: &str) -> bool {
+    s.element().params.iter().any(|p| p.key == key)
+}
+
+/// `<parse>` wins; without it, the v0.12 parameters at the source level apply.
+fn build_parse(s: &mut Section<'_>) -> Option<ParseConfig> {
+    let legacy_format = s.enumeration::<ParseFormat>("format");
+    let legacy_time_format = s.string("time_format");
+    let legacy_time_key = s.string("time_key");
+    let legacy_keep = s.bool("keep_time_key");
+    let Some(el) = s.child("parse") else {
+        if legacy_format.is_none() && !has(s, "format") {
+            let d = Diagnostic::error(Some(s.element().span), "no <parse> section or 'format' in this tail source")
+                .with_help("add 'format json' or <parse> @type json </parse>");
+            s.error(d);
+            return None;
+        }
+        return Some(ParseConfig {
+            format: legacy_format?.value,
+            time_key: legacy_time_key.map(|v| v.value),
+            time_format: legacy_time_format.map(|v| v.value),
+            keep_time_key: legacy_keep.is_some_and(|v| v.value),
+        });
+    };
+    let mut p = Section::new(el);
+    let format = match p.param_or_alias("@type", "type") {
+        Some(t) => p.convert(t, super::value::parse_enum::<ParseFormat>).map(|v| v.value),
+        None => {
+            p.missing("@type");
+            None
+        }
+    };
+    let parse = ParseConfig {
+        format: format.unwrap_or(ParseFormat::Json),
+        time_key: p.string("time_key").map(|v| v.value),
+        time_format: p.string("time_format").map(|v| v.value),
+        keep_time_key: p.bool("keep_time_key").is_some_and(|v| v.value),
+    };
+    let ok = format.is_some();
+    for d in p.finish() {
+        s.error(d);
+    }
+    ok.then_some(parse)
+}
