@@ -21,7 +21,12 @@ const EXIT_INVALID_CONFIG: u8 = 2;
 pub struct Cli {
     /// Log verbosity: trace, debug, info, warn, error, or a tracing filter such as
     /// "info,at_forwarder::config=debug".
-    #[arg(long, global = true, default_value = "info", env = "AT_FORWARDER_LOG_LEVEL")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "info",
+        env = "AT_FORWARDER_LOG_LEVEL"
+    )]
     log_level: String,
 
     /// Log line format; auto means text on a terminal and JSON lines otherwise.
@@ -73,13 +78,16 @@ pub fn main() -> ExitCode {
 }
 
 fn init_logging(level: &str, format: LogFormat) -> Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(level).with_context(|| format!("invalid --log-level '{level}'"))?;
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .with_context(|| format!("invalid --log-level '{level}'"))?;
     let json = match format {
         LogFormat::Auto => !std::io::stderr().is_terminal(),
         LogFormat::Text => false,
         LogFormat::Json => true,
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().flatten_event(true).init();
     } else {
@@ -89,11 +97,14 @@ fn init_logging(level: &str, format: LogFormat) -> Result<()> {
 }
 
 fn load(path: &std::path::Path, strict: bool) -> Result<Loaded, ExitCode> {
-    let options = LoadOptions { strict, ..LoadOptions::default() };
+    let options = LoadOptions {
+        strict,
+        ..LoadOptions::default()
+    };
     config::load(path, &options).map_err(|e| {
         match &e {
             ConfigError::Read { .. } => eprintln!("error: {e}"),
-            ConfigError::Invalid { .. } => eprint!("{e}\n"),
+            ConfigError::Invalid { .. } => eprintln!("{e}"),
         }
         ExitCode::from(EXIT_INVALID_CONFIG)
     })
@@ -107,7 +118,11 @@ fn check(path: &std::path::Path, strict: bool) -> ExitCode {
     if !loaded.warnings.is_empty() {
         eprintln!("{}", loaded.warnings);
     }
-    println!("{}: valid ({} warning(s))\n", path.display(), loaded.warnings.warning_count());
+    println!(
+        "{}: valid ({} warning(s))\n",
+        path.display(),
+        loaded.warnings.warning_count()
+    );
     print!("{}", loaded.describe());
     ExitCode::SUCCESS
 }
@@ -118,8 +133,16 @@ fn run(path: &std::path::Path) -> ExitCode {
         Err(code) => return code,
     };
     for d in loaded.warnings.diagnostics() {
-        let at = d.span.map(|s| loaded.warnings.locate(s)).unwrap_or_default();
-        warn!(at, help = d.help.as_deref().unwrap_or(""), "Configuration: {}", d.message);
+        let at = d
+            .span
+            .map(|s| loaded.warnings.locate(s))
+            .unwrap_or_default();
+        warn!(
+            at,
+            help = d.help.as_deref().unwrap_or(""),
+            "Configuration: {}",
+            d.message
+        );
     }
     match run_pipeline(loaded) {
         Ok(()) => ExitCode::SUCCESS,
@@ -131,7 +154,10 @@ fn run(path: &std::path::Path) -> ExitCode {
 }
 
 fn run_pipeline(loaded: Loaded) -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
         let signals = listen_for_signals(shutdown.clone())?;

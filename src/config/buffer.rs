@@ -159,7 +159,9 @@ impl LegacyParams {
             queue_limit: s.integer("buffer_queue_limit", 1, u64::MAX),
             overflow_action: s.typed("buffer_queue_full_action", |v| match v.trim() {
                 "exception" => Ok(OverflowAction::ThrowException),
-                other => super::value::parse_enum(other).map_err(|_| format!("'{other}' is not one of exception, block, drop_oldest_chunk")),
+                other => super::value::parse_enum(other).map_err(|_| {
+                    format!("'{other}' is not one of exception, block, drop_oldest_chunk")
+                }),
             }),
             flush_interval: s.duration("flush_interval"),
             flush_at_shutdown: s.bool("flush_at_shutdown"),
@@ -174,11 +176,19 @@ impl LegacyParams {
 
 /// Merges a `<buffer>` value with its v0.12 counterpart: the section wins, with a warning
 /// when both are set.
-fn pick<T>(diags: &mut Vec<Diagnostic>, section: Option<Spanned<T>>, legacy: Option<Spanned<T>>, names: (&str, &str)) -> Option<Spanned<T>> {
+fn pick<T>(
+    diags: &mut Vec<Diagnostic>,
+    section: Option<Spanned<T>>,
+    legacy: Option<Spanned<T>>,
+    names: (&str, &str),
+) -> Option<Spanned<T>> {
     if let (Some(new), Some(old)) = (&section, &legacy) {
         diags.push(Diagnostic::warning(
             Some(old.span),
-            format!("'{}' is also set as '{}' in <buffer> (line {}); the <buffer> value wins", names.1, names.0, new.span.line),
+            format!(
+                "'{}' is also set as '{}' in <buffer> (line {}); the <buffer> value wins",
+                names.1, names.0, new.span.line
+            ),
         ));
     }
     section.or(legacy)
@@ -210,49 +220,127 @@ pub(super) fn build(
         }
     };
     let mut s = Section::new(el);
-    let chunk_keys = parse_chunk_keys(&el.arg).map_err(|msg| Diagnostic::error(Some(el.arg_span), msg));
-    let buffer_type = s.param_or_alias("@type", "type").and_then(|p| s.convert(p, super::value::parse_enum::<BufferType>));
-    let buffer_type = pick(diags, buffer_type, legacy.buffer_type, ("@type", "buffer_type"));
-    if let Some(Spanned { value: BufferType::Memory, span }) = buffer_type {
-        s.error(Diagnostic::warning(Some(span), "at-forwarder keeps every buffer on disk: '@type memory' is read as 'file'")
-            .with_help("audit events must survive a restart; set 'path' for the chunk files"));
+    let chunk_keys =
+        parse_chunk_keys(&el.arg).map_err(|msg| Diagnostic::error(Some(el.arg_span), msg));
+    let buffer_type = s
+        .param_or_alias("@type", "type")
+        .and_then(|p| s.convert(p, super::value::parse_enum::<BufferType>));
+    let buffer_type = pick(
+        diags,
+        buffer_type,
+        legacy.buffer_type,
+        ("@type", "buffer_type"),
+    );
+    if let Some(Spanned {
+        value: BufferType::Memory,
+        span,
+    }) = buffer_type
+    {
+        s.error(
+            Diagnostic::warning(
+                Some(span),
+                "at-forwarder keeps every buffer on disk: '@type memory' is read as 'file'",
+            )
+            .with_help("audit events must survive a restart; set 'path' for the chunk files"),
+        );
     }
     let retry = build_retry(&mut s, &legacy, diags);
-    let path = pick(diags, s.path("path"), legacy.path, ("path", "buffer_path")).map(|p| p.value).or(default_path);
-    let chunk_limit_size = pick(diags, s.size("chunk_limit_size"), legacy.chunk_limit_size, ("chunk_limit_size", "buffer_chunk_limit"));
+    let path = pick(diags, s.path("path"), legacy.path, ("path", "buffer_path"))
+        .map(|p| p.value)
+        .or(default_path);
+    let chunk_limit_size = pick(
+        diags,
+        s.size("chunk_limit_size"),
+        legacy.chunk_limit_size,
+        ("chunk_limit_size", "buffer_chunk_limit"),
+    );
     let total_limit_size = s.size("total_limit_size");
-    let queued = pick(diags, s.integer("queued_chunks_limit_size", 1, u64::MAX), legacy.queue_limit, ("queued_chunks_limit_size", "buffer_queue_limit"));
+    let queued = pick(
+        diags,
+        s.integer("queued_chunks_limit_size", 1, u64::MAX),
+        legacy.queue_limit,
+        ("queued_chunks_limit_size", "buffer_queue_limit"),
+    );
     let threshold = s.float("chunk_full_threshold");
     let timekey = s.duration("timekey").map(|v| v.value);
-    let flush_mode = s.enumeration::<FlushMode>("flush_mode").map_or(FlushMode::Default, |v| v.value);
+    let flush_mode = s
+        .enumeration::<FlushMode>("flush_mode")
+        .map_or(FlushMode::Default, |v| v.value);
     let config = BufferConfig {
-        chunk_limit_records: s.integer("chunk_limit_records", 1, u64::MAX).map(|v| v.value),
+        chunk_limit_records: s
+            .integer("chunk_limit_records", 1, u64::MAX)
+            .map(|v| v.value),
         queued_chunks_limit_size: queued.map(|v| v.value),
         chunk_full_threshold: threshold.map_or(0.95, |v| v.value),
-        compress: s.enumeration("compress").map_or(ChunkCompress::Text, |v| v.value),
-        flush_at_shutdown: pick(diags, s.bool("flush_at_shutdown"), legacy.flush_at_shutdown, ("flush_at_shutdown", "flush_at_shutdown"))
-            .is_some_and(|v| v.value),
+        compress: s
+            .enumeration("compress")
+            .map_or(ChunkCompress::Text, |v| v.value),
+        flush_at_shutdown: pick(
+            diags,
+            s.bool("flush_at_shutdown"),
+            legacy.flush_at_shutdown,
+            ("flush_at_shutdown", "flush_at_shutdown"),
+        )
+        .is_some_and(|v| v.value),
         flush_mode: match flush_mode {
-            FlushMode::Default if chunk_keys.as_ref().is_ok_and(|k| k.iter().any(|k| k == "time")) => FlushMode::Lazy,
+            FlushMode::Default
+                if chunk_keys
+                    .as_ref()
+                    .is_ok_and(|k| k.iter().any(|k| k == "time")) =>
+            {
+                FlushMode::Lazy
+            }
             FlushMode::Default => FlushMode::Interval,
             other => other,
         },
-        flush_interval: pick(diags, s.duration("flush_interval"), legacy.flush_interval, ("flush_interval", "flush_interval"))
-            .map_or(Duration::from_secs(60), |v| v.value),
-        flush_thread_count: pick(diags, s.integer("flush_thread_count", 1, 64), legacy.num_threads, ("flush_thread_count", "num_threads"))
-            .map_or(1, |v| v.value),
-        overflow_action: pick(diags, s.enumeration("overflow_action"), legacy.overflow_action, ("overflow_action", "buffer_queue_full_action"))
-            .map_or(OverflowAction::Block, |v| v.value),
+        flush_interval: pick(
+            diags,
+            s.duration("flush_interval"),
+            legacy.flush_interval,
+            ("flush_interval", "flush_interval"),
+        )
+        .map_or(Duration::from_secs(60), |v| v.value),
+        flush_thread_count: pick(
+            diags,
+            s.integer("flush_thread_count", 1, 64),
+            legacy.num_threads,
+            ("flush_thread_count", "num_threads"),
+        )
+        .map_or(1, |v| v.value),
+        overflow_action: pick(
+            diags,
+            s.enumeration("overflow_action"),
+            legacy.overflow_action,
+            ("overflow_action", "buffer_queue_full_action"),
+        )
+        .map_or(OverflowAction::Block, |v| v.value),
         retry,
         timekey,
-        timekey_wait: s.duration("timekey_wait").map_or(Duration::from_secs(600), |v| v.value),
+        timekey_wait: s
+            .duration("timekey_wait")
+            .map_or(Duration::from_secs(600), |v| v.value),
         chunk_limit_size: chunk_limit_size.map_or(256 << 20, |v| v.value),
         total_limit_size: total_limit_size.map_or(64 << 30, |v| v.value),
         chunk_keys: Vec::new(),
         path: PathBuf::new(),
     };
-    s.without_effect(&["flush_thread_interval", "flush_thread_burst_interval", "delayed_commit_timeout"], "senders wake on events, not on polling timers");
-    s.without_effect(&["timekey_use_utc", "timekey_zone", "path_suffix", "chunk_format"], "chunk files have one documented format");
+    s.without_effect(
+        &[
+            "flush_thread_interval",
+            "flush_thread_burst_interval",
+            "delayed_commit_timeout",
+        ],
+        "senders wake on events, not on polling timers",
+    );
+    s.without_effect(
+        &[
+            "timekey_use_utc",
+            "timekey_zone",
+            "path_suffix",
+            "chunk_format",
+        ],
+        "chunk files have one documented format",
+    );
     check_limits(&mut s, &config, chunk_limit_size, threshold);
     let keys = match chunk_keys {
         Ok(keys) => keys,
@@ -262,42 +350,94 @@ pub(super) fn build(
         }
     };
     if keys.iter().any(|k| k == "time") && config.timekey.is_none() {
-        s.error(Diagnostic::error(Some(el.arg_span), "the chunk key 'time' needs 'timekey' in this <buffer>"));
+        s.error(Diagnostic::error(
+            Some(el.arg_span),
+            "the chunk key 'time' needs 'timekey' in this <buffer>",
+        ));
     }
     if path.is_none() {
         s.error(Diagnostic::error(Some(el.span), "the buffer needs a directory: no 'path' and no <system> root_dir")
             .with_help("add 'path /var/lib/at-forwarder/buffer' inside <buffer>, or set root_dir in <system>"));
     }
     diags.extend(s.finish());
-    Some(BufferConfig { chunk_keys: keys, path: path?, ..config })
+    Some(BufferConfig {
+        chunk_keys: keys,
+        path: path?,
+        ..config
+    })
 }
 
-fn build_retry(s: &mut Section<'_>, legacy: &LegacyParams, diags: &mut Vec<Diagnostic>) -> RetryConfig {
-    let max_times = pick(diags, s.integer("retry_max_times", 0, u64::MAX), legacy.retry_limit, ("retry_max_times", "retry_limit"));
+fn build_retry(
+    s: &mut Section<'_>,
+    legacy: &LegacyParams,
+    diags: &mut Vec<Diagnostic>,
+) -> RetryConfig {
+    let max_times = pick(
+        diags,
+        s.integer("retry_max_times", 0, u64::MAX),
+        legacy.retry_limit,
+        ("retry_max_times", "retry_limit"),
+    );
     let timeout = s.duration("retry_timeout");
-    let forever = pick(diags, s.bool("retry_forever"), legacy.disable_retry_limit, ("retry_forever", "disable_retry_limit"));
+    let forever = pick(
+        diags,
+        s.bool("retry_forever"),
+        legacy.disable_retry_limit,
+        ("retry_forever", "disable_retry_limit"),
+    );
     let forever_value = forever.map_or(max_times.is_none() && timeout.is_none(), |v| v.value);
     if let (Some(f), true) = (forever, forever_value) {
-        for (name, limit) in [("retry_max_times", max_times.map(|v| v.span)), ("retry_timeout", timeout.map(|v| v.span))] {
+        for (name, limit) in [
+            ("retry_max_times", max_times.map(|v| v.span)),
+            ("retry_timeout", timeout.map(|v| v.span)),
+        ] {
             if let Some(span) = limit {
-                s.error(Diagnostic::warning(Some(span), format!("'{name}' has no effect: retries go on forever (set on line {})", f.span.line))
-                    .with_help("remove the limit, or the retry_forever / disable_retry_limit setting"));
+                s.error(
+                    Diagnostic::warning(
+                        Some(span),
+                        format!(
+                            "'{name}' has no effect: retries go on forever (set on line {})",
+                            f.span.line
+                        ),
+                    )
+                    .with_help(
+                        "remove the limit, or the retry_forever / disable_retry_limit setting",
+                    ),
+                );
             }
         }
     }
-    let wait = pick(diags, s.duration("retry_wait"), legacy.retry_wait, ("retry_wait", "retry_wait"));
-    let max_interval = pick(diags, s.duration("retry_max_interval"), legacy.max_retry_wait, ("retry_max_interval", "max_retry_wait"));
+    let wait = pick(
+        diags,
+        s.duration("retry_wait"),
+        legacy.retry_wait,
+        ("retry_wait", "retry_wait"),
+    );
+    let max_interval = pick(
+        diags,
+        s.duration("retry_max_interval"),
+        legacy.max_retry_wait,
+        ("retry_max_interval", "max_retry_wait"),
+    );
     let base = s.float("retry_exponential_backoff_base");
     if let Some(b) = base.filter(|b| b.value < 1.0) {
-        s.error(Diagnostic::error(Some(b.span), "'retry_exponential_backoff_base' must be at least 1"));
+        s.error(Diagnostic::error(
+            Some(b.span),
+            "'retry_exponential_backoff_base' must be at least 1",
+        ));
     }
     if let (Some(w), Some(m)) = (wait, max_interval) {
         if m.value < w.value {
-            s.error(Diagnostic::warning(Some(m.span), "the longest retry delay is shorter than the first one ('retry_wait')"));
+            s.error(Diagnostic::warning(
+                Some(m.span),
+                "the longest retry delay is shorter than the first one ('retry_wait')",
+            ));
         }
     }
     RetryConfig {
-        retry_type: s.enumeration("retry_type").map_or(RetryType::ExponentialBackoff, |v| v.value),
+        retry_type: s
+            .enumeration("retry_type")
+            .map_or(RetryType::ExponentialBackoff, |v| v.value),
         wait: wait.map_or(Duration::from_secs(1), |v| v.value),
         exponential_backoff_base: base.map_or(2.0, |v| v.value),
         max_interval: max_interval.map(|v| v.value),
@@ -308,19 +448,33 @@ fn build_retry(s: &mut Section<'_>, legacy: &LegacyParams, diags: &mut Vec<Diagn
     }
 }
 
-fn check_limits(s: &mut Section<'_>, config: &BufferConfig, chunk: Option<Spanned<u64>>, threshold: Option<Spanned<f64>>) {
+fn check_limits(
+    s: &mut Section<'_>,
+    config: &BufferConfig,
+    chunk: Option<Spanned<u64>>,
+    threshold: Option<Spanned<f64>>,
+) {
     if config.chunk_limit_size == 0 {
-        s.error(Diagnostic::error(chunk.map(|c| c.span), "'chunk_limit_size' must be more than 0"));
+        s.error(Diagnostic::error(
+            chunk.map(|c| c.span),
+            "'chunk_limit_size' must be more than 0",
+        ));
     }
     if config.chunk_limit_size > config.total_limit_size {
         let span = chunk.map(|c| c.span).unwrap_or(s.element().span);
-        s.error(Diagnostic::error(Some(span), format!(
-            "'chunk_limit_size' ({} bytes) is larger than 'total_limit_size' ({} bytes)",
-            config.chunk_limit_size, config.total_limit_size
-        )));
+        s.error(Diagnostic::error(
+            Some(span),
+            format!(
+                "'chunk_limit_size' ({} bytes) is larger than 'total_limit_size' ({} bytes)",
+                config.chunk_limit_size, config.total_limit_size
+            ),
+        ));
     }
     if let Some(t) = threshold.filter(|t| !(t.value > 0.0 && t.value <= 1.0)) {
-        s.error(Diagnostic::error(Some(t.span), "'chunk_full_threshold' must be more than 0 and at most 1"));
+        s.error(Diagnostic::error(
+            Some(t.span),
+            "'chunk_full_threshold' must be more than 0 and at most 1",
+        ));
     }
 }
 
@@ -334,9 +488,13 @@ fn parse_chunk_keys(arg: &str) -> Result<Vec<String>, String> {
     for key in &keys {
         let field = key.strip_prefix("$.").unwrap_or(key);
         let valid = !field.is_empty()
-            && field.split('.').all(|part| !part.is_empty() && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+            && field.split('.').all(|part| {
+                !part.is_empty() && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            });
         if !valid {
-            return Err(format!("invalid chunk key '{key}': use tag, time, a record field name or $.path.to.field"));
+            return Err(format!(
+                "invalid chunk key '{key}': use tag, time, a record field name or $.path.to.field"
+            ));
         }
     }
     Ok(keys)

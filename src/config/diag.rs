@@ -84,12 +84,22 @@ pub struct Diagnostic {
 impl Diagnostic {
     /// An error at `span`.
     pub fn error(span: Option<Span>, message: impl Into<String>) -> Self {
-        Diagnostic { severity: Severity::Error, message: message.into(), span, help: None }
+        Diagnostic {
+            severity: Severity::Error,
+            message: message.into(),
+            span,
+            help: None,
+        }
     }
 
     /// A warning at `span`.
     pub fn warning(span: Option<Span>, message: impl Into<String>) -> Self {
-        Diagnostic { severity: Severity::Warning, message: message.into(), span, help: None }
+        Diagnostic {
+            severity: Severity::Warning,
+            message: message.into(),
+            span,
+            help: None,
+        }
     }
 
     /// Adds a hint on how to fix the problem.
@@ -115,7 +125,10 @@ impl Report {
             let at = d.span.map(|s| (s.file, s.line, s.col));
             (std::cmp::Reverse(d.severity), at)
         });
-        Report { diagnostics, sources }
+        Report {
+            diagnostics,
+            sources,
+        }
     }
 
     /// Every diagnostic, errors first.
@@ -125,7 +138,10 @@ impl Report {
 
     /// How many errors the report holds.
     pub fn error_count(&self) -> usize {
-        self.diagnostics.iter().filter(|d| d.severity == Severity::Error).count()
+        self.diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .count()
     }
 
     /// How many warnings the report holds.
@@ -152,7 +168,12 @@ impl Report {
 
     /// `file:line:col` of a span, as shown in messages.
     pub fn locate(&self, span: Span) -> String {
-        format!("{}:{}:{}", self.sources.path(span.file).display(), span.line, span.col)
+        format!(
+            "{}:{}:{}",
+            self.sources.path(span.file).display(),
+            span.line,
+            span.col
+        )
     }
 }
 
@@ -180,12 +201,23 @@ fn render(f: &mut fmt::Formatter<'_>, d: &Diagnostic, sources: &SourceMap) -> fm
         let text = redact_secret_value(sources.line_text(span.file, span.line));
         let shown: String = text.replace('\t', " ");
         let caret_col = span.col.saturating_sub(1) as usize;
-        let caret_len = (span.len.max(1) as usize)
-            .min(shown.chars().count().saturating_sub(caret_col).max(1));
-        writeln!(f, "{pad}--> {}:{}:{}", sources.path(span.file).display(), span.line, span.col)?;
+        let caret_len =
+            (span.len.max(1) as usize).min(shown.chars().count().saturating_sub(caret_col).max(1));
+        writeln!(
+            f,
+            "{pad}--> {}:{}:{}",
+            sources.path(span.file).display(),
+            span.line,
+            span.col
+        )?;
         writeln!(f, "{pad} |")?;
         writeln!(f, "{number} | {shown}")?;
-        writeln!(f, "{pad} | {}{}", " ".repeat(caret_col), "^".repeat(caret_len))?;
+        writeln!(
+            f,
+            "{pad} | {}{}",
+            " ".repeat(caret_col),
+            "^".repeat(caret_len)
+        )?;
     }
     if let Some(help) = &d.help {
         writeln!(f, "  = help: {help}")?;
@@ -197,9 +229,17 @@ fn render(f: &mut fmt::Formatter<'_>, d: &Diagnostic, sources: &SourceMap) -> fm
 /// diagnostic, even when the line is quoted to show an error next to them.
 pub(crate) fn is_secret_key(key: &str) -> bool {
     let key = key.trim_start_matches('@').to_ascii_lowercase();
-    ["token", "password", "passwd", "credential", "api_key", "apikey", "private_key"]
-        .iter()
-        .any(|word| key.contains(word))
+    [
+        "token",
+        "password",
+        "passwd",
+        "credential",
+        "api_key",
+        "apikey",
+        "private_key",
+    ]
+    .iter()
+    .any(|word| key.contains(word))
 }
 
 fn redact_secret_value(line: &str) -> String {
@@ -220,9 +260,20 @@ mod tests {
     #[test]
     fn renders_file_line_column_excerpt_and_caret() {
         let mut sources = SourceMap::default();
-        let file = sources.add("a.conf".into(), "<source>\n  @type tial\n</source>\n".into());
-        let d = Diagnostic::error(Some(Span { file, line: 2, col: 9, len: 4 }), "unknown input type 'tial'")
-            .with_help("did you mean 'tail'?");
+        let file = sources.add(
+            "a.conf".into(),
+            "<source>\n  @type tial\n</source>\n".into(),
+        );
+        let d = Diagnostic::error(
+            Some(Span {
+                file,
+                line: 2,
+                col: 9,
+                len: 4,
+            }),
+            "unknown input type 'tial'",
+        )
+        .with_help("did you mean 'tail'?");
         let text = Report::new(vec![d], Arc::new(sources)).to_string();
         assert_eq!(
             text,
@@ -234,7 +285,15 @@ mod tests {
     fn secret_values_are_never_quoted() {
         let mut sources = SourceMap::default();
         let file = sources.add("a.conf".into(), "  auth_token s3cr3t-value\n".into());
-        let d = Diagnostic::warning(Some(Span { file, line: 1, col: 3, len: 10 }), "unknown parameter");
+        let d = Diagnostic::warning(
+            Some(Span {
+                file,
+                line: 1,
+                col: 3,
+                len: 10,
+            }),
+            "unknown parameter",
+        );
         let text = Report::new(vec![d], Arc::new(sources)).to_string();
         assert!(!text.contains("s3cr3t"), "{text}");
         assert!(text.contains("auth_token [REDACTED]"), "{text}");

@@ -13,24 +13,42 @@ use super::{Config, Directive};
 pub(super) fn describe(config: &Config) -> String {
     let mut out = String::new();
     let s = &config.system;
-    let _ = writeln!(out, "system: workers {}, log_level {}", s.workers, s.log_level);
+    let _ = writeln!(
+        out,
+        "system: workers {}, log_level {}",
+        s.workers, s.log_level
+    );
     if let Some(root) = &s.root_dir {
         let _ = writeln!(out, "  root_dir {}", root.display());
     }
     for (i, source) in config.sources.iter().enumerate() {
         let SourceKind::Tail(tail) = &source.kind;
-        let _ = writeln!(out, "\nsource #{}: {}{}", i + 1, tail.type_name, placement(&source.directive));
+        let _ = writeln!(
+            out,
+            "\nsource #{}: {}{}",
+            i + 1,
+            tail.type_name,
+            placement(&source.directive)
+        );
         describe_tail(&mut out, tail);
         let tag = tail.tag.expand(&super::build::example_path(&tail.paths[0]));
         let route = config.route(source.directive.label.as_deref(), &tag);
-        let route = match route.and_then(|m| config.matches.iter().position(|x| std::ptr::eq(x, m))) {
+        let route = match route.and_then(|m| config.matches.iter().position(|x| std::ptr::eq(x, m)))
+        {
             Some(i) => format!("match #{} ({})", i + 1, config.matches[i].patterns.as_str()),
             None => "nothing: no <match> receives these events".to_string(),
         };
         row(&mut out, "routed to", route);
     }
     for (i, m) in config.matches.iter().enumerate() {
-        let _ = writeln!(out, "\nmatch #{}: {} → {}{}", i + 1, m.patterns.as_str(), m.output.type_name(), placement(&m.directive));
+        let _ = writeln!(
+            out,
+            "\nmatch #{}: {} → {}{}",
+            i + 1,
+            m.patterns.as_str(),
+            m.output.type_name(),
+            placement(&m.directive)
+        );
         if let Output::ActivityTracker(at) = &m.output {
             describe_at(&mut out, at);
         }
@@ -69,7 +87,15 @@ fn describe_tail(out: &mut String, t: &TailSource) {
         row(out, "exclude_path", t.exclude_paths.join(", "));
     }
     row(out, "tag", &t.tag);
-    row(out, "pos_file", t.pos_file.as_ref().map_or("(none: positions are not kept)".into(), |p| p.display().to_string()));
+    row(
+        out,
+        "pos_file",
+        t.pos_file
+            .as_ref()
+            .map_or("(none: positions are not kept)".into(), |p| {
+                p.display().to_string()
+            }),
+    );
     row(out, "follow_inodes", t.follow_inodes);
     row(out, "read_from_head", t.read_from_head);
     row(out, "read_lines_limit", t.read_lines_limit);
@@ -85,7 +111,11 @@ fn describe_tail(out: &mut String, t: &TailSource) {
     if let Some(limit) = t.limit_recently_modified {
         row(out, "limit_recently_modified", duration(limit));
     }
-    row(out, "ignore_repeated_permission_error", t.ignore_repeated_permission_error);
+    row(
+        out,
+        "ignore_repeated_permission_error",
+        t.ignore_repeated_permission_error,
+    );
     let mut parse = t.parse.format.to_string();
     if let Some(f) = &t.parse.time_format {
         let _ = write!(parse, ", time_format {f}");
@@ -102,7 +132,14 @@ fn describe_at(out: &mut String, at: &AtOutput) {
     row(out, "service_region", &at.service_region);
     row(out, "secrets_path", at.secrets_path.display());
     row(out, "secret_key", &at.secret_key);
-    row(out, "tokens", format!("from {} at run time (never printed)", at.secrets_path.join(&at.secret_key).display()));
+    row(
+        out,
+        "tokens",
+        format!(
+            "from {} at run time (never printed)",
+            at.secrets_path.join(&at.secret_key).display()
+        ),
+    );
     row(out, "ibm_plugin_log_level", at.plugin_log_level);
     row(out, "request_timeout", duration(at.request_timeout));
     row(out, "compress", at.compress);
@@ -113,7 +150,11 @@ fn describe_at(out: &mut String, at: &AtOutput) {
 }
 
 fn describe_buffer(out: &mut String, b: &BufferConfig) {
-    let keys = if b.chunk_keys.is_empty() { String::new() } else { format!(" keyed by {}", b.chunk_keys.join(", ")) };
+    let keys = if b.chunk_keys.is_empty() {
+        String::new()
+    } else {
+        format!(" keyed by {}", b.chunk_keys.join(", "))
+    };
     let _ = writeln!(out, "  buffer (file){keys}");
     row(out, "  path", b.path.display());
     row(out, "  chunk_limit_size", size(b.chunk_limit_size));
@@ -140,11 +181,17 @@ fn describe_buffer(out: &mut String, b: &BufferConfig) {
     let limit = if r.forever {
         "forever".to_string()
     } else {
-        let times = r.max_times.map_or(String::new(), |n| format!("{n} times or "));
+        let times = r
+            .max_times
+            .map_or(String::new(), |n| format!("{n} times or "));
         format!("{times}for {}", duration(r.timeout))
     };
     let random = if r.randomize { ", randomised" } else { "" };
-    row(out, "  retry", format!("{} {delays}{random}, {limit}", r.retry_type));
+    row(
+        out,
+        "  retry",
+        format!("{} {delays}{random}, {limit}", r.retry_type),
+    );
 }
 
 /// `512000` → `500 KiB (512000 bytes)`.
@@ -165,7 +212,13 @@ pub(crate) fn duration(d: Duration) -> String {
         return "0s".into();
     }
     let mut out = String::new();
-    for (unit, len) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)] {
+    for (unit, len) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+        ("ms", 1),
+    ] {
         if ms >= len {
             let _ = write!(out, "{}{unit}", ms / len);
             ms %= len;

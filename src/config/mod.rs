@@ -57,7 +57,9 @@ impl Config {
     /// The `<match>` that receives events tagged `tag` emitted into `label` (`None`: the
     /// root): the first one, in file order, whose patterns match.
     pub fn route(&self, label: Option<&str>, tag: &str) -> Option<&Match> {
-        self.matches.iter().find(|m| m.directive.label.as_deref() == label && m.patterns.matches(tag))
+        self.matches
+            .iter()
+            .find(|m| m.directive.label.as_deref() == label && m.patterns.matches(tag))
     }
 }
 
@@ -92,7 +94,11 @@ pub struct System {
 
 impl Default for System {
     fn default() -> Self {
-        System { workers: 1, root_dir: None, log_level: LogLevel::Info }
+        System {
+            workers: 1,
+            root_dir: None,
+            log_level: LogLevel::Info,
+        }
     }
 }
 
@@ -173,7 +179,10 @@ pub struct LoadOptions {
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions { strict: false, env: EvalEnv::from_process() }
+        LoadOptions {
+            strict: false,
+            env: EvalEnv::from_process(),
+        }
     }
 }
 
@@ -217,7 +226,10 @@ pub enum ConfigError {
 
 /// Loads and validates the configuration in `path`.
 pub fn load(path: &Path, options: &LoadOptions) -> Result<Loaded, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     load_str(&text, path, options)
 }
 
@@ -244,7 +256,13 @@ pub fn load_str(text: &str, path: &Path, options: &LoadOptions) -> Result<Loaded
         report.promote_warnings();
     }
     match config {
-        Some(config) if report.error_count() == 0 => Ok(Loaded { config, warnings: report }),
-        _ => Err(ConfigError::Invalid { path: path.to_path_buf(), report }),
+        Some(config) if report.error_count() == 0 => Ok(Loaded {
+            config,
+            warnings: report,
+        }),
+        _ => Err(ConfigError::Invalid {
+            path: path.to_path_buf(),
+            report,
+        }),
     }
 }

@@ -13,13 +13,28 @@ use super::value::config_enum;
 pub const OUTPUT_TYPES: &[&str] = &["ibmactivitytracker", "stdout"];
 
 /// Activity Tracker regions known to the seed documents; others are accepted with a warning.
-const KNOWN_REGIONS: &[&str] = &["ng", "us-south", "us-east", "eu-gb", "eu-de", "au-syd", "jp-tok", "jp-osa", "ca-tor", "br-sao", "eu-es", "in-che", "stage1.ng", "stage1.eu-gb"];
+const KNOWN_REGIONS: &[&str] = &[
+    "ng",
+    "us-south",
+    "us-east",
+    "eu-gb",
+    "eu-de",
+    "au-syd",
+    "jp-tok",
+    "jp-osa",
+    "ca-tor",
+    "br-sao",
+    "eu-es",
+    "in-che",
+    "stage1.ng",
+    "stage1.eu-gb",
+];
 
 /// Where events go.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
     /// The regional Activity Tracker endpoint (`@type ibmactivitytracker`).
-    ActivityTracker(AtOutput),
+    ActivityTracker(Box<AtOutput>),
     /// Standard output, one JSON event per line (`@type stdout`), for debugging pipelines.
     Stdout,
 }
@@ -90,7 +105,11 @@ pub struct AtOutput {
 impl AtOutput {
     /// The URL batches are posted to.
     pub fn endpoint_url(&self) -> String {
-        format!("{}{}", self.base_url.as_str().trim_end_matches('/'), self.endpoint_path)
+        format!(
+            "{}{}",
+            self.base_url.as_str().trim_end_matches('/'),
+            self.endpoint_path
+        )
     }
 }
 
@@ -108,18 +127,32 @@ pub(super) fn build(
     match type_name {
         "ibmactivitytracker" => {
             let at = build_at(s);
-            let buffer = buffer::build(buffer_el, legacy, default_buffer_path, s.element().span, diags);
+            let buffer = buffer::build(
+                buffer_el,
+                legacy,
+                default_buffer_path,
+                s.element().span,
+                diags,
+            );
             if let (Some(el), Some(b)) = (buffer_el, &buffer) {
                 if !b.chunk_keys.is_empty() {
                     diags.push(Diagnostic::warning(Some(el.arg_span), "chunk keys are ignored: ibmactivitytracker always groups chunks by meta.serviceProviderName, one token per service"));
                 }
             }
-            Some((Output::ActivityTracker(at?), Some(buffer?)))
+            Some((Output::ActivityTracker(Box::new(at?)), Some(buffer?)))
         }
         "stdout" => {
-            s.child("format").map(|f| check_stdout_format(f, diags));
+            if let Some(f) = s.child("format") {
+                check_stdout_format(f, diags);
+            }
             let buffer = match buffer_el {
-                Some(el) => Some(buffer::build(Some(el), legacy, default_buffer_path, el.span, diags)?),
+                Some(el) => Some(buffer::build(
+                    Some(el),
+                    legacy,
+                    default_buffer_path,
+                    el.span,
+                    diags,
+                )?),
                 None => None,
             };
             Some((Output::Stdout, buffer))
@@ -132,7 +165,13 @@ fn check_stdout_format(el: &super::syntax::Element, diags: &mut Vec<Diagnostic>)
     let mut f = Section::new(el);
     if let Some(p) = f.param_or_alias("@type", "type") {
         if p.value != "json" {
-            f.error(Diagnostic::error(Some(p.value_span), format!("stdout writes JSON lines; format '{}' is not supported", p.value)));
+            f.error(Diagnostic::error(
+                Some(p.value_span),
+                format!(
+                    "stdout writes JSON lines; format '{}' is not supported",
+                    p.value
+                ),
+            ));
         }
     }
     diags.extend(f.finish());
@@ -141,26 +180,50 @@ fn check_stdout_format(el: &super::syntax::Element, diags: &mut Vec<Diagnostic>)
 fn build_at(s: &mut Section<'_>) -> Option<AtOutput> {
     let target = s.required("targetHost", parse_target_host);
     let region = s.required_string("service_region");
-    let secrets_path = s.path("secrets_path").map_or_else(|| PathBuf::from("/mnt/activity-tracker/secrets"), |p| p.value);
+    let secrets_path = s.path("secrets_path").map_or_else(
+        || PathBuf::from("/mnt/activity-tracker/secrets"),
+        |p| p.value,
+    );
     let secret_key = s.string("secret_key").map(|v| v.value);
-    let plugin_log_level = s.enumeration("ibm_plugin_log_level").map_or(PluginLogLevel::Info, |v| v.value);
+    let plugin_log_level = s
+        .enumeration("ibm_plugin_log_level")
+        .map_or(PluginLogLevel::Info, |v| v.value);
     let endpoint_path = s.typed("endpoint_path", |v| {
-        if v.starts_with('/') { Ok(v.to_string()) } else { Err(format!("'{v}' must start with '/'")) }
+        if v.starts_with('/') {
+            Ok(v.to_string())
+        } else {
+            Err(format!("'{v}' must start with '/'"))
+        }
     });
     let ca_file = s.path("ca_file").map(|p| p.value);
-    let request_timeout = s.duration("request_timeout").map_or(Duration::from_secs(30), |v| v.value);
-    let compress = s.enumeration("compress").map_or(Compression::Gzip, |v| v.value);
-    let max_events = s.integer("max_events_per_request", 1, 100_000).map_or(1000, |v| v.value);
+    let request_timeout = s
+        .duration("request_timeout")
+        .map_or(Duration::from_secs(30), |v| v.value);
+    let compress = s
+        .enumeration("compress")
+        .map_or(Compression::Gzip, |v| v.value);
+    let max_events = s
+        .integer("max_events_per_request", 1, 100_000)
+        .map_or(1000, |v| v.value);
     if let Some(t) = &target {
         if looks_like_placeholder(&t.value.0) {
             s.error(Diagnostic::warning(Some(t.span), format!("targetHost '{}' looks like a placeholder", t.value.0))
                 .with_help("write your region's Activity Tracker host, such as activity-tracker.ng.bluemix.net"));
         }
     }
-    if let Some(r) = region.as_ref().filter(|r| !KNOWN_REGIONS.contains(&r.value.as_str())) {
-        let what = if looks_like_placeholder(&r.value) { "looks like a placeholder" } else { "is not a known Activity Tracker region" };
-        s.error(Diagnostic::warning(Some(r.span), format!("service_region '{}' {what}", r.value))
-            .with_help(format!("known regions: {}", KNOWN_REGIONS.join(", "))));
+    if let Some(r) = region
+        .as_ref()
+        .filter(|r| !KNOWN_REGIONS.contains(&r.value.as_str()))
+    {
+        let what = if looks_like_placeholder(&r.value) {
+            "looks like a placeholder"
+        } else {
+            "is not a known Activity Tracker region"
+        };
+        s.error(
+            Diagnostic::warning(Some(r.span), format!("service_region '{}' {what}", r.value))
+                .with_help(format!("known regions: {}", KNOWN_REGIONS.join(", "))),
+        );
     }
     let (target_host, base_url) = target?.value;
     let host = host_part(&target_host).to_string();
@@ -182,15 +245,24 @@ fn build_at(s: &mut Section<'_>) -> Option<AtOutput> {
 /// A host (`activity-tracker.ng.bluemix.net`, meaning https) or a full URL
 /// (`http://127.0.0.1:9000`) without a path.
 fn parse_target_host(text: &str) -> Result<(String, url::Url), String> {
-    let with_scheme = if text.contains("://") { text.to_string() } else { format!("https://{text}") };
-    let url = url::Url::parse(&with_scheme).map_err(|e| format!("'{text}' is not a host name or URL: {e}"))?;
+    let with_scheme = if text.contains("://") {
+        text.to_string()
+    } else {
+        format!("https://{text}")
+    };
+    let url = url::Url::parse(&with_scheme)
+        .map_err(|e| format!("'{text}' is not a host name or URL: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(format!("'{text}' must use http or https"));
     }
     if url.host_str().is_none_or(str::is_empty) {
         return Err(format!("'{text}' has no host"));
     }
-    if url.path() != "/" || url.query().is_some() || !url.username().is_empty() || url.password().is_some() {
+    if url.path() != "/"
+        || url.query().is_some()
+        || !url.username().is_empty()
+        || url.password().is_some()
+    {
         return Err(format!("'{text}' must be a host or scheme://host[:port] only; set the path with 'endpoint_path'"));
     }
     Ok((text.to_string(), url))
@@ -199,10 +271,17 @@ fn parse_target_host(text: &str) -> Result<(String, url::Url), String> {
 /// The host of `targetHost` as written (the Secret's key is case-sensitive, so it is not
 /// normalised as a URL host would be): no scheme, port or trailing slash.
 fn host_part(target_host: &str) -> &str {
-    let rest = target_host.split_once("://").map_or(target_host, |(_, rest)| rest);
+    let rest = target_host
+        .split_once("://")
+        .map_or(target_host, |(_, rest)| rest);
     let rest = rest.split('/').next().unwrap_or(rest);
     match rest.rsplit_once(':') {
-        Some((host, port)) if !host.ends_with(']') && port.chars().all(|c| c.is_ascii_digit()) => host,
+        Some((host, port))
+            if (host.ends_with(']') || !host.contains(':'))
+                && port.chars().all(|c| c.is_ascii_digit()) =>
+        {
+            host
+        }
         _ => rest,
     }
 }
@@ -210,7 +289,9 @@ fn host_part(target_host: &str) -> &str {
 /// The seed's ConfigMap ships with `ACTIVITY_TRACKER_URL`-style placeholders.
 fn looks_like_placeholder(text: &str) -> bool {
     let letters: String = text.chars().filter(|c| c.is_ascii_alphabetic()).collect();
-    !letters.is_empty() && text.chars().all(|c| c.is_ascii_uppercase() || c == '_') && text.contains('_')
+    !letters.is_empty()
+        && text.chars().all(|c| c.is_ascii_uppercase() || c == '_')
+        && text.contains('_')
 }
 
 #[cfg(test)]
@@ -220,22 +301,41 @@ mod tests {
     #[test]
     fn target_host_forms() {
         let ok = [
-            ("activity-tracker.ng.bluemix.net", "https://activity-tracker.ng.bluemix.net/"),
+            (
+                "activity-tracker.ng.bluemix.net",
+                "https://activity-tracker.ng.bluemix.net/",
+            ),
             ("http://127.0.0.1:9000", "http://127.0.0.1:9000/"),
-            ("https://at.example.com:8443/", "https://at.example.com:8443/"),
+            (
+                "https://at.example.com:8443/",
+                "https://at.example.com:8443/",
+            ),
             ("ACTIVITY_TRACKER_URL", "https://activity_tracker_url/"),
         ];
         for (text, want) in ok {
-            assert_eq!(parse_target_host(text).map(|(_, u)| u.to_string()), Ok(want.to_string()), "{text}");
+            assert_eq!(
+                parse_target_host(text).map(|(_, u)| u.to_string()),
+                Ok(want.to_string()),
+                "{text}"
+            );
         }
-        for bad in ["ftp://host", "https://host/v3/events", "https://user:pw@host", "http://", "a b"] {
+        for bad in [
+            "ftp://host",
+            "https://host/v3/events",
+            "https://user:pw@host",
+            "http://",
+            "a b",
+        ] {
             assert!(parse_target_host(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn secret_key_defaults_to_the_host_as_written() {
-        assert_eq!(host_part("activity-tracker.ng.bluemix.net"), "activity-tracker.ng.bluemix.net");
+        assert_eq!(
+            host_part("activity-tracker.ng.bluemix.net"),
+            "activity-tracker.ng.bluemix.net"
+        );
         assert_eq!(host_part("http://127.0.0.1:9000"), "127.0.0.1");
         assert_eq!(host_part("https://AT.example.com:8443/"), "AT.example.com");
         assert_eq!(host_part("ACTIVITY_TRACKER_URL"), "ACTIVITY_TRACKER_URL");

@@ -19,9 +19,19 @@ pub struct TagPatterns {
 impl TagPatterns {
     /// Compiles a whitespace-separated list of patterns; an empty list means `**`.
     pub fn new(text: &str) -> Result<Self, String> {
-        let text = if text.trim().is_empty() { "**" } else { text.trim() };
-        let compiled = text.split_whitespace().map(compile).collect::<Result<_, _>>()?;
-        Ok(TagPatterns { source: text.to_string(), compiled })
+        let text = if text.trim().is_empty() {
+            "**"
+        } else {
+            text.trim()
+        };
+        let compiled = text
+            .split_whitespace()
+            .map(compile)
+            .collect::<Result<_, _>>()?;
+        Ok(TagPatterns {
+            source: text.to_string(),
+            compiled,
+        })
     }
 
     /// Whether `tag` is matched by any of the patterns.
@@ -49,9 +59,9 @@ impl PartialEq for TagPatterns {
 
 fn compile(pattern: &str) -> Result<Regex, String> {
     let regex = if let Some(inner) = pattern.strip_prefix('/') {
-        let inner = inner
-            .strip_suffix('/')
-            .ok_or_else(|| format!("invalid pattern '{pattern}': a regular expression must end with '/'"))?;
+        let inner = inner.strip_suffix('/').ok_or_else(|| {
+            format!("invalid pattern '{pattern}': a regular expression must end with '/'")
+        })?;
         format!(r"\A(?:{inner})\z")
     } else {
         format!(r"\A{}\z", glob_to_regex(pattern))
@@ -104,7 +114,10 @@ fn glob_to_regex(pattern: &str) -> String {
             }
             '}' | ',' if !alternations.is_empty() => {
                 let branch = parts.pop().expect("a branch is open");
-                alternations.last_mut().expect("an alternation is open").push(branch);
+                alternations
+                    .last_mut()
+                    .expect("an alternation is open")
+                    .push(branch);
                 if c == ',' {
                     parts.push(String::new());
                 } else {
@@ -117,11 +130,17 @@ fn glob_to_regex(pattern: &str) -> String {
         i += 1;
     }
     if dot {
-        parts.last_mut().expect("parts is never empty").push_str(r"\.");
+        parts
+            .last_mut()
+            .expect("parts is never empty")
+            .push_str(r"\.");
     }
     while !alternations.is_empty() {
         let branch = parts.pop().expect("a branch is open");
-        alternations.last_mut().expect("an alternation is open").push(branch);
+        alternations
+            .last_mut()
+            .expect("an alternation is open")
+            .push(branch);
         close_alternation(&mut alternations, &mut parts);
     }
     parts.pop().expect("the outermost part remains")
@@ -146,9 +165,17 @@ impl TailTag {
     /// Parses a tag; more than one `*` is an error (fluentd silently ignores all but one).
     pub fn new(tag: &str) -> Result<Self, String> {
         match tag.split_once('*') {
-            None => Ok(TailTag { prefix: tag.to_string(), suffix: None }),
-            Some((_, after)) if after.contains('*') => Err(format!("'{tag}' has more than one '*': use at most one")),
-            Some((before, after)) => Ok(TailTag { prefix: before.to_string(), suffix: Some(after.to_string()) }),
+            None => Ok(TailTag {
+                prefix: tag.to_string(),
+                suffix: None,
+            }),
+            Some((_, after)) if after.contains('*') => {
+                Err(format!("'{tag}' has more than one '*': use at most one"))
+            }
+            Some((before, after)) => Ok(TailTag {
+                prefix: before.to_string(),
+                suffix: Some(after.to_string()),
+            }),
         }
     }
 
@@ -217,7 +244,11 @@ mod tests {
             ("a.**.c", "a.b.d.c", true),
             ("a.**.c", "a.bc", false),
             ("a.**.c", "ac", false),
-            ("kubernetes.at.**", "kubernetes.at.var.log.at.noisy_events.log", true),
+            (
+                "kubernetes.at.**",
+                "kubernetes.at.var.log.at.noisy_events.log",
+                true,
+            ),
             ("kubernetes.at.**", "kubernetes.atx", false),
             ("kubernetes.at.**", "kubernetes.at", true),
             ("{a,b}", "a", true),
@@ -253,18 +284,29 @@ mod tests {
 
     #[test]
     fn unclosed_regex_pattern_is_an_error() {
-        assert!(TagPatterns::new("/a.b").unwrap_err().contains("must end with '/'"));
+        assert!(TagPatterns::new("/a.b")
+            .unwrap_err()
+            .contains("must end with '/'"));
         assert!(TagPatterns::new("/(/").is_err());
     }
 
     #[test]
     fn tail_tag_expansion() {
         let tag = TailTag::new("kubernetes.at.*").unwrap();
-        assert_eq!(tag.expand("/var/log/at/noisy_events.log"), "kubernetes.at.var.log.at.noisy_events.log");
-        assert_eq!(tag.expand("/var/log//at/./x.log"), "kubernetes.at.var.log.at.x.log");
+        assert_eq!(
+            tag.expand("/var/log/at/noisy_events.log"),
+            "kubernetes.at.var.log.at.noisy_events.log"
+        );
+        assert_eq!(
+            tag.expand("/var/log//at/./x.log"),
+            "kubernetes.at.var.log.at.x.log"
+        );
         assert_eq!(TailTag::new("a.*.b").unwrap().expand("/x/y"), "a.x.y.b");
         assert_eq!(TailTag::new("fixed").unwrap().expand("/x/y"), "fixed");
         assert!(TailTag::new("a.*.*").is_err());
-        assert_eq!(TailTag::new("kubernetes.at.*").unwrap().to_string(), "kubernetes.at.*");
+        assert_eq!(
+            TailTag::new("kubernetes.at.*").unwrap().to_string(),
+            "kubernetes.at.*"
+        );
     }
 }

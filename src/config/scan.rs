@@ -26,13 +26,24 @@ impl EvalEnv {
     /// The environment of this process and this machine's host name.
     pub fn from_process() -> Self {
         let hostname = gethostname::gethostname().to_string_lossy().into_owned();
-        EvalEnv { hostname, worker_id: 0, vars: None }
+        EvalEnv {
+            hostname,
+            worker_id: 0,
+            vars: None,
+        }
     }
 
     /// A fixed environment, for tests and tools that must not depend on the process.
     pub fn fixed(hostname: &str, vars: &[(&str, &str)]) -> Self {
-        let vars = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        EvalEnv { hostname: hostname.to_string(), worker_id: 0, vars: Some(vars) }
+        let vars = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        EvalEnv {
+            hostname: hostname.to_string(),
+            worker_id: 0,
+            vars: Some(vars),
+        }
     }
 
     fn var(&self, name: &str) -> Option<String> {
@@ -55,7 +66,12 @@ impl<'t> Scanner<'t> {
     pub(super) fn new(text: &'t str, file: FileId) -> Self {
         let mut line_starts = vec![0];
         line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
-        Scanner { text, pos: 0, file, line_starts }
+        Scanner {
+            text,
+            pos: 0,
+            file,
+            line_starts,
+        }
     }
 
     pub(super) fn pos(&self) -> usize {
@@ -116,11 +132,15 @@ impl<'t> Scanner<'t> {
 
     /// The span from byte `start` to byte `end` (clipped to the line `start` is on).
     pub(super) fn span(&self, start: usize, end: usize) -> Span {
+        let start = floor_char_boundary(self.text, start);
         let line_idx = self.line_starts.partition_point(|&s| s <= start) - 1;
         let line_start = self.line_starts[line_idx];
         let col = self.text[line_start..start].chars().count() + 1;
-        let line_end = self.text[start..].find('\n').map_or(self.text.len(), |i| start + i);
-        let len = self.text[start..end.clamp(start, line_end)].chars().count().max(1);
+        let line_end = self.text[start..]
+            .find('\n')
+            .map_or(self.text.len(), |i| start + i);
+        let end = floor_char_boundary(self.text, end.clamp(start, line_end));
+        let len = self.text[start..end].chars().count().max(1);
         Span {
             file: self.file,
             line: u32::try_from(line_idx + 1).unwrap_or(u32::MAX),
@@ -131,7 +151,7 @@ impl<'t> Scanner<'t> {
 
     /// A one-character span at the cursor.
     pub(super) fn here(&self) -> Span {
-        self.span(self.pos, self.pos + 1)
+        self.span(self.pos, self.pos + self.peek().map_or(1, char::len_utf8))
     }
 
     /// Skips spaces and tabs.
@@ -180,7 +200,11 @@ impl<'t> Scanner<'t> {
 
     /// Reads a value literal (fluentd's `parse_literal`) from the cursor to the end of the
     /// value: JSON when it starts with `[` or `{`, a quoted string, or an unquoted string.
-    pub(super) fn literal(&mut self, env: &EvalEnv, warnings: &mut Vec<Diagnostic>) -> Result<String, Diagnostic> {
+    pub(super) fn literal(
+        &mut self,
+        env: &EvalEnv,
+        warnings: &mut Vec<Diagnostic>,
+    ) -> Result<String, Diagnostic> {
         self.skip_blanks();
         match self.peek() {
             Some('[' | '{') => self.json(env, warnings),
@@ -205,14 +229,21 @@ impl<'t> Scanner<'t> {
     }
 
     /// A double-quoted string: escapes, line continuations and `#{…}` are processed.
-    pub(super) fn double_quoted(&mut self, env: &EvalEnv, warnings: &mut Vec<Diagnostic>) -> Result<String, Diagnostic> {
+    pub(super) fn double_quoted(
+        &mut self,
+        env: &EvalEnv,
+        warnings: &mut Vec<Diagnostic>,
+    ) -> Result<String, Diagnostic> {
         let open = self.here();
         self.bump();
         let mut out = String::new();
         loop {
             let Some(c) = self.peek() else {
-                return Err(Diagnostic::error(Some(open), "unexpected end of file in a double-quoted string")
-                    .with_help("close the string with '\"'; write a literal quote inside it as \\\""));
+                return Err(Diagnostic::error(
+                    Some(open),
+                    "unexpected end of file in a double-quoted string",
+                )
+                .with_help("close the string with '\"'; write a literal quote inside it as \\\""));
             };
             if c == '"' {
                 self.bump();
@@ -233,7 +264,10 @@ impl<'t> Scanner<'t> {
         let at = self.pos;
         self.bump();
         let Some(c) = self.bump() else {
-            return Err(Diagnostic::error(Some(self.span(at, at + 1)), "unexpected end of file after '\\'"));
+            return Err(Diagnostic::error(
+                Some(self.span(at, at + 1)),
+                "unexpected end of file after '\\'",
+            ));
         };
         match c {
             '\n' => {}
@@ -266,8 +300,13 @@ impl<'t> Scanner<'t> {
         loop {
             match self.peek() {
                 None => {
-                    return Err(Diagnostic::error(Some(open), "unexpected end of file in a single-quoted string")
-                        .with_help("close the string with \"'\"; write a literal quote inside it as \\'"));
+                    return Err(Diagnostic::error(
+                        Some(open),
+                        "unexpected end of file in a single-quoted string",
+                    )
+                    .with_help(
+                        "close the string with \"'\"; write a literal quote inside it as \\'",
+                    ));
                 }
                 Some('\'') => {
                     self.bump();
@@ -287,9 +326,17 @@ impl<'t> Scanner<'t> {
 
     /// A JSON array or object, which may span lines and hold `#` comments outside its
     /// strings. Stored as compact JSON text.
-    fn json(&mut self, env: &EvalEnv, warnings: &mut Vec<Diagnostic>) -> Result<String, Diagnostic> {
+    fn json(
+        &mut self,
+        env: &EvalEnv,
+        warnings: &mut Vec<Diagnostic>,
+    ) -> Result<String, Diagnostic> {
         let start = self.pos;
-        let (kind, close) = if self.peek() == Some('[') { ("array", ']') } else { ("hash", '}') };
+        let (kind, close) = if self.peek() == Some('[') {
+            ("array", ']')
+        } else {
+            ("hash", '}')
+        };
         let mut buf = String::new();
         let (mut depth, mut in_string) = (0usize, false);
         loop {
@@ -345,12 +392,19 @@ impl<'t> Scanner<'t> {
     }
 
     /// `#{…}` at the cursor: evaluates the supported forms.
-    fn embedded(&mut self, env: &EvalEnv, warnings: &mut Vec<Diagnostic>) -> Result<String, Diagnostic> {
+    fn embedded(
+        &mut self,
+        env: &EvalEnv,
+        warnings: &mut Vec<Diagnostic>,
+    ) -> Result<String, Diagnostic> {
         let start = self.pos;
         self.eat_str("#{");
         let code = self.take_while(|c| c != '}' && c != '\n');
         if !self.eat('}') {
-            return Err(Diagnostic::error(Some(self.span(start, self.pos)), "unterminated '#{': expected '}'"));
+            return Err(Diagnostic::error(
+                Some(self.span(start, self.pos)),
+                "unterminated '#{': expected '}'",
+            ));
         }
         let span = self.span(start, self.pos);
         let code = code.trim();
@@ -366,12 +420,24 @@ impl<'t> Scanner<'t> {
         };
         Ok(env.var(name).unwrap_or_else(|| {
             warnings.push(
-                Diagnostic::warning(Some(span), format!("environment variable {name} is not set; using an empty string"))
-                    .with_help(format!("set {name} in the environment of at-forwarder")),
+                Diagnostic::warning(
+                    Some(span),
+                    format!("environment variable {name} is not set; using an empty string"),
+                )
+                .with_help(format!("set {name} in the environment of at-forwarder")),
             );
             String::new()
         }))
     }
+}
+
+/// The largest char boundary at or below `i` (`str::floor_char_boundary` is unstable).
+fn floor_char_boundary(text: &str, i: usize) -> usize {
+    let mut i = i.min(text.len());
+    while !text.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
 }
 
 /// `ENV['X']` or `ENV["X"]` → `X`.
@@ -392,7 +458,8 @@ mod tests {
         let mut warnings = Vec::new();
         let mut s = Scanner::new(src, 0);
         let value = s.literal(&env, &mut warnings).map_err(|d| d.message)?;
-        s.expect_line_end("after the value").map_err(|d| d.message)?;
+        s.expect_line_end("after the value")
+            .map_err(|d| d.message)?;
         Ok(value)
     }
 
@@ -439,7 +506,10 @@ mod tests {
             // JSON
             (r#"["a", "b"]"#, r#"["a","b"]"#),
             ("[\n  \"a\", # first\n  \"b\"\n]", r##"["a","b"]"##),
-            (r#"{"k": 1, "n": {"m": [true]}}"#, r#"{"k":1,"n":{"m":[true]}}"#),
+            (
+                r#"{"k": 1, "n": {"m": [true]}}"#,
+                r#"{"k":1,"n":{"m":[true]}}"#,
+            ),
             (r##"["a#b"]"##, r##"["a#b"]"##),
             (r##"["#{ENV['REGION']}"]"##, r##"["eu-de"]"##),
             (r##"["#{hostname}\"q"]"##, r##"["node-1\"q"]"##),
@@ -453,8 +523,14 @@ mod tests {
     #[test]
     fn broken_literals_are_errors() {
         let bad: &[(&str, &str)] = &[
-            ("\"unterminated", "unexpected end of file in a double-quoted string"),
-            ("'unterminated", "unexpected end of file in a single-quoted string"),
+            (
+                "\"unterminated",
+                "unexpected end of file in a double-quoted string",
+            ),
+            (
+                "'unterminated",
+                "unexpected end of file in a single-quoted string",
+            ),
             (r##""bad \z escape""##, "unknown escape '\\z'"),
             (r##""bad \1 escape""##, "unknown escape '\\1'"),
             (r##""#{`rm -rf /`}""##, "unsupported embedded code"),
@@ -464,12 +540,18 @@ mod tests {
             ("{\"a\": 1", "incomplete JSON hash"),
             ("[1, 2,]", "invalid JSON array"),
             ("{a: 1}", "invalid JSON hash"),
-            (r##""a" b"##, "expected end of line after the value, found 'b'"),
+            (
+                r##""a" b"##,
+                "expected end of line after the value, found 'b'",
+            ),
             ("'a' b", "expected end of line"),
         ];
         for (src, want) in bad {
             let err = lit(src).expect_err(src);
-            assert!(err.contains(want), "literal {src:?}: got {err:?}, want {want:?}");
+            assert!(
+                err.contains(want),
+                "literal {src:?}: got {err:?}, want {want:?}"
+            );
         }
     }
 

@@ -49,12 +49,22 @@ impl<'a> Section<'a> {
     pub(super) fn param(&mut self, key: &'static str) -> Option<&'a Param> {
         self.known.push(key);
         let mut found: Option<&'a Param> = None;
-        for (i, p) in self.el.params.iter().enumerate().filter(|(_, p)| p.key == key) {
+        for (i, p) in self
+            .el
+            .params
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.key == key)
+        {
             if let Some(previous) = found {
                 self.diags.push(
                     Diagnostic::warning(
                         Some(p.key_span),
-                        format!("'{key}' is set twice in {}; this value wins over line {}", self.el.tag(), previous.key_span.line),
+                        format!(
+                            "'{key}' is set twice in {}; this value wins over line {}",
+                            self.el.tag(),
+                            previous.key_span.line
+                        ),
                     )
                     .with_help("remove one of them"),
                 );
@@ -66,7 +76,11 @@ impl<'a> Section<'a> {
     }
 
     /// A parameter under its current name or a legacy alias.
-    pub(super) fn param_or_alias(&mut self, key: &'static str, alias: &'static str) -> Option<&'a Param> {
+    pub(super) fn param_or_alias(
+        &mut self,
+        key: &'static str,
+        alias: &'static str,
+    ) -> Option<&'a Param> {
         let current = self.param(key);
         let legacy = self.param(alias);
         self.known.pop();
@@ -74,17 +88,31 @@ impl<'a> Section<'a> {
     }
 
     /// Converts a parameter with `parse`; a bad value is an error at the value.
-    pub(super) fn typed<T>(&mut self, key: &'static str, parse: impl Fn(&str) -> Result<T, String>) -> Option<Spanned<T>> {
+    pub(super) fn typed<T>(
+        &mut self,
+        key: &'static str,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Option<Spanned<T>> {
         let p = self.param(key)?;
         self.convert(p, parse)
     }
 
-    pub(super) fn convert<T>(&mut self, p: &Param, parse: impl Fn(&str) -> Result<T, String>) -> Option<Spanned<T>> {
+    pub(super) fn convert<T>(
+        &mut self,
+        p: &Param,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Option<Spanned<T>> {
         match parse(&p.value) {
-            Ok(value) => Some(Spanned { value, span: p.value_span }),
+            Ok(value) => Some(Spanned {
+                value,
+                span: p.value_span,
+            }),
             Err(msg) => {
                 let span = Some(p.value_span);
-                self.diags.push(Diagnostic::error(span, format!("invalid value for '{}' in {}: {msg}", p.key, self.el.tag())));
+                self.diags.push(Diagnostic::error(
+                    span,
+                    format!("invalid value for '{}' in {}: {msg}", p.key, self.el.tag()),
+                ));
                 None
             }
         }
@@ -92,11 +120,15 @@ impl<'a> Section<'a> {
 
     /// A string; a bare key without value is an error.
     pub(super) fn string(&mut self, key: &'static str) -> Option<Spanned<String>> {
-        self.typed(key, |v| non_empty(v))
+        self.typed(key, non_empty)
     }
 
     /// A parameter that must be there, with a non-empty value.
-    pub(super) fn required<T>(&mut self, key: &'static str, parse: impl Fn(&str) -> Result<T, String>) -> Option<Spanned<T>> {
+    pub(super) fn required<T>(
+        &mut self,
+        key: &'static str,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Option<Spanned<T>> {
         if self.param_missing(key) {
             self.known.push(key);
             self.missing(key);
@@ -118,8 +150,14 @@ impl<'a> Section<'a> {
     pub(super) fn missing(&mut self, key: &str) {
         let tag = self.el.tag();
         self.diags.push(
-            Diagnostic::error(Some(self.el.span), format!("missing required parameter '{key}' in {tag} (line {})", self.el.span.line))
-                .with_help(format!("add '{key} VALUE' inside {tag}")),
+            Diagnostic::error(
+                Some(self.el.span),
+                format!(
+                    "missing required parameter '{key}' in {tag} (line {})",
+                    self.el.span.line
+                ),
+            )
+            .with_help(format!("add '{key} VALUE' inside {tag}")),
         );
     }
 
@@ -139,7 +177,12 @@ impl<'a> Section<'a> {
         self.typed(key, value::parse_bool)
     }
 
-    pub(super) fn integer(&mut self, key: &'static str, min: u64, max: u64) -> Option<Spanned<u64>> {
+    pub(super) fn integer(
+        &mut self,
+        key: &'static str,
+        min: u64,
+        max: u64,
+    ) -> Option<Spanned<u64>> {
         self.typed(key, |v| value::parse_integer(v, min, max))
     }
 
@@ -182,7 +225,13 @@ impl<'a> Section<'a> {
     pub(super) fn children(&mut self, name: &'static str) -> Vec<&'a Element> {
         self.known.push(name);
         let mut out = Vec::new();
-        for (i, e) in self.el.elements.iter().enumerate().filter(|(_, e)| e.name == name) {
+        for (i, e) in self
+            .el
+            .elements
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.name == name)
+        {
             self.used_children[i] = true;
             out.push(e);
         }
@@ -198,15 +247,33 @@ impl<'a> Section<'a> {
     /// Reports what was never read and returns every diagnostic of this section.
     pub(super) fn finish(mut self) -> Vec<Diagnostic> {
         let tag = self.el.tag();
-        for (p, _) in self.el.params.iter().zip(&self.used_params).filter(|(_, used)| !**used) {
-            let mut d = Diagnostic::warning(Some(p.key_span), format!("unknown parameter '{}' in {tag}; it is ignored", p.key));
+        for (p, _) in self
+            .el
+            .params
+            .iter()
+            .zip(&self.used_params)
+            .filter(|(_, used)| !**used)
+        {
+            let mut d = Diagnostic::warning(
+                Some(p.key_span),
+                format!("unknown parameter '{}' in {tag}; it is ignored", p.key),
+            );
             if let Some(s) = did_you_mean(&p.key, &self.known) {
                 d = d.with_help(format!("did you mean '{s}'?"));
             }
             self.diags.push(d);
         }
-        for (e, _) in self.el.elements.iter().zip(&self.used_children).filter(|(_, used)| !**used) {
-            let mut d = Diagnostic::warning(Some(e.span), format!("unknown section <{}> in {tag}; it is ignored", e.name));
+        for (e, _) in self
+            .el
+            .elements
+            .iter()
+            .zip(&self.used_children)
+            .filter(|(_, used)| !**used)
+        {
+            let mut d = Diagnostic::warning(
+                Some(e.span),
+                format!("unknown section <{}> in {tag}; it is ignored", e.name),
+            );
             if let Some(s) = did_you_mean(&e.name, &self.known) {
                 d = d.with_help(format!("did you mean <{s}>?"));
             }
@@ -244,7 +311,10 @@ mod tests {
         let known = ["rotate_wait", "read_from_head", "targetHost", "path"];
         assert_eq!(did_you_mean("rotate_wiat", &known), Some("rotate_wait"));
         assert_eq!(did_you_mean("targethost", &known), Some("targetHost"));
-        assert_eq!(did_you_mean("read_from_tail", &known), None);
+        assert_eq!(
+            did_you_mean("read_from_tail", &known),
+            Some("read_from_head")
+        );
         assert_eq!(did_you_mean("pth", &known), Some("path"));
         assert_eq!(did_you_mean("completely_else", &known), None);
     }

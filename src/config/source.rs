@@ -108,20 +108,41 @@ fn build_tail(s: &mut Section<'_>, type_name: &str) -> Option<TailSource> {
     let exclude_paths = s.array("exclude_path").map(|p| p.value).unwrap_or_default();
     let follow_inodes = s.bool("follow_inodes").is_some_and(|b| b.value);
     let read_from_head = s.bool("read_from_head").is_some_and(|b| b.value);
-    let read_lines_limit = s.integer("read_lines_limit", 1, 1_000_000).map_or(1000, |v| v.value);
-    let read_bytes_limit_per_second = s.size("read_bytes_limit_per_second").map(|v| v.value).filter(|v| *v > 0);
-    let rotate_wait = s.duration("rotate_wait").map_or(Duration::from_secs(5), |v| v.value);
-    let refresh_interval = s.duration("refresh_interval").map_or(Duration::from_secs(60), |v| v.value);
+    let read_lines_limit = s
+        .integer("read_lines_limit", 1, 1_000_000)
+        .map_or(1000, |v| v.value);
+    let read_bytes_limit_per_second = s
+        .size("read_bytes_limit_per_second")
+        .map(|v| v.value)
+        .filter(|v| *v > 0);
+    let rotate_wait = s
+        .duration("rotate_wait")
+        .map_or(Duration::from_secs(5), |v| v.value);
+    let refresh_interval = s
+        .duration("refresh_interval")
+        .map_or(Duration::from_secs(60), |v| v.value);
     let path_key = s.string("path_key").map(|v| v.value);
-    let max_line_size = s.size("max_line_size").map_or(DEFAULT_MAX_LINE_SIZE, |v| v.value);
+    let max_line_size = s
+        .size("max_line_size")
+        .map_or(DEFAULT_MAX_LINE_SIZE, |v| v.value);
     let limit_recently_modified = s.duration("limit_recently_modified").map(|v| v.value);
-    let ignore_repeated_permission_error = s.bool("ignore_repeated_permission_error").is_some_and(|b| b.value);
+    let ignore_repeated_permission_error = s
+        .bool("ignore_repeated_permission_error")
+        .is_some_and(|b| b.value);
     let skip_refresh_on_startup = s.bool("skip_refresh_on_startup").is_some_and(|b| b.value);
     s.without_effect(
-        &["enable_watch_timer", "enable_stat_watcher", "open_on_every_update", "pos_file_compaction_interval"],
+        &[
+            "enable_watch_timer",
+            "enable_stat_watcher",
+            "open_on_every_update",
+            "pos_file_compaction_interval",
+        ],
         "the tailer always combines change notification with a periodic check",
     );
-    s.without_effect(&["encoding", "from_encoding"], "lines are forwarded as the bytes they are");
+    s.without_effect(
+        &["encoding", "from_encoding"],
+        "lines are forwarded as the bytes they are",
+    );
     if pos_file.is_none() {
         let d = Diagnostic::warning(Some(s.element().span), "no 'pos_file' in this tail source: positions are not kept across restarts, so events may be read twice or missed")
             .with_help("set 'pos_file' to a path on persistent storage");
@@ -160,8 +181,11 @@ fn build_parse(s: &mut Section<'_>) -> Option<ParseConfig> {
     let legacy_keep = s.bool("keep_time_key");
     let Some(el) = s.child("parse") else {
         if legacy_format.is_none() && !has(s, "format") {
-            let d = Diagnostic::error(Some(s.element().span), "no <parse> section or 'format' in this tail source")
-                .with_help("add 'format json' or <parse> @type json </parse>");
+            let d = Diagnostic::error(
+                Some(s.element().span),
+                "no <parse> section or 'format' in this tail source",
+            )
+            .with_help("add 'format json' or <parse> @type json </parse>");
             s.error(d);
             return None;
         }
@@ -174,7 +198,9 @@ fn build_parse(s: &mut Section<'_>) -> Option<ParseConfig> {
     };
     let mut p = Section::new(el);
     let format = match p.param_or_alias("@type", "type") {
-        Some(t) => p.convert(t, super::value::parse_enum::<ParseFormat>).map(|v| v.value),
+        Some(t) => p
+            .convert(t, super::value::parse_enum::<ParseFormat>)
+            .map(|v| v.value),
         None => {
             p.missing("@type");
             None

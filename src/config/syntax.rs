@@ -69,13 +69,23 @@ pub(super) struct ParseCtx<'e> {
 
 impl<'e> ParseCtx<'e> {
     pub(super) fn new(env: &'e EvalEnv) -> Self {
-        ParseCtx { sources: SourceMap::default(), warnings: Vec::new(), env, include_stack: Vec::new() }
+        ParseCtx {
+            sources: SourceMap::default(),
+            warnings: Vec::new(),
+            env,
+            include_stack: Vec::new(),
+        }
     }
 }
 
 /// Parses the file already added to `ctx.sources` as `file` into a root element.
 pub(super) fn parse_root(ctx: &mut ParseCtx<'_>, file: FileId) -> Result<Element, Diagnostic> {
-    let start = Span { file, line: 1, col: 1, len: 1 };
+    let start = Span {
+        file,
+        line: 1,
+        col: 1,
+        len: 1,
+    };
     let mut root = Element {
         name: String::new(),
         arg: String::new(),
@@ -99,7 +109,14 @@ fn parse_file_into(
 ) -> Result<(), Diagnostic> {
     let text = ctx.sources.text(file).to_owned();
     let mut s = Scanner::new(&text, file);
-    Body { ctx, s: &mut s, open: None, params, elements }.parse()
+    Body {
+        ctx,
+        s: &mut s,
+        open: None,
+        params,
+        elements,
+    }
+    .parse()
 }
 
 /// The open section whose end tag the body waits for.
@@ -125,9 +142,15 @@ impl Body<'_, '_, '_, '_> {
                     None => Ok(()),
                     Some(open) => Err(Diagnostic::error(
                         Some(open.span),
-                        format!("expected end tag </{}> but reached the end of the file", open.name),
+                        format!(
+                            "expected end tag </{}> but reached the end of the file",
+                            open.name
+                        ),
                     )
-                    .with_help(format!("close the <{0}> section opened here with </{0}>", open.name))),
+                    .with_help(format!(
+                        "close the <{0}> section opened here with </{0}>",
+                        open.name
+                    ))),
                 };
             }
             if self.s.starts_with("</") {
@@ -148,16 +171,25 @@ impl Body<'_, '_, '_, '_> {
         let name = self.s.take_while(|c| c.is_ascii_alphanumeric() || c == '_');
         self.s.skip_blanks();
         if !self.s.eat('>') {
-            return Err(Diagnostic::error(Some(self.s.here()), format!("expected '>' to close the end tag </{name}")));
+            return Err(Diagnostic::error(
+                Some(self.s.here()),
+                format!("expected '>' to close the end tag </{name}"),
+            ));
         }
         let span = self.s.span(start, self.s.pos());
         self.s.expect_line_end("after an end tag")?;
         match &self.open {
-            None => Err(Diagnostic::error(Some(span), format!("unmatched end tag </{name}>: no section is open here"))
-                .with_help("remove it, or add the start tag it was meant to close")),
+            None => Err(Diagnostic::error(
+                Some(span),
+                format!("unmatched end tag </{name}>: no section is open here"),
+            )
+            .with_help("remove it, or add the start tag it was meant to close")),
             Some(open) if open.name != name => Err(Diagnostic::error(
                 Some(span),
-                format!("unmatched end tag </{name}>: the open section is <{}> (line {})", open.name, open.span.line),
+                format!(
+                    "unmatched end tag </{name}>: the open section is <{}> (line {})",
+                    open.name, open.span.line
+                ),
             )
             .with_help(format!("close <{0}> with </{0}> first", open.name))),
             Some(_) => Ok(()),
@@ -167,23 +199,42 @@ impl Body<'_, '_, '_, '_> {
     fn section(&mut self) -> Result<Element, Diagnostic> {
         self.s.eat('<');
         let name_start = self.s.pos();
-        let name = self.s.take_while(|c| c.is_ascii_alphanumeric() || c == '_').to_string();
+        let name = self
+            .s
+            .take_while(|c| c.is_ascii_alphanumeric() || c == '_')
+            .to_string();
         if name.is_empty() {
-            return Err(Diagnostic::error(Some(self.s.here()), "expected a section name after '<'")
-                .with_help("section names are letters, digits and '_', as in <source> or <match pattern>"));
+            return Err(Diagnostic::error(
+                Some(self.s.here()),
+                "expected a section name after '<'",
+            )
+            .with_help(
+                "section names are letters, digits and '_', as in <source> or <match pattern>",
+            ));
         }
         let span = self.s.span(name_start, self.s.pos());
         self.s.skip_blanks();
         let arg_start = self.s.pos();
         let arg = match self.s.peek() {
             Some('"' | '\'') => self.s.literal(self.ctx.env, &mut self.ctx.warnings)?,
-            _ => self.s.take_while(|c| c != '>' && c != '\n').trim_end().to_string(),
+            _ => self
+                .s
+                .take_while(|c| c != '>' && c != '\n')
+                .trim_end()
+                .to_string(),
         };
-        let arg_span = if arg.is_empty() { span } else { self.s.span(arg_start, self.s.pos()) };
+        let arg_span = if arg.is_empty() {
+            span
+        } else {
+            self.s.span(arg_start, self.s.pos())
+        };
         self.s.skip_blanks();
         if !self.s.eat('>') {
-            return Err(Diagnostic::error(Some(self.s.here()), format!("expected '>' to close the <{name}> tag"))
-                .with_help("a start tag stands alone on its line, as in <match pattern>"));
+            return Err(Diagnostic::error(
+                Some(self.s.here()),
+                format!("expected '>' to close the <{name}> tag"),
+            )
+            .with_help("a start tag stands alone on its line, as in <match pattern>"));
         }
         self.s.expect_line_end(&format!("after the <{name}> tag"))?;
         let (mut params, mut elements) = (Vec::new(), Vec::new());
@@ -195,7 +246,14 @@ impl Body<'_, '_, '_, '_> {
             elements: &mut elements,
         }
         .parse()?;
-        Ok(Element { name, arg, params, elements, span, arg_span })
+        Ok(Element {
+            name,
+            arg,
+            params,
+            elements,
+            span,
+            arg_span,
+        })
     }
 
     fn param(&mut self) -> Result<(), Diagnostic> {
@@ -211,13 +269,28 @@ impl Body<'_, '_, '_, '_> {
         self.check_reserved_prefix(&key, key_span)?;
         let value_start = self.s.pos();
         let hash_value = self.s.peek() == Some('#');
-        let value = if has_value { self.s.literal(self.ctx.env, &mut self.ctx.warnings)? } else { String::new() };
-        let value_span = if has_value { self.s.span(value_start, self.s.pos()) } else { key_span };
+        let value = if has_value {
+            self.s.literal(self.ctx.env, &mut self.ctx.warnings)?
+        } else {
+            String::new()
+        };
+        let value_span = if has_value {
+            self.s.span(value_start, self.s.pos())
+        } else {
+            key_span
+        };
         if hash_value {
             self.warn_hash_value(&key, &value, value_span);
         }
-        self.s.expect_line_end(&format!("after the value of '{key}'"))?;
-        self.params.push(Param { key, value, has_value, key_span, value_span });
+        self.s
+            .expect_line_end(&format!("after the value of '{key}'"))?;
+        self.params.push(Param {
+            key,
+            value,
+            has_value,
+            key_span,
+            value_span,
+        });
         Ok(())
     }
 
@@ -235,12 +308,17 @@ impl Body<'_, '_, '_, '_> {
             return Ok(());
         }
         let diagnostic = |d: Diagnostic| {
-            d.with_help(format!("the reserved parameters are {}; rename '{key}'", RESERVED_PARAMS.join(", ")))
+            d.with_help(format!(
+                "the reserved parameters are {}; rename '{key}'",
+                RESERVED_PARAMS.join(", ")
+            ))
         };
         let msg = format!("'@' is the reserved prefix of system parameters: {key}");
         match &self.open {
             Some(open) if !STRICT_AT_PREFIX_SECTIONS.contains(&open.name) => {
-                self.ctx.warnings.push(diagnostic(Diagnostic::warning(Some(span), msg)));
+                self.ctx
+                    .warnings
+                    .push(diagnostic(Diagnostic::warning(Some(span), msg)));
                 Ok(())
             }
             _ => Err(diagnostic(Diagnostic::error(Some(span), msg))),
@@ -250,7 +328,8 @@ impl Body<'_, '_, '_, '_> {
     fn include(&mut self, key: &str, key_span: Span) -> Result<(), Diagnostic> {
         if key == "include" {
             self.ctx.warnings.push(
-                Diagnostic::warning(Some(key_span), "'include' is deprecated").with_help("write '@include'"),
+                Diagnostic::warning(Some(key_span), "'include' is deprecated")
+                    .with_help("write '@include'"),
             );
         }
         let value_start = self.s.pos();
@@ -258,13 +337,25 @@ impl Body<'_, '_, '_, '_> {
         let span = self.s.span(value_start, self.s.pos());
         self.s.expect_line_end("after the @include path")?;
         if spec.is_empty() {
-            return Err(Diagnostic::error(Some(key_span), "@include needs a path or a glob"));
+            return Err(Diagnostic::error(
+                Some(key_span),
+                "@include needs a path or a glob",
+            ));
         }
         if spec.starts_with("http://") || spec.starts_with("https://") {
-            return Err(Diagnostic::error(Some(span), format!("@include of a URL is not supported: {spec}"))
-                .with_help("mount or copy the file and include its path"));
+            return Err(Diagnostic::error(
+                Some(span),
+                format!("@include of a URL is not supported: {spec}"),
+            )
+            .with_help("mount or copy the file and include its path"));
         }
-        let base = self.ctx.sources.path(span.file).parent().map(Path::to_path_buf).unwrap_or_default();
+        let base = self
+            .ctx
+            .sources
+            .path(span.file)
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
         let path = base.join(&spec);
         if spec.contains(['*', '?', '[']) {
             self.include_glob(&path, span)
@@ -275,12 +366,22 @@ impl Body<'_, '_, '_, '_> {
 
     fn include_glob(&mut self, pattern: &Path, span: Span) -> Result<(), Diagnostic> {
         let text = pattern.to_string_lossy();
-        let entries = glob::glob(&text)
-            .map_err(|e| Diagnostic::error(Some(span), format!("invalid @include pattern '{text}': {e}")))?;
-        let mut paths: Vec<PathBuf> = entries.filter_map(Result::ok).filter(|p| p.is_file()).collect();
+        let entries = glob::glob(&text).map_err(|e| {
+            Diagnostic::error(
+                Some(span),
+                format!("invalid @include pattern '{text}': {e}"),
+            )
+        })?;
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .filter(|p| p.is_file())
+            .collect();
         paths.sort();
         if paths.is_empty() {
-            self.ctx.warnings.push(Diagnostic::warning(Some(span), format!("@include '{text}' matches no file")));
+            self.ctx.warnings.push(Diagnostic::warning(
+                Some(span),
+                format!("@include '{text}' matches no file"),
+            ));
         }
         for path in paths {
             self.include_file(&path, span)?;
@@ -290,12 +391,25 @@ impl Body<'_, '_, '_, '_> {
 
     fn include_file(&mut self, path: &Path, span: Span) -> Result<(), Diagnostic> {
         let canonical = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
-        if self.ctx.include_stack.contains(&canonical) || self.ctx.include_stack.len() >= MAX_INCLUDE_DEPTH {
-            let chain: Vec<String> = self.ctx.include_stack.iter().map(|p| p.display().to_string()).collect();
-            return Err(Diagnostic::error(Some(span), format!("@include cycle: {} → {}", chain.join(" → "), path.display())));
+        if self.ctx.include_stack.contains(&canonical)
+            || self.ctx.include_stack.len() >= MAX_INCLUDE_DEPTH
+        {
+            let chain: Vec<String> = self
+                .ctx
+                .include_stack
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect();
+            return Err(Diagnostic::error(
+                Some(span),
+                format!("@include cycle: {} → {}", chain.join(" → "), path.display()),
+            ));
         }
         let text = std::fs::read_to_string(path).map_err(|e| {
-            Diagnostic::error(Some(span), format!("cannot read included file {}: {e}", path.display()))
+            Diagnostic::error(
+                Some(span),
+                format!("cannot read included file {}: {e}", path.display()),
+            )
         })?;
         let file = self.ctx.sources.add(path.to_path_buf(), text);
         self.ctx.include_stack.push(canonical);
@@ -317,7 +431,10 @@ mod tests {
     }
 
     fn params(e: &Element) -> Vec<(&str, &str)> {
-        e.params.iter().map(|p| (p.key.as_str(), p.value.as_str())).collect()
+        e.params
+            .iter()
+            .map(|p| (p.key.as_str(), p.value.as_str()))
+            .collect()
     }
 
     #[test]
@@ -340,7 +457,10 @@ mod tests {
     fn bare_keys_have_no_value() {
         let root = parse("<source>\n  read_from_head\n  x 1\n</source>").unwrap();
         let p = &root.elements[0].params[0];
-        assert_eq!((p.key.as_str(), p.value.as_str(), p.has_value), ("read_from_head", "", false));
+        assert_eq!(
+            (p.key.as_str(), p.value.as_str(), p.has_value),
+            ("read_from_head", "", false)
+        );
     }
 
     #[test]
@@ -352,22 +472,63 @@ mod tests {
     #[test]
     fn errors_name_line_and_column() {
         let cases: &[(&str, &str, (u32, u32))] = &[
-            ("<source>\n  @type tail\n", "expected end tag </source> but reached the end of the file", (1, 2)),
-            ("<source>\n</match>\n", "unmatched end tag </match>: the open section is <source> (line 1)", (2, 1)),
-            ("</source>\n", "unmatched end tag </source>: no section is open here", (1, 1)),
-            ("<source\n</source>\n", "expected '>' to close the <source> tag", (1, 8)),
+            (
+                "<source>\n  @type tail\n",
+                "expected end tag </source> but reached the end of the file",
+                (1, 2),
+            ),
+            (
+                "<source>\n</match>\n",
+                "unmatched end tag </match>: the open section is <source> (line 1)",
+                (2, 1),
+            ),
+            (
+                "</source>\n",
+                "unmatched end tag </source>: no section is open here",
+                (1, 1),
+            ),
+            (
+                "<source\n</source>\n",
+                "expected '>' to close the <source> tag",
+                (1, 8),
+            ),
             ("< source>\n", "expected a section name after '<'", (1, 2)),
-            ("<source> x\n</source>\n", "expected end of line after the <source> tag, found 'x'", (1, 10)),
-            ("<source>\n  @foo bar\n</source>\n", "'@' is the reserved prefix of system parameters: @foo", (2, 3)),
-            ("@include http://example.com/x.conf\n", "@include of a URL is not supported", (1, 10)),
-            ("@include /nonexistent/at-forwarder/x.conf\n", "cannot read included file", (1, 10)),
-            ("<source>\n</source x\n", "expected '>' to close the end tag </source", (2, 10)),
+            (
+                "<source> x\n</source>\n",
+                "expected end of line after the <source> tag, found 'x'",
+                (1, 10),
+            ),
+            (
+                "<source>\n  @foo bar\n</source>\n",
+                "'@' is the reserved prefix of system parameters: @foo",
+                (2, 3),
+            ),
+            (
+                "@include http://example.com/x.conf\n",
+                "@include of a URL is not supported",
+                (1, 10),
+            ),
+            (
+                "@include /nonexistent/at-forwarder/x.conf\n",
+                "cannot read included file",
+                (1, 10),
+            ),
+            (
+                "<source>\n</source x\n",
+                "expected '>' to close the end tag </source",
+                (2, 10),
+            ),
         ];
         for (src, msg, (line, col)) in cases {
             let err = parse(src).expect_err(src);
             let span = err.span.expect("located");
             assert!(err.message.contains(msg), "{src:?}: got {:?}", err.message);
-            assert_eq!((span.line, span.col), (*line, *col), "{src:?}: {}", err.message);
+            assert_eq!(
+                (span.line, span.col),
+                (*line, *col),
+                "{src:?}: {}",
+                err.message
+            );
         }
     }
 
@@ -375,7 +536,10 @@ mod tests {
     fn at_prefix_in_deep_sections_only_warns() {
         let env = EvalEnv::fixed("h", &[]);
         let mut ctx = ParseCtx::new(&env);
-        let file = ctx.sources.add("t.conf".into(), "<match **>\n <buffer>\n  @foo 1\n </buffer>\n</match>\n".into());
+        let file = ctx.sources.add(
+            "t.conf".into(),
+            "<match **>\n <buffer>\n  @foo 1\n </buffer>\n</match>\n".into(),
+        );
         parse_root(&mut ctx, file).unwrap();
         assert_eq!(ctx.warnings.len(), 1);
     }

@@ -51,7 +51,9 @@ pub(crate) use config_enum;
 /// (`1.5m`).
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let shift = match unit.to_ascii_lowercase().as_str() {
         "" | "b" => 0,
@@ -73,17 +75,23 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 /// `h`, `d`, alone or combined (`250ms`, `10s`, `12h`, `1h30m`).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let err = || format!("'{text}' is not a duration: use seconds (43200, 0.5) or units ms, s, m, h, d, as in 250ms, 10s, 12h or 1h30m");
+    let err = || {
+        format!("'{text}' is not a duration: use seconds (43200, 0.5) or units ms, s, m, h, d, as in 250ms, 10s, 12h or 1h30m")
+    };
     if text.is_empty() {
         return Err(err());
     }
     let mut rest = text;
     let mut total = 0.0f64;
     while !rest.is_empty() {
-        let n = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let n = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         let number = parse_non_negative(&rest[..n], text, "duration").map_err(|_| err())?;
         rest = &rest[n..];
-        let u = rest.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(rest.len());
+        let u = rest
+            .find(|c: char| !c.is_ascii_alphabetic())
+            .unwrap_or(rest.len());
         let seconds = match &rest[..u] {
             "" if n == text.len() => 1.0,
             "ms" => 0.001,
@@ -114,7 +122,9 @@ pub fn parse_bool(text: &str) -> Result<bool, String> {
         "false" | "no" => Ok(false),
         // fluentd's quirk: `key #comment` gives the value "#comment", which it reads as true.
         v if v.starts_with('#') => Ok(true),
-        _ => Err(format!("'{text}' is not a boolean: use true, false, yes or no")),
+        _ => Err(format!(
+            "'{text}' is not a boolean: use true, false, yes or no"
+        )),
     }
 }
 
@@ -134,13 +144,20 @@ pub fn parse_array(text: &str) -> Result<Vec<String>, String> {
             })
             .collect();
     }
-    Ok(text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect())
+    Ok(text
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect())
 }
 
 /// A whole number within `min..=max`.
 pub fn parse_integer(text: &str, min: u64, max: u64) -> Result<u64, String> {
     let text = text.trim();
-    let value: u64 = text.parse().map_err(|_| format!("'{text}' is not a whole number"))?;
+    let value: u64 = text
+        .parse()
+        .map_err(|_| format!("'{text}' is not a whole number"))?;
     if value < min || value > max {
         return Err(format!("{value} is out of range: use {min} to {max}"));
     }
@@ -193,7 +210,9 @@ mod tests {
         for (text, want) in cases {
             assert_eq!(parse_size(text), Ok(*want), "{text}");
         }
-        for bad in ["", "k", "10x", "10kbx", "-1", "1.2.3k", "ten", "10 k", "1e3"] {
+        for bad in [
+            "", "k", "10x", "10kbx", "-1", "1.2.3k", "ten", "10 k", "1e3",
+        ] {
             assert!(parse_size(bad).is_err(), "{bad:?} should be rejected");
         }
     }
@@ -227,7 +246,15 @@ mod tests {
 
     #[test]
     fn booleans() {
-        for (text, want) in [("true", true), ("yes", true), ("", true), ("TRUE", true), ("false", false), ("no", false), ("#c", true)] {
+        for (text, want) in [
+            ("true", true),
+            ("yes", true),
+            ("", true),
+            ("TRUE", true),
+            ("false", false),
+            ("no", false),
+            ("#c", true),
+        ] {
             assert_eq!(parse_bool(text), Ok(want), "{text}");
         }
         for bad in ["1", "on", "tru", "falsey"] {
@@ -239,7 +266,10 @@ mod tests {
     fn arrays() {
         let v = |items: &[&str]| items.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(parse_array("a, b ,c"), Ok(v(&["a", "b", "c"])));
-        assert_eq!(parse_array("/var/log/at/**/*.log*"), Ok(v(&["/var/log/at/**/*.log*"])));
+        assert_eq!(
+            parse_array("/var/log/at/**/*.log*"),
+            Ok(v(&["/var/log/at/**/*.log*"]))
+        );
         assert_eq!(parse_array(r#"["a,b", "c"]"#), Ok(v(&["a,b", "c"])));
         assert_eq!(parse_array("[1, true]"), Ok(v(&["1", "true"])));
         assert_eq!(parse_array(""), Ok(v(&[])));
@@ -251,7 +281,9 @@ mod tests {
     #[test]
     fn numbers_and_enums() {
         assert_eq!(parse_integer("100", 1, 1000), Ok(100));
-        assert!(parse_integer("0", 1, 1000).unwrap_err().contains("out of range"));
+        assert!(parse_integer("0", 1, 1000)
+            .unwrap_err()
+            .contains("out of range"));
         assert!(parse_integer("12abc", 0, 100).is_err());
         assert!(parse_integer("-1", 0, 100).is_err());
         assert_eq!(parse_float("0.95"), Ok(0.95));

@@ -38,11 +38,16 @@ mod tests {
 
     #[tokio::test]
     async fn returns_when_shutdown_is_cancelled() {
-        let options = LoadOptions { strict: false, env: EvalEnv::fixed("h", &[]) };
+        let options = LoadOptions {
+            strict: false,
+            env: EvalEnv::fixed("h", &[]),
+        };
         let loaded = load_str("<source>\n @type tail\n path /x/*.log\n tag t\n format json\n pos_file /tmp/p\n</source>\n<match t>\n @type stdout\n</match>\n", "t.conf".as_ref(), &options).unwrap();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(run(loaded.config, shutdown.clone()));
         shutdown.cancel();
-        task.await.expect("the task does not panic").expect("run ends cleanly");
+        task.await
+            .expect("the task does not panic")
+            .expect("run ends cleanly");
     }
 }

@@ -1,1 +1,10 @@
+//! One integration-test binary (ripgrep style): each module covers one area, through the
+//! public library API or the real `at-forwarder` binary.
 
+mod support;
+
+mod cli;
+mod config_errors;
+mod config_features;
+mod config_props;
+mod config_seed;

@@ -1,0 +1,174 @@
+//! The real `at-forwarder` binary: `check`, `run`, exit codes and signals.
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::support::{binary, run, seed_config, wait_until};
+
+#[test]
+fn check_prints_the_resolved_pipeline_of_the_seed() {
+    let (code, stdout, stderr) = run(binary().args(["check", "-c"]).arg(seed_config()));
+    assert_eq!(code, 0, "stderr:\n{stderr}");
+    assert!(stdout.contains("valid (3 warning(s))"), "{stdout}");
+    for line in [
+        "source #1: tailinodes",
+        "path                             /var/log/at/**/*.log*",
+        "rotate_wait                      12h",
+        "read_lines_limit                 100",
+        "routed to                        match #1 (kubernetes.at.**)",
+        "match #1: kubernetes.at.** → ibmactivitytracker",
+        "chunk_limit_size               500 KiB (512000 bytes)",
+        "total_limit_size               800 MiB (838860800 bytes)",
+        "retry                          exponential_backoff from 1s ×2 up to 10s, randomised, forever",
+        "tokens                           from /mnt/activity-tracker/secrets/ACTIVITY_TRACKER_URL at run time (never printed)",
+    ] {
+        assert!(stdout.contains(line), "expected {line:?} in:\n{stdout}");
+    }
+    assert!(
+        stderr.contains("warning: targetHost 'ACTIVITY_TRACKER_URL' looks like a placeholder"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_reads_the_config_path_from_the_environment() {
+    let (code, stdout, _) = run(binary()
+        .arg("check")
+        .env("AT_FORWARDER_CONFIG", seed_config()));
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains("logging-activity-tracker.conf: valid"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn check_strict_fails_on_warnings() {
+    let (code, stdout, stderr) = run(binary()
+        .args(["check", "--strict", "-c"])
+        .arg(seed_config()));
+    assert_eq!(code, 2, "stdout:\n{stdout}");
+    assert!(
+        stderr.contains("error: targetHost 'ACTIVITY_TRACKER_URL' looks like a placeholder"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("3 error(s), 0 warning(s)"), "{stderr}");
+}
+
+#[test]
+fn check_on_a_broken_file_prints_the_located_error_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken.conf");
+    std::fs::write(&path, "<source>\n  @type tail\n  rotate_wait 12 hours\n").unwrap();
+    let (code, stdout, stderr) = run(binary().args(["check", "-c"]).arg(&path));
+    assert_eq!(code, 2);
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(
+        stderr.contains("error: expected end tag </source> but reached the end of the file"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("--> {}:1:2", path.display())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("1 | <source>\n  |  ^^^^^^"), "{stderr}");
+}
+
+#[test]
+fn check_on_a_missing_file_exits_2() {
+    let (code, _, stderr) = run(binary().args(["check", "-c", "/nonexistent/at.conf"]));
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("cannot read configuration file /nonexistent/at.conf"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn run_refuses_an_invalid_config_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.conf");
+    std::fs::write(&path, "<match **>\n  @type elasticsearch\n</match>\n").unwrap();
+    let (code, _, stderr) = run(binary().arg("run").env("AT_FORWARDER_CONFIG", &path));
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("unknown output type 'elasticsearch'"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn version_and_bad_log_level() {
+    let (code, stdout, _) = run(binary().arg("--version"));
+    assert_eq!(
+        (code, stdout.trim()),
+        (0, concat!("at-forwarder ", env!("CARGO_PKG_VERSION")))
+    );
+    let (code, _, stderr) = run(binary()
+        .args(["--log-level", "at_forwarder=loudest", "check", "-c"])
+        .arg(seed_config()));
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("invalid --log-level 'at_forwarder=loudest'"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn run_stops_cleanly_on_sigterm() {
+    let mut child = binary()
+        .args(["--log-format", "json", "run", "-c"])
+        .arg(seed_config())
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("the binary starts");
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let reader = {
+        let lines = Arc::clone(&lines);
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line);
+            }
+        })
+    };
+    // The "started" line is the only readiness signal this stage has; issue 8 adds /readyz.
+    let started = wait_until(Duration::from_secs(20), || {
+        lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("at-forwarder started"))
+    });
+    assert!(started, "no start-up line: {:?}", lines.lock().unwrap());
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exited = wait_until(Duration::from_secs(20), || {
+        child.try_wait().unwrap().is_some()
+    });
+    assert!(exited, "the forwarder did not stop on SIGTERM");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    reader.join().unwrap();
+    let lines = lines.lock().unwrap();
+    assert!(
+        lines.iter().all(|l| l.starts_with('{')),
+        "JSON log lines expected: {lines:?}"
+    );
+    assert!(lines.iter().any(|l| l.contains("SIGTERM")), "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l.contains("at-forwarder stopped")),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("looks like a placeholder") && l.contains("\"level\":\"WARN\"")),
+        "{lines:?}"
+    );
+}

@@ -1,0 +1,144 @@
+//! The seed's `logging-activity-tracker.conf` (seed 001, step 2c) loads unchanged, with
+//! every value resolved as fluentd would use it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use at_forwarder::config::buffer::{OverflowAction, RetryType};
+use at_forwarder::config::output::{Compression, PluginLogLevel};
+use at_forwarder::config::source::ParseFormat;
+use at_forwarder::config::{self, Output, SourceKind, WorkerRange};
+
+use crate::support::{options, seed_config};
+
+#[test]
+fn seed_configmap_loads_with_the_values_it_sets() {
+    let loaded = config::load(&seed_config(), &options()).expect("the seed configuration loads");
+    let config = loaded.config;
+    assert_eq!(config.system.workers, 1);
+
+    assert_eq!(config.sources.len(), 1);
+    let source = &config.sources[0];
+    assert_eq!(
+        source.directive.workers,
+        Some(WorkerRange { first: 0, last: 0 })
+    );
+    assert_eq!(source.directive.location.line, 2);
+    let SourceKind::Tail(tail) = &source.kind;
+    assert_eq!(tail.type_name, "tailinodes");
+    assert_eq!(tail.paths, ["/var/log/at/**/*.log*"]);
+    assert_eq!(tail.exclude_paths, ["/var/log/at/**/*.gz"]);
+    assert_eq!(
+        tail.pos_file,
+        Some(PathBuf::from(
+            "/mnt/ibm-kube-fluentd-persist/fluentd-at.pos"
+        ))
+    );
+    assert_eq!(tail.tag.to_string(), "kubernetes.at.*");
+    assert_eq!(
+        tail.tag.expand("/var/log/at/noisy_events.log"),
+        "kubernetes.at.var.log.at.noisy_events.log"
+    );
+    assert!(tail.read_from_head);
+    assert!(tail.follow_inodes);
+    assert_eq!(tail.read_lines_limit, 100);
+    assert_eq!(tail.rotate_wait, Duration::from_secs(43200));
+    assert_eq!(tail.refresh_interval, Duration::from_secs(60));
+    assert_eq!(tail.max_line_size, 1 << 20);
+    assert_eq!(tail.parse.format, ParseFormat::Json);
+    assert_eq!(tail.parse.time_format.as_deref(), Some("%Y-%m-%dT%H:%M:%S"));
+
+    assert_eq!(config.matches.len(), 1);
+    let m = &config.matches[0];
+    assert_eq!(m.patterns.as_str(), "kubernetes.at.**");
+    assert!(std::ptr::eq(
+        config
+            .route(None, "kubernetes.at.var.log.at.noisy_events.log")
+            .unwrap(),
+        m
+    ));
+    let Output::ActivityTracker(at) = &m.output else {
+        panic!("expected the Activity Tracker output")
+    };
+    assert_eq!(at.target_host, "ACTIVITY_TRACKER_URL");
+    assert_eq!(at.service_region, "ACTIVITY_TRACKER_REGION");
+    assert_eq!(
+        at.secrets_path,
+        PathBuf::from("/mnt/activity-tracker/secrets")
+    );
+    assert_eq!(at.secret_key, "ACTIVITY_TRACKER_URL");
+    assert_eq!(at.plugin_log_level, PluginLogLevel::Warn);
+    assert_eq!(at.endpoint_path, "/v3/events");
+    assert_eq!(at.compress, Compression::Gzip);
+    assert_eq!(at.request_timeout, Duration::from_secs(30));
+    assert_eq!(at.max_events_per_request, 1000);
+
+    let b = m
+        .buffer
+        .as_ref()
+        .expect("the AT output always has a buffer");
+    assert_eq!(
+        b.path,
+        PathBuf::from("/mnt/ibm-kube-fluentd-persist/fluentd-at-buffer.buf")
+    );
+    assert_eq!(b.chunk_limit_size, 500 * 1024);
+    assert_eq!(b.total_limit_size, 800 * 1024 * 1024);
+    assert_eq!(b.flush_interval, Duration::from_secs(10));
+    assert_eq!(b.overflow_action, OverflowAction::Block);
+    assert!(b.flush_at_shutdown);
+    assert!(b.chunk_keys.is_empty());
+    assert_eq!(b.retry.max_times, Some(10));
+    assert_eq!(b.retry.wait, Duration::from_secs(1));
+    assert_eq!(b.retry.max_interval, Some(Duration::from_secs(10)));
+    assert_eq!(b.retry.retry_type, RetryType::ExponentialBackoff);
+    assert!(
+        b.retry.forever,
+        "disable_retry_limit true means retry forever"
+    );
+}
+
+#[test]
+fn seed_configmap_warns_only_about_its_placeholders_and_the_ignored_retry_limit() {
+    let loaded = config::load(&seed_config(), &options()).unwrap();
+    let messages: Vec<&str> = loaded
+        .warnings
+        .diagnostics()
+        .iter()
+        .map(|d| d.message.as_str())
+        .collect();
+    assert_eq!(
+        messages,
+        [
+            "'retry_max_times' has no effect: retries go on forever (set on line 33)",
+            "targetHost 'ACTIVITY_TRACKER_URL' looks like a placeholder",
+            "service_region 'ACTIVITY_TRACKER_REGION' looks like a placeholder",
+        ]
+    );
+}
+
+#[test]
+fn seed_configmap_with_real_values_passes_strict_but_for_the_retry_limit() {
+    let text = std::fs::read_to_string(seed_config())
+        .unwrap()
+        .replace("ACTIVITY_TRACKER_URL", "activity-tracker.ng.bluemix.net")
+        .replace("ACTIVITY_TRACKER_REGION", "ng");
+    let strict = config::LoadOptions {
+        strict: true,
+        ..options()
+    };
+    let err = config::load_str(&text, "seed.conf".as_ref(), &strict)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("1 error(s)"), "{err}");
+    let without_limit = text.replace("        retry_max_times 10\n", "");
+    let loaded = config::load_str(&without_limit, "seed.conf".as_ref(), &strict)
+        .expect("valid under --strict");
+    let Output::ActivityTracker(at) = &loaded.config.matches[0].output else {
+        unreachable!()
+    };
+    assert_eq!(
+        at.endpoint_url(),
+        "https://activity-tracker.ng.bluemix.net/v3/events"
+    );
+    assert_eq!(at.secret_key, "activity-tracker.ng.bluemix.net");
+}

@@ -1,0 +1,102 @@
+//! Helpers shared by the integration tests.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use at_forwarder::config::{self, ConfigError, EvalEnv, LoadOptions, Loaded};
+
+/// The repository's root, where `examples/` lives.
+pub(crate) fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The seed's ConfigMap file, verbatim.
+pub(crate) fn seed_config() -> PathBuf {
+    repo_root().join("examples/logging-activity-tracker.conf")
+}
+
+pub(crate) fn options() -> LoadOptions {
+    LoadOptions {
+        strict: false,
+        env: EvalEnv::fixed(
+            "node-7",
+            &[
+                ("AT_REGION", "eu-de"),
+                ("AT_HOST", "activity-tracker.eu-de.bluemix.net"),
+            ],
+        ),
+    }
+}
+
+/// Loads configuration text as `test.conf` in `dir` (for relative includes).
+pub(crate) fn load_in(dir: &Path, text: &str) -> Result<Loaded, ConfigError> {
+    config::load_str(text, &dir.join("test.conf"), &options())
+}
+
+pub(crate) fn load(text: &str) -> Result<Loaded, ConfigError> {
+    config::load_str(text, Path::new("test.conf"), &options())
+}
+
+/// The rendered report of a configuration that must be invalid.
+pub(crate) fn errors(text: &str) -> String {
+    match load(text) {
+        Ok(_) => panic!("expected an invalid configuration:\n{text}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// The rendered warnings of a configuration that must be valid.
+pub(crate) fn warnings(text: &str) -> String {
+    match load(text) {
+        Ok(loaded) => loaded.warnings.to_string(),
+        Err(e) => panic!("expected a valid configuration, got:\n{e}"),
+    }
+}
+
+/// A minimal valid pipeline around `source_params` (inside `<source>`) and `match_body`.
+pub(crate) fn pipeline(source_params: &str, match_body: &str) -> String {
+    format!(
+        "<source>\n  @type tail\n  path /var/log/at/*.log\n  tag at.*\n  format json\n  pos_file /tmp/at.pos\n{source_params}\n</source>\n<match at.**>\n{match_body}\n</match>\n"
+    )
+}
+
+/// An Activity Tracker `<match>` body with a buffer path and `extra` lines.
+pub(crate) fn at_match(extra: &str) -> String {
+    format!("  @type ibmactivitytracker\n  targetHost activity-tracker.ng.bluemix.net\n  service_region ng\n  <buffer>\n    path /tmp/buf\n  </buffer>\n{extra}")
+}
+
+/// The `at-forwarder` binary built for these tests.
+pub(crate) fn binary() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_at-forwarder"));
+    cmd.env_remove("AT_FORWARDER_CONFIG")
+        .env_remove("AT_FORWARDER_LOG_LEVEL")
+        .env_remove("AT_FORWARDER_LOG_FORMAT");
+    cmd
+}
+
+pub(crate) fn run(cmd: &mut Command) -> (i32, String, String) {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = cmd.output().expect("the binary runs");
+    (
+        status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&stdout).into_owned(),
+        String::from_utf8_lossy(&stderr).into_owned(),
+    )
+}
+
+/// Polls `done` until it holds or `limit` passes.
+pub(crate) fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        std::thread::yield_now();
+        std::thread::park_timeout(Duration::from_millis(20));
+    }
+    done()
+}
