@@ -195,9 +195,10 @@ fn render(f: &mut fmt::Formatter<'_>, d: &Diagnostic, sources: &SourceMap) -> fm
         Severity::Warning => "warning",
     };
     writeln!(f, "{level}: {}", d.message)?;
+    let mut pad = " ".to_string();
     if let Some(span) = d.span {
         let number = span.line.to_string();
-        let pad = " ".repeat(number.len());
+        pad = " ".repeat(number.len());
         let text = redact_secret_value(sources.line_text(span.file, span.line));
         let shown: String = text.replace('\t', " ");
         let caret_col = span.col.saturating_sub(1) as usize;
@@ -220,7 +221,7 @@ fn render(f: &mut fmt::Formatter<'_>, d: &Diagnostic, sources: &SourceMap) -> fm
         )?;
     }
     if let Some(help) = &d.help {
-        writeln!(f, "  = help: {help}")?;
+        writeln!(f, "{pad} = help: {help}")?;
     }
     Ok(())
 }
