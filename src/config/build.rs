@@ -332,22 +332,9 @@ impl<'a> Builder<'a> {
             }
         }
         let directive = self.directive(&mut s, p, label.map(|l| l.0));
-        let kind = match self.plugin_type(&mut s) {
-            Some((name, _)) if SOURCE_TYPES.contains(&name.as_str()) => {
-                let kind = source::build(&mut s, &name);
-                self.diags.extend(s.finish());
-                kind
-            }
-            Some((name, span)) => {
-                self.unknown_type("input", &name, span, SOURCE_TYPES);
-                self.diags.extend(s.finish_without_unknowns());
-                None
-            }
-            None => {
-                self.diags.extend(s.finish_without_unknowns());
-                None
-            }
-        };
+        let kind = self.typed_directive(s, "input", SOURCE_TYPES, |s, name, _| {
+            source::build(s, name)
+        });
         Some(Source {
             directive,
             kind: kind?,
@@ -363,22 +350,9 @@ impl<'a> Builder<'a> {
             .root_dir
             .as_ref()
             .and_then(|root| directive.id.as_ref().map(|id| root.join("buffer").join(id)));
-        let built = match self.plugin_type(&mut s) {
-            Some((name, _)) if OUTPUT_TYPES.contains(&name.as_str()) => {
-                let built = output::build(&mut s, &name, default_buffer_path, &mut self.diags);
-                self.diags.extend(s.finish());
-                built
-            }
-            Some((name, span)) => {
-                self.unknown_type("output", &name, span, OUTPUT_TYPES);
-                self.diags.extend(s.finish_without_unknowns());
-                None
-            }
-            None => {
-                self.diags.extend(s.finish_without_unknowns());
-                None
-            }
-        };
+        let built = self.typed_directive(s, "output", OUTPUT_TYPES, |s, name, diags| {
+            output::build(s, name, default_buffer_path, diags)
+        });
         let patterns = patterns.map_err(|d| self.diags.push(d)).ok()?;
         let (output, buffer) = built?;
         Some(Match {
@@ -387,6 +361,32 @@ impl<'a> Builder<'a> {
             output,
             buffer,
         })
+    }
+
+    /// Reads `@type` and, when it is one of `known`, builds the directive with `build`.
+    /// Unknown parameters are reported only for a known type: for an unknown one they
+    /// cannot be judged.
+    fn typed_directive<T>(
+        &mut self,
+        mut s: Section<'_>,
+        kind: &str,
+        known: &[&str],
+        build: impl FnOnce(&mut Section<'_>, &str, &mut Vec<Diagnostic>) -> Option<T>,
+    ) -> Option<T> {
+        let built = match self.plugin_type(&mut s) {
+            Some((name, _)) if known.contains(&name.as_str()) => {
+                let built = build(&mut s, &name, &mut self.diags);
+                self.diags.extend(s.finish());
+                return built;
+            }
+            Some((name, span)) => {
+                self.unknown_type(kind, &name, span, known);
+                None
+            }
+            None => None,
+        };
+        self.diags.extend(s.finish_without_unknowns());
+        built
     }
 
     fn filter(&mut self, p: &Placed<'_>) {

@@ -12,6 +12,28 @@
 //! Every diagnostic names file, line and column ([`diag`]). Unknown parameters are warnings
 //! with a did-you-mean; anything that would make at-forwarder do something other than
 //! what the file says is an error.
+//!
+//! ```
+//! use at_forwarder::config::{load_str, EvalEnv, LoadOptions};
+//!
+//! let text = r#"
+//! <source>
+//!   @type tail
+//!   path /var/log/at/**/*.log
+//!   tag kubernetes.at.*
+//!   format json
+//!   pos_file /var/lib/at-forwarder/positions
+//!   rotate_wait 43200 # 12 hours
+//! </source>
+//! <match kubernetes.at.**>
+//!   @type stdout
+//! </match>
+//! "#;
+//! let options = LoadOptions { strict: true, env: EvalEnv::fixed("node-1", &[]) };
+//! let loaded = load_str(text, "at.conf".as_ref(), &options).expect("valid");
+//! let tag = "kubernetes.at.var.log.at.app.log";
+//! assert!(loaded.config.route(None, tag).is_some());
+//! ```
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -83,6 +83,7 @@ impl<'a> Section<'a> {
     ) -> Option<&'a Param> {
         let current = self.param(key);
         let legacy = self.param(alias);
+        // Suggest only the current name for typos.
         self.known.pop();
         current.or(legacy)
     }

@@ -196,6 +196,21 @@ fn build_parse(s: &mut Section<'_>) -> Option<ParseConfig> {
             keep_time_key: legacy_keep.is_some_and(|v| v.value),
         });
     };
+    let legacy_spans = [
+        legacy_format.map(|v| v.span),
+        legacy_time_format.map(|v| v.span),
+    ];
+    for span in legacy_spans
+        .into_iter()
+        .flatten()
+        .chain(legacy_time_key.map(|v| v.span))
+    {
+        let msg = format!(
+            "ignored: the <parse> section (line {}) decides how lines are parsed",
+            el.span.line
+        );
+        s.error(Diagnostic::warning(Some(span), msg).with_help("move this setting into <parse>"));
+    }
     let mut p = Section::new(el);
     let format = match p.param_or_alias("@type", "type") {
         Some(t) => p
