@@ -58,6 +58,20 @@ fn check_strict_fails_on_warnings() {
 }
 
 #[test]
+fn the_annotated_example_passes_strict() {
+    let example = crate::support::repo_root().join("examples/at-forwarder.conf");
+    let (code, stdout, stderr) = run(binary().args(["check", "--strict", "-c"]).arg(example));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("valid (0 warning(s))"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "endpoint                         https://activity-tracker.ng.bluemix.net/v3/events"
+        ),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn check_on_a_broken_file_prints_the_located_error_and_exits_2() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("broken.conf");

@@ -318,7 +318,8 @@ fn legacy_type_and_parse_section_are_accepted() {
     );
     assert!(errors(&text.replace("@type json", "@type csv")).contains("'csv' is not one of json"));
     let both = text.replace("  pos_file /p\n", "  pos_file /p\n  format json\n");
-    assert!(warnings(&both).contains("ignored: the <parse> section (line 7) decides how lines are parsed"));
+    assert!(warnings(&both)
+        .contains("ignored: the <parse> section (line 7) decides how lines are parsed"));
 }
 
 #[test]
