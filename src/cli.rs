@@ -62,6 +62,13 @@ enum Command {
         #[arg(long)]
         strict: bool,
     },
+    /// Show the saved tail positions: path, inode, offset, size, lag and state
+    /// (active, rotated, gone) of every file each tail source has read.
+    Positions {
+        /// Configuration file, in fluentd syntax.
+        #[arg(short, long, env = "AT_FORWARDER_CONFIG")]
+        config: PathBuf,
+    },
 }
 
 /// Entry point of the binary.
@@ -74,6 +81,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Check { config, strict } => check(&config, strict),
         Command::Run { config } => run(&config),
+        Command::Positions { config } => positions(&config),
     }
 }
 
@@ -125,6 +133,56 @@ fn check(path: &std::path::Path, strict: bool) -> ExitCode {
     );
     print!("{}", loaded.describe());
     ExitCode::SUCCESS
+}
+
+fn positions(path: &std::path::Path) -> ExitCode {
+    use crate::config::SourceKind;
+    use crate::tail::{report, PositionStore, TailOptions};
+    let loaded = match load(path, false) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    let mut failed = false;
+    for (i, source) in loaded.config.sources.iter().enumerate() {
+        let SourceKind::Tail(tail) = &source.kind;
+        let Some(pos_file) = &tail.pos_file else {
+            println!("source #{}: no pos_file, positions are not kept", i + 1);
+            continue;
+        };
+        let dir = PositionStore::dir_for(pos_file);
+        if !dir.exists() {
+            println!(
+                "source #{}: no positions saved yet ({} does not exist)",
+                i + 1,
+                dir.display()
+            );
+            continue;
+        }
+        let result = PositionStore::open(&dir)
+            .and_then(|store| report::positions(&TailOptions::from_config(tail), &store));
+        match result {
+            Ok(rows) => println!(
+                "source #{} ({}):\n{}",
+                i + 1,
+                dir.display(),
+                report::table(&rows)
+            ),
+            Err(e) => {
+                let hint = if e.to_string().contains("lock") {
+                    "\n  = help: a running at-forwarder holds the store; stop it to read positions"
+                } else {
+                    ""
+                };
+                eprintln!("error: source #{}: {e}{hint}", i + 1);
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 fn run(path: &std::path::Path) -> ExitCode {

@@ -36,3 +36,4 @@
 pub mod cli;
 pub mod config;
 pub mod pipeline;
+pub mod tail;

@@ -1,6 +1,6 @@
 //! The real `at-forwarder` binary: `check`, `run`, exit codes and signals.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -185,4 +185,66 @@ fn run_stops_cleanly_on_sigterm() {
             .any(|l| l.contains("looks like a placeholder") && l.contains("\"level\":\"WARN\"")),
         "{lines:?}"
     );
+}
+
+#[test]
+fn positions_lists_saved_positions_with_their_state() {
+    use at_forwarder::tail::{PositionStore, TailOptions, Tailer};
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    std::fs::write(logs.join("a.log"), "{\"id\":1}\n{\"id\":2}\n").unwrap();
+    std::fs::write(logs.join("b.log"), "{\"id\":3}\n").unwrap();
+    let pos_file = dir.path().join("at.pos");
+    let conf = dir.path().join("at.conf");
+    std::fs::write(
+        &conf,
+        format!("<source>\n  @type tail\n  path {}/*.log*\n  pos_file {}\n  tag at.*\n  format json\n  read_from_head true\n</source>\n<match at.**>\n  @type stdout\n</match>\n", logs.display(), pos_file.display()),
+    )
+    .unwrap();
+    let (code, stdout, _) = run(binary().args(["positions", "-c"]).arg(&conf));
+    assert_eq!(code, 0);
+    assert!(stdout.contains("no positions saved yet"), "{stdout}");
+    {
+        let loaded = at_forwarder::config::load(&conf, &crate::support::options()).unwrap();
+        let at_forwarder::config::SourceKind::Tail(tail) = &loaded.config.sources[0].kind;
+        let store = PositionStore::open(&PositionStore::dir_for(&pos_file)).unwrap();
+        let mut tailer = Tailer::open(TailOptions::from_config(tail), store.clone()).unwrap();
+        let batch = tailer.poll(std::time::Instant::now());
+        store.commit(&batch.positions).unwrap();
+    }
+    std::fs::rename(logs.join("b.log"), logs.join("b.log.1")).unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(logs.join("a.log"))
+        .unwrap()
+        .write_all(b"{\"id\":4}\n")
+        .unwrap();
+    let (code, stdout, stderr) = run(binary().args(["positions", "-c"]).arg(&conf));
+    assert_eq!(code, 0, "{stderr}");
+    let row = |name: &str| {
+        stdout
+            .lines()
+            .find(|l| l.contains(name))
+            .unwrap_or_else(|| panic!("{name} in {stdout}"))
+            .split_whitespace()
+            .skip(2)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(row("a.log"), ["18", "27", "9", "active"]);
+    assert_eq!(row("b.log.1"), ["9", "9", "0", "rotated"]);
+    std::fs::remove_file(logs.join("b.log.1")).unwrap();
+    let (_, stdout, _) = run(binary().args(["positions", "-c"]).arg(&conf));
+    assert_eq!(row_of(&stdout, "b.log"), ["9", "-", "-", "gone"]);
+}
+
+fn row_of(stdout: &str, name: &str) -> Vec<String> {
+    stdout
+        .lines()
+        .find(|l| l.contains(name))
+        .unwrap()
+        .split_whitespace()
+        .skip(2)
+        .map(String::from)
+        .collect()
 }

@@ -8,3 +8,6 @@ mod config_errors;
 mod config_features;
 mod config_props;
 mod config_seed;
+mod tail_cases;
+mod tail_follow;
+mod tail_model;

@@ -1,0 +1,99 @@
+//! What the tailer hands downstream: lines with where they came from, and the positions
+//! to save once those lines are durable.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use super::identity::FileKey;
+use super::lines::LongLine;
+use super::positions::Position;
+
+/// Lines read in one pass over the files, stored in one buffer, and for each file read
+/// the position just past its last complete line in the batch.
+#[derive(Debug, Default)]
+pub struct Batch {
+    data: Vec<u8>,
+    lines: Vec<LineRef>,
+    files: Vec<(PathBuf, FileKey)>,
+    /// Positions to save after the lines are durable (at most one per file).
+    pub positions: Vec<Position>,
+    /// Over-long lines skipped in this pass.
+    pub long_lines: Vec<(PathBuf, LongLine)>,
+}
+
+#[derive(Debug)]
+struct LineRef {
+    file: usize,
+    range: Range<usize>,
+    offset: u64,
+}
+
+/// One line of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Line<'a> {
+    /// The file it was read from (the path it had when read).
+    pub path: &'a Path,
+    /// The file's identity.
+    pub key: FileKey,
+    /// Offset of its first byte in the file.
+    pub offset: u64,
+    /// The line, without its line ending.
+    pub bytes: &'a [u8],
+}
+
+impl Batch {
+    /// Number of lines.
+    pub fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    /// True when there are no lines, no positions and no skipped lines.
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty() && self.positions.is_empty() && self.long_lines.is_empty()
+    }
+
+    /// The lines, in the order read (file by file, in file order).
+    pub fn lines(&self) -> impl Iterator<Item = Line<'_>> {
+        self.lines.iter().map(|l| {
+            let (path, key) = &self.files[l.file];
+            Line {
+                path,
+                key: *key,
+                offset: l.offset,
+                bytes: &self.data[l.range.clone()],
+            }
+        })
+    }
+
+    /// Bytes of line data held.
+    pub fn bytes(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Registers a file about to be read and returns its index for [`Batch::push`].
+    pub(super) fn file(&mut self, path: &Path, key: FileKey) -> usize {
+        if let Some(i) = self.files.iter().position(|(_, k)| *k == key) {
+            return i;
+        }
+        self.files.push((path.to_path_buf(), key));
+        self.files.len() - 1
+    }
+
+    pub(super) fn push(&mut self, file: usize, bytes: &[u8], offset: u64) {
+        let start = self.data.len();
+        self.data.extend_from_slice(bytes);
+        self.lines.push(LineRef {
+            file,
+            range: start..self.data.len(),
+            offset,
+        });
+    }
+
+    /// Records where a file is read up to, replacing an earlier position of the same file.
+    pub(super) fn set_position(&mut self, position: Position) {
+        match self.positions.iter_mut().find(|p| p.key == position.key) {
+            Some(p) => *p = position,
+            None => self.positions.push(position),
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! Drives a [`Tailer`] on its own thread: file I/O is blocking, and a thread keeps it off
+//! the async runtime.
+//!
+//! Change notifications (inotify, through `notify`) are hints, never the only trigger: a
+//! full scan also runs every `refresh_interval`, and after a notification queue overflow.
+//! A write to a known file reads just the open files; a create, rename or delete runs a
+//! scan. While a file has unread lines, passes follow each other at once; while a rotated
+//! file waits to be released, every second; otherwise the thread sleeps. A full sink
+//! blocks the thread: reading pauses, and the files are where data waits.
+
+use std::path::PathBuf;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use notify::{EventKind, RecursiveMode, Watcher};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::{Batch, Tailer};
+
+/// How often files are looked at when change notification is unavailable, or while a
+/// rotated file waits to be released.
+const FALLBACK_POLL: Duration = Duration::from_secs(1);
+
+enum Hint {
+    /// Writes to these paths.
+    Written(Vec<PathBuf>),
+    /// Files appeared, moved or vanished (or notifications were lost): scan.
+    Structure,
+    Stop,
+}
+
+/// Starts following the tailer's files; batches go to `sink` until `shutdown` fires or the
+/// sink's receiver is dropped. Must be called from within a tokio runtime.
+pub fn spawn(
+    tailer: Tailer,
+    refresh_interval: Duration,
+    sink: tokio::sync::mpsc::Sender<Batch>,
+    shutdown: CancellationToken,
+) -> std::io::Result<JoinHandle<()>> {
+    let (tx, rx) = mpsc::channel();
+    let stop = tx.clone();
+    tokio::spawn(async move {
+        shutdown.cancelled().await;
+        let _ = stop.send(Hint::Stop);
+    });
+    let watcher = watch(&tailer.watch_roots(), tx);
+    std::thread::Builder::new()
+        .name("tail".into())
+        .spawn(move || {
+            // Kept alive for as long as the loop runs.
+            let _watcher = watcher;
+            follow(tailer, refresh_interval, &sink, &rx, _watcher.is_some());
+        })
+}
+
+fn watch(roots: &[PathBuf], tx: mpsc::Sender<Hint>) -> Option<notify::RecommendedWatcher> {
+    let handler = move |event: notify::Result<notify::Event>| {
+        let hint = match event {
+            Ok(e)
+                if matches!(
+                    e.kind,
+                    EventKind::Modify(notify::event::ModifyKind::Data(_))
+                ) =>
+            {
+                Hint::Written(e.paths)
+            }
+            Ok(e) if matches!(e.kind, EventKind::Access(_)) => return,
+            Ok(_) | Err(_) => Hint::Structure,
+        };
+        let _ = tx.send(hint);
+    };
+    let mut watcher = match notify::recommended_watcher(handler) {
+        Ok(w) => w,
+        Err(e) => {
+            warn!(error = %e, "Change notification unavailable; polling files every second instead.");
+            return None;
+        }
+    };
+    for root in roots {
+        if let Err(e) = watcher.watch(root, RecursiveMode::Recursive) {
+            // A directory that does not exist yet is found by the periodic scan.
+            debug!(dir = %root.display(), error = %e, "Cannot watch directory.");
+        }
+    }
+    Some(watcher)
+}
+
+fn follow(
+    mut tailer: Tailer,
+    refresh: Duration,
+    sink: &tokio::sync::mpsc::Sender<Batch>,
+    rx: &Receiver<Hint>,
+    notified: bool,
+) {
+    let mut next_scan = Instant::now();
+    let mut written: Vec<PathBuf> = Vec::new();
+    loop {
+        let now = Instant::now();
+        let batch = if now >= next_scan {
+            next_scan = now + refresh;
+            tailer.poll(now)
+        } else {
+            let paths = std::mem::take(&mut written);
+            tailer
+                .poll_open(now, &paths)
+                .unwrap_or_else(|| tailer.poll(now))
+        };
+        if !batch.is_empty() && sink.blocking_send(batch).is_err() {
+            return;
+        }
+        let wait = if tailer.unread() {
+            Duration::ZERO
+        } else if tailer.busy() || !notified {
+            FALLBACK_POLL
+        } else {
+            next_scan.saturating_duration_since(Instant::now())
+        };
+        match wait_for_hints(rx, wait, &mut written) {
+            Some(true) => next_scan = Instant::now(),
+            Some(false) => {}
+            None => return,
+        }
+    }
+}
+
+/// Waits up to `wait` for hints and takes every one pending. `Some(true)`: a scan is
+/// needed; `Some(false)`: read what is open (and `written`); `None`: stop.
+fn wait_for_hints(rx: &Receiver<Hint>, wait: Duration, written: &mut Vec<PathBuf>) -> Option<bool> {
+    let first = match rx.recv_timeout(wait) {
+        Ok(hint) => hint,
+        Err(RecvTimeoutError::Timeout) => return Some(false),
+        Err(RecvTimeoutError::Disconnected) => return None,
+    };
+    let mut scan = false;
+    for hint in std::iter::once(first).chain(rx.try_iter()) {
+        match hint {
+            Hint::Written(paths) => written.extend(paths),
+            Hint::Structure => scan = true,
+            Hint::Stop => return None,
+        }
+    }
+    Some(scan)
+}

@@ -1,0 +1,725 @@
+//! The tailer's core: one synchronous pass at a time over the files of a source.
+//!
+//! [`Tailer::poll`] finds files, checks each tracked file for truncation and rotation,
+//! and reads up to `read_lines_limit` lines from each (fair: a busy file cannot starve the
+//! others). It never writes positions: the batch carries them, and the stage that makes
+//! the lines durable saves them ([`super::positions`]). Kept synchronous so that tests
+//! (the model test above all) drive it step by step; [`super::run`] drives it from
+//! change notifications and timers.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use tracing::{debug, info, warn};
+
+use super::batch::Batch;
+use super::discovery::{Discovery, Found};
+use super::identity::{self, Digest, FileKey, HEAD_BYTES};
+use super::lines::{read_lines, ReadFrom};
+use super::positions::{Checkpoint, FluentdEntry, Position, PositionStore, PositionsError};
+use super::TailOptions;
+
+/// A file being followed.
+#[derive(Debug)]
+struct Watched {
+    key: FileKey,
+    path: PathBuf,
+    /// Closed when idle and over the open-files cap; never closed while vanished.
+    file: Option<File>,
+    /// Where reading goes on (ahead of the saved position until downstream commits).
+    next: ReadFrom,
+    head: Digest,
+    /// Hash of the bytes before `next.offset`.
+    marker: Digest,
+    born: Option<u128>,
+    /// Size and modification time at the last check, to skip checks of idle files.
+    last_seen: (u64, Option<SystemTime>),
+    last_activity: Instant,
+    at_eof: bool,
+    /// Set when the file no longer matches the globs (renamed away or deleted).
+    vanished_since: Option<Instant>,
+    /// Set by a check that found the file shorter than, or different before, `next`.
+    truncated: bool,
+    warned_slow_drain: bool,
+}
+
+/// Follows the files of one tail source.
+#[derive(Debug)]
+pub struct Tailer {
+    opts: TailOptions,
+    discovery: Discovery,
+    store: PositionStore,
+    /// Saved positions of files not tracked yet.
+    saved: HashMap<FileKey, Checkpoint>,
+    /// Saved positions whose file was found truncated when first seen in this run (a
+    /// copytruncate while at-forwarder was down): a new file holding their content is the
+    /// copy, to be finished from their offset.
+    orphans: Vec<Checkpoint>,
+    fluentd: Vec<FluentdEntry>,
+    files: BTreeMap<FileKey, Watched>,
+    /// No position was saved before this start and no scan has run yet: files found now
+    /// are read from their end unless `read_from_head`.
+    fresh_start: bool,
+    scanned: bool,
+    buf: Vec<u8>,
+    /// Files whose permission error was already reported (`ignore_repeated_permission_error`).
+    denied: std::collections::HashSet<PathBuf>,
+}
+
+impl Tailer {
+    /// Loads the saved positions and prepares to follow the files of `opts`.
+    pub fn open(opts: TailOptions, store: PositionStore) -> Result<Self, PositionsError> {
+        let (saved, bad) = store.load()?;
+        for (key, reason) in bad {
+            warn!(key = ?key, %reason, "Ignoring an unreadable saved position; its file will be read from the start.");
+        }
+        let fluentd = match &opts.fluentd_pos_file {
+            Some(path) if !store.imported(path)? => read_fluentd_pos(path),
+            _ => Vec::new(),
+        };
+        let discovery = Discovery::new(
+            &opts.paths,
+            &opts.exclude_paths,
+            opts.limit_recently_modified,
+        );
+        let fresh_start = saved.is_empty() && fluentd.is_empty();
+        Ok(Tailer {
+            opts,
+            discovery,
+            store,
+            saved,
+            orphans: Vec::new(),
+            fluentd,
+            files: BTreeMap::new(),
+            fresh_start,
+            scanned: false,
+            buf: Vec::new(),
+            denied: Default::default(),
+        })
+    }
+
+    /// The directories whose changes are worth a look.
+    pub fn watch_roots(&self) -> Vec<PathBuf> {
+        self.discovery.roots()
+    }
+
+    /// Number of files tracked and number of them open.
+    pub fn file_counts(&self) -> (usize, usize) {
+        (
+            self.files.len(),
+            self.files.values().filter(|w| w.file.is_some()).count(),
+        )
+    }
+
+    /// A full pass: find files, detect truncation and rotation, read from every file.
+    pub fn poll(&mut self, now: Instant) -> Batch {
+        let mut batch = Batch::default();
+        for w in self.files.values_mut() {
+            check_truncation(w);
+        }
+        let found = self.discovery.scan();
+        if !self.fluentd.is_empty() {
+            self.import_fluentd(&found);
+        }
+        self.reconcile(found, now, &mut batch);
+        self.restart_truncated(&mut batch);
+        self.read_all(&mut batch, now, |_| true);
+        self.release_vanished(now);
+        self.enforce_open_cap();
+        if !self.scanned {
+            self.scanned = true;
+            self.collect_stale_positions();
+        }
+        self.orphans.clear();
+        batch
+    }
+
+    /// A quick pass: read the files that are open or named in `changed`, without a scan.
+    /// Returns `None` when a truncation was found: a full [`Tailer::poll`] must run, so
+    /// that a copy of the truncated file is looked for first.
+    pub fn poll_open(&mut self, now: Instant, changed: &[PathBuf]) -> Option<Batch> {
+        for w in self.files.values_mut().filter(|w| w.file.is_some()) {
+            if check_truncation(w) {
+                return None;
+            }
+        }
+        let mut batch = Batch::default();
+        self.read_all(&mut batch, now, |w| {
+            w.file.is_some() || !w.at_eof || changed.iter().any(|p| p == &w.path)
+        });
+        self.release_vanished(now);
+        self.enforce_open_cap();
+        Some(batch)
+    }
+
+    /// Whether a file was still being read (not at its end) after the last pass, or a
+    /// vanished file is waiting to be released: the caller should poll again soon.
+    pub fn busy(&self) -> bool {
+        self.files
+            .values()
+            .any(|w| !w.at_eof || w.vanished_since.is_some())
+    }
+
+    /// Whether a file has lines left to read after the last pass.
+    pub fn unread(&self) -> bool {
+        self.files
+            .values()
+            .any(|w| !w.at_eof && (w.file.is_some() || w.vanished_since.is_none()))
+    }
+
+    /// Matches what the scan found with what is tracked: renamed files get their new
+    /// path (a closed one is checked for truncation or inode reuse through it), missing
+    /// ones are marked vanished, and new ones start being tracked.
+    fn reconcile(&mut self, found: Vec<Found>, now: Instant, batch: &mut Batch) {
+        let present: std::collections::HashSet<FileKey> = found.iter().map(|f| f.key).collect();
+        let (known, mut new): (Vec<Found>, Vec<Found>) = found
+            .into_iter()
+            .partition(|f| self.files.contains_key(&f.key));
+        for f in known {
+            let w = self.files.get_mut(&f.key).expect("partitioned on this");
+            if w.vanished_since.take().is_some() || w.path != f.path {
+                debug!(from = %w.path.display(), to = %f.path.display(), "File renamed within the watched paths.");
+            }
+            w.path = f.path;
+            if w.file.is_none() {
+                check_truncation(w);
+            }
+        }
+        for w in self
+            .files
+            .values_mut()
+            .filter(|w| !present.contains(&w.key) && w.vanished_since.is_none())
+        {
+            info!(path = %w.path.display(), "File rotated away or deleted; reading it to its end.");
+            w.vanished_since = Some(now);
+        }
+        // Saved positions whose file was truncated (same file, shorter or other content)
+        // are gathered first: any new file may be their copy.
+        for f in &new {
+            if let Some(saved) = self.saved.get(&f.key) {
+                if truncated_since(f, saved) {
+                    self.orphans.push(saved.clone());
+                }
+            }
+        }
+        new.sort_by_key(|f| !self.saved.contains_key(&f.key));
+        for f in new {
+            match self.start_tracking(&f, now) {
+                Ok(w) => {
+                    // Where a new file starts is itself a position to save: a copy found
+                    // by content, or a file tailed from its end, must not be read from
+                    // its start after a restart.
+                    if w.next.offset > 0 {
+                        batch.set_position(position(&w));
+                    }
+                    self.files.insert(f.key, w);
+                }
+                Err(e) => self.report_open_error(&f.path, &e),
+            }
+        }
+    }
+
+    fn start_tracking(&mut self, f: &Found, now: Instant) -> io::Result<Watched> {
+        let file = File::open(&f.path)?;
+        let meta = file.metadata()?;
+        if FileKey::of(&meta) != f.key {
+            return Err(io::Error::other("the file was replaced while being opened"));
+        }
+        let size = meta.len();
+        let born = identity::birth_time(&meta);
+        let offset = self.start_offset(&file, f, size, born)?;
+        let head = identity::head(&file, size)?;
+        let marker = identity::marker(&file, offset)?;
+        Ok(Watched {
+            key: f.key,
+            path: f.path.clone(),
+            file: Some(file),
+            next: ReadFrom {
+                offset,
+                skipping_to: None,
+            },
+            head,
+            marker,
+            born,
+            last_seen: (size, meta.modified().ok()),
+            last_activity: now,
+            at_eof: false,
+            vanished_since: None,
+            truncated: false,
+            warned_slow_drain: false,
+        })
+    }
+
+    /// Where to start reading a file seen for the first time in this run.
+    fn start_offset(
+        &mut self,
+        file: &File,
+        f: &Found,
+        size: u64,
+        born: Option<u128>,
+    ) -> io::Result<u64> {
+        if let Some(saved) = self.saved.remove(&f.key) {
+            if same_content(file, size, born, &saved)? {
+                debug!(path = %f.path.display(), offset = saved.offset, "Resuming from the saved position.");
+                return Ok(saved.offset);
+            }
+            info!(path = %f.path.display(), "A saved position's file identity now holds other content.");
+            // Its inode may have been reused by a copy: look for the original below.
+            if let Some(offset) = self.copy_of_truncated(file, size, None)? {
+                info!(path = %f.path.display(), offset, "Found the copy of a truncated file; finishing it from the saved offset.");
+                return Ok(offset);
+            }
+            return Ok(0);
+        }
+        if let Some(offset) = self.copy_of_truncated(file, size, None)? {
+            info!(path = %f.path.display(), offset, "Found the copy of a truncated file; finishing it from the saved offset.");
+            return Ok(offset);
+        }
+        if self.fresh_start && !self.scanned && !self.opts.read_from_head {
+            return end_of_last_line(file, size);
+        }
+        Ok(0)
+    }
+
+    /// A file whose head and marker match a tracked file that was just truncated is the
+    /// copy made by copytruncate: it is read on from where the original was.
+    fn copy_of_truncated(
+        &mut self,
+        file: &File,
+        size: u64,
+        exclude: Option<FileKey>,
+    ) -> io::Result<Option<u64>> {
+        let candidate = |w: &&Watched| w.truncated && Some(w.key) != exclude;
+        let tracked = self
+            .files
+            .values()
+            .filter(candidate)
+            .map(|w| (w.next.offset, w.head, w.marker));
+        let orphans = self.orphans.iter().map(|c| (c.offset, c.head, c.marker));
+        for (i, (offset, head, marker)) in tracked.chain(orphans).enumerate() {
+            // Nothing read means nothing to continue: an offset of 0 proves nothing.
+            if offset == 0
+                || head.len == 0
+                || offset > size
+                || identity::head_of_len(file, size, head.len)? != Some(head)
+            {
+                continue;
+            }
+            if identity::marker(file, offset)? == marker {
+                let tracked_count = self.files.values().filter(candidate).count();
+                if let Some(j) = i.checked_sub(tracked_count) {
+                    self.orphans.remove(j);
+                }
+                return Ok(Some(offset));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Starts truncated files over: from the start, or, when the file now holds a copy of
+    /// another truncated file (its inode was reused by the copy), from that file's offset.
+    fn restart_truncated(&mut self, batch: &mut Batch) {
+        let keys: Vec<FileKey> = self
+            .files
+            .values()
+            .filter(|w| w.truncated)
+            .map(|w| w.key)
+            .collect();
+        let mut starts = Vec::new();
+        for key in keys {
+            let w = &self.files[&key];
+            let Some(file) = w.file.as_ref().and_then(|f| f.try_clone().ok()) else {
+                continue;
+            };
+            let size = file.metadata().map_or(0, |m| m.len());
+            starts.push((
+                key,
+                self.copy_of_truncated(&file, size, Some(key))
+                    .ok()
+                    .flatten()
+                    .unwrap_or(0),
+            ));
+        }
+        for (key, offset) in starts {
+            let w = self.files.get_mut(&key).expect("collected above");
+            restart_at(w, offset);
+            batch.set_position(position(w));
+        }
+    }
+
+    fn read_all(&mut self, batch: &mut Batch, now: Instant, wanted: impl Fn(&Watched) -> bool) {
+        let Tailer {
+            files, opts, buf, ..
+        } = self;
+        for w in files.values_mut().filter(|w| wanted(w)) {
+            if let Err(e) = read_file(w, opts, buf, batch, now) {
+                warn!(path = %w.path.display(), error = %e, "Reading failed; will retry.");
+                w.file = None;
+            }
+        }
+    }
+
+    /// Lets go of vanished files that are drained, whose lines are all saved downstream,
+    /// and that have been gone for `rotate_wait`.
+    fn release_vanished(&mut self, now: Instant) {
+        let rotate_wait = self.opts.rotate_wait;
+        let mut released = Vec::new();
+        for w in self.files.values_mut() {
+            let Some(since) = w.vanished_since else {
+                continue;
+            };
+            if w.file.is_none() {
+                // Closed before it vanished: it cannot be opened again.
+                if !w.at_eof {
+                    warn!(path = %w.path.display(), offset = w.next.offset, "A file vanished while closed with unread lines; they cannot be read.");
+                }
+                released.push(w.key);
+                continue;
+            }
+            let waited = now.saturating_duration_since(since) >= rotate_wait;
+            if !waited {
+                continue;
+            }
+            if !w.at_eof {
+                if !w.warned_slow_drain {
+                    warn!(path = %w.path.display(), "A rotated file is still being read after rotate_wait; keeping it open until its end.");
+                    w.warned_slow_drain = true;
+                }
+                continue;
+            }
+            let committed = self.store.get(w.key).ok().flatten().map_or(0, |c| c.offset);
+            if committed >= w.next.offset {
+                released.push(w.key);
+            }
+        }
+        for key in released {
+            if let Some(w) = self.files.remove(&key) {
+                info!(path = %w.path.display(), "Released a rotated file read to its end.");
+                if let Err(e) = self.store.remove(key) {
+                    warn!(error = %e, "Could not forget the position of a released file.");
+                }
+            }
+        }
+    }
+
+    /// Closes idle files beyond `open_files_limit`, least recently active first. Vanished
+    /// files stay open: they could not be opened again.
+    fn enforce_open_cap(&mut self) {
+        let open = self.files.values().filter(|w| w.file.is_some()).count();
+        let Some(excess) = open
+            .checked_sub(self.opts.open_files_limit)
+            .filter(|e| *e > 0)
+        else {
+            return;
+        };
+        let mut closable: Vec<&mut Watched> = self
+            .files
+            .values_mut()
+            .filter(|w| w.file.is_some() && w.vanished_since.is_none())
+            .collect();
+        closable.sort_by_key(|w| (!w.at_eof, w.last_activity));
+        for w in closable.into_iter().take(excess) {
+            w.file = None;
+        }
+    }
+
+    /// After the first scan: saved positions whose files were not found and not seen for
+    /// `rotate_wait` are forgotten.
+    fn collect_stale_positions(&mut self) {
+        let now = unix_now();
+        let wait = self.opts.rotate_wait.as_secs();
+        let stale: Vec<FileKey> = self
+            .saved
+            .iter()
+            .filter(|(_, c)| now.saturating_sub(c.seen) > wait)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in stale {
+            self.saved.remove(&key);
+            if let Err(e) = self.store.remove(key) {
+                warn!(error = %e, "Could not forget a stale position.");
+            }
+        }
+    }
+
+    fn report_open_error(&mut self, path: &Path, e: &io::Error) {
+        let repeated = e.kind() == io::ErrorKind::PermissionDenied
+            && self.opts.ignore_repeated_permission_error
+            && !self.denied.insert(path.to_path_buf());
+        if repeated {
+            debug!(path = %path.display(), error = %e, "Cannot open file.");
+        } else {
+            warn!(path = %path.display(), error = %e, "Cannot open file; will retry at the next scan.");
+        }
+    }
+
+    /// Turns fluentd's pos entries into saved positions for the files found by inode.
+    fn import_fluentd(&mut self, found: &[Found]) {
+        let entries = std::mem::take(&mut self.fluentd);
+        let mut imported = Vec::new();
+        for e in &entries {
+            let Some(f) = found.iter().find(|f| f.key.ino == e.ino) else {
+                continue;
+            };
+            let Ok(file) = File::open(&f.path) else {
+                continue;
+            };
+            let size = f.meta.len();
+            let offset = e.offset.min(size);
+            let (Ok(head), Ok(marker)) =
+                (identity::head(&file, size), identity::marker(&file, offset))
+            else {
+                continue;
+            };
+            let checkpoint = Checkpoint {
+                v: 1,
+                offset,
+                head,
+                marker,
+                born: identity::birth_time(&f.meta),
+                path: f.path.clone(),
+                seen: unix_now(),
+            };
+            self.saved.insert(f.key, checkpoint.clone());
+            imported.push(Position {
+                key: f.key,
+                checkpoint,
+            });
+        }
+        info!(
+            entries = entries.len(),
+            matched = imported.len(),
+            "Imported fluentd's pos file."
+        );
+        let path = self
+            .opts
+            .fluentd_pos_file
+            .clone()
+            .expect("entries come from a pos file");
+        if let Err(e) = self
+            .store
+            .commit(&imported)
+            .and_then(|()| self.store.mark_imported(&path))
+        {
+            warn!(error = %e, "Could not save the imported fluentd positions; they will be imported again at the next start.");
+        }
+    }
+}
+
+/// Flags a tracked file that shrank below the read position or whose bytes before it
+/// changed (truncated, possibly regrown; or, for a closed file, its inode reused). A closed
+/// file is looked at through its path and opened only when it changed. Returns the flag.
+fn check_truncation(w: &mut Watched) -> bool {
+    let meta = match &w.file {
+        Some(file) => file.metadata(),
+        None if w.vanished_since.is_some() => return false,
+        None => std::fs::metadata(&w.path),
+    };
+    let Ok(meta) = meta else { return false };
+    if FileKey::of(&meta) != w.key {
+        return false;
+    }
+    let seen = (meta.len(), meta.modified().ok());
+    if seen == w.last_seen {
+        return w.truncated;
+    }
+    w.last_seen = seen;
+    if w.file.is_none() {
+        match File::open(&w.path) {
+            Ok(file) if file.metadata().is_ok_and(|m| FileKey::of(&m) == w.key) => {
+                w.file = Some(file)
+            }
+            _ => return false,
+        }
+    }
+    let file = w.file.as_ref().expect("opened above");
+    let born_changed =
+        matches!((w.born, identity::birth_time(&meta)), (Some(a), Some(b)) if a != b);
+    let changed_before = w.next.offset > 0
+        && identity::marker(file, w.next.offset.min(meta.len())).ok() != Some(w.marker);
+    if meta.len() < w.next.offset || changed_before || born_changed {
+        info!(path = %w.path.display(), size = meta.len(), offset = w.next.offset, "File truncated or replaced; reading it again from the start.");
+        w.truncated = true;
+        w.born = identity::birth_time(&meta);
+    }
+    w.truncated
+}
+
+fn restart_at(w: &mut Watched, offset: u64) {
+    w.truncated = false;
+    w.next = ReadFrom {
+        offset,
+        skipping_to: None,
+    };
+    w.at_eof = false;
+    if let Some(file) = &w.file {
+        let size = file.metadata().map_or(0, |m| m.len());
+        w.head = identity::head(file, size).unwrap_or_default();
+        w.marker = identity::marker(file, offset).unwrap_or_default();
+    }
+}
+
+fn read_file(
+    w: &mut Watched,
+    opts: &TailOptions,
+    buf: &mut Vec<u8>,
+    batch: &mut Batch,
+    now: Instant,
+) -> io::Result<()> {
+    if w.file.is_none() {
+        if w.vanished_since.is_some() {
+            return Ok(());
+        }
+        let file = File::open(&w.path)?;
+        let meta = file.metadata()?;
+        if FileKey::of(&meta) != w.key {
+            // The path now names another file; the next scan sorts out where ours went.
+            return Ok(());
+        }
+        // While the file was closed its inode may have been freed and reused.
+        let saved = Checkpoint {
+            v: 1,
+            offset: w.next.offset,
+            head: w.head,
+            marker: w.marker,
+            born: w.born,
+            path: w.path.clone(),
+            seen: 0,
+        };
+        let same = same_content(&file, meta.len(), identity::birth_time(&meta), &saved)?;
+        w.file = Some(file);
+        if !same {
+            info!(path = %w.path.display(), "A closed file's identity now holds other content; reading it from the start.");
+            w.born = identity::birth_time(&meta);
+            restart_at(w, 0);
+            batch.set_position(position(w));
+        }
+    }
+    let file = w.file.as_mut().expect("opened above");
+    let size = file.metadata()?.len();
+    if w.next.skipping_to.unwrap_or(w.next.offset) >= size {
+        w.at_eof = true;
+        return Ok(());
+    }
+    let index = batch.file(&w.path, w.key);
+    let before = w.next;
+    let out = read_lines(
+        file,
+        w.next,
+        opts.read_lines_limit,
+        opts.max_line_size,
+        buf,
+        |line, offset| batch.push(index, line, offset),
+    )?;
+    for long in &out.long_lines {
+        warn!(path = %w.path.display(), offset = long.offset, bytes = long.len, max_line_size = opts.max_line_size, "Skipped a line longer than max_line_size.");
+        batch.long_lines.push((w.path.clone(), *long));
+    }
+    w.at_eof = out.at_eof;
+    w.next = out.next;
+    if out.next.offset != before.offset {
+        w.last_activity = now;
+        w.marker = identity::marker(file, w.next.offset)?;
+        if w.head.len < HEAD_BYTES {
+            w.head = identity::head(file, size)?;
+        }
+        batch.set_position(position(w));
+    }
+    Ok(())
+}
+
+fn position(w: &Watched) -> Position {
+    Position {
+        key: w.key,
+        checkpoint: Checkpoint {
+            v: 1,
+            offset: w.next.offset,
+            head: w.head,
+            marker: w.marker,
+            born: w.born,
+            path: w.path.clone(),
+            seen: unix_now(),
+        },
+    }
+}
+
+/// Whether a found file is the one a saved position was taken from (same birth time where
+/// known), now truncated or rewritten.
+fn truncated_since(f: &Found, saved: &Checkpoint) -> bool {
+    let born = identity::birth_time(&f.meta);
+    if saved.born.is_some() && born.is_some() && saved.born != born {
+        return false;
+    }
+    let Ok(file) = File::open(&f.path) else {
+        return false;
+    };
+    !same_content(&file, f.meta.len(), born, saved).unwrap_or(true)
+}
+
+/// Whether a file still holds what a saved position describes.
+fn same_content(
+    file: &File,
+    size: u64,
+    born: Option<u128>,
+    saved: &Checkpoint,
+) -> io::Result<bool> {
+    if let (Some(a), Some(b)) = (born, saved.born) {
+        if a != b {
+            return Ok(false);
+        }
+    }
+    if size < saved.offset || identity::head_of_len(file, size, saved.head.len)? != Some(saved.head)
+    {
+        return Ok(false);
+    }
+    Ok(identity::marker(file, saved.offset)? == saved.marker)
+}
+
+/// Offset just past the last `\n` (0 when there is none): where tailing from the end
+/// starts without cutting a line in two.
+fn end_of_last_line(file: &File, size: u64) -> io::Result<u64> {
+    let mut end = size;
+    let mut buf = vec![0u8; 64 * 1024];
+    while end > 0 {
+        let start = end.saturating_sub(buf.len() as u64);
+        let chunk = &mut buf[..usize::try_from(end - start).expect("at most 64 KiB")];
+        file.read_exact_at(chunk, start)?;
+        if let Some(i) = chunk.iter().rposition(|b| *b == b'\n') {
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
+}
+
+fn read_fluentd_pos(path: &Path) -> Vec<FluentdEntry> {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return Vec::new();
+    };
+    if !meta.is_file() {
+        return Vec::new();
+    }
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let (entries, bad) = super::positions::parse_fluentd_pos(&text);
+            for (line, text) in bad {
+                warn!(file = %path.display(), line, text, "Malformed line in fluentd's pos file, not imported.");
+            }
+            entries
+        }
+        Err(e) => {
+            warn!(file = %path.display(), error = %e, "Cannot read fluentd's pos file; not imported.");
+            Vec::new()
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

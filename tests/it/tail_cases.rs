@@ -1,0 +1,397 @@
+//! The hard cases of research §2 (items 1–9 and 13), one named test each, against real
+//! files; plus the open-files cap with 2,000 files.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use at_forwarder::tail::{PositionStore, TailOptions, Tailer};
+
+struct Harness {
+    _tmp: tempfile::TempDir,
+    logs: PathBuf,
+    store_dir: PathBuf,
+    opts: TailOptions,
+    tailer: Option<Tailer>,
+    store: Option<PositionStore>,
+    now: Instant,
+    long_lines: Vec<(PathBuf, u64, u64)>,
+}
+
+impl Harness {
+    fn new(configure: impl FnOnce(&mut TailOptions)) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let logs = tmp.path().join("logs");
+        std::fs::create_dir(&logs).unwrap();
+        let mut opts = TailOptions {
+            paths: vec![format!("{}/**/*.log*", logs.display())],
+            exclude_paths: vec![format!("{}/**/*.gz", logs.display())],
+            read_from_head: true,
+            read_lines_limit: 1000,
+            rotate_wait: Duration::from_secs(5),
+            refresh_interval: Duration::from_secs(60),
+            max_line_size: 1 << 20,
+            limit_recently_modified: None,
+            ignore_repeated_permission_error: false,
+            open_files_limit: 256,
+            fluentd_pos_file: None,
+        };
+        configure(&mut opts);
+        let store_dir = tmp.path().join("pos.sled");
+        let mut h = Harness {
+            _tmp: tmp,
+            logs,
+            store_dir,
+            opts,
+            tailer: None,
+            store: None,
+            now: Instant::now(),
+            long_lines: Vec::new(),
+        };
+        h.start();
+        h
+    }
+
+    fn start(&mut self) {
+        let store = PositionStore::open(&self.store_dir).unwrap();
+        self.tailer = Some(Tailer::open(self.opts.clone(), store.clone()).unwrap());
+        self.store = Some(store);
+    }
+
+    /// Drops the tailer without any shutdown, as a crash would.
+    fn stop(&mut self) {
+        self.tailer = None;
+        self.store = None;
+    }
+
+    fn restart(&mut self) {
+        self.stop();
+        self.start();
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.logs.join(name)
+    }
+
+    fn append(&self, name: &str, text: &str) {
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path(name))
+            .unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+    }
+
+    /// One pass; its positions are committed (the lines made durable) when `commit`.
+    fn poll(&mut self, commit: bool) -> Vec<String> {
+        let batch = self.tailer.as_mut().unwrap().poll(self.now);
+        if commit {
+            self.store
+                .as_ref()
+                .unwrap()
+                .commit(&batch.positions)
+                .unwrap();
+        }
+        for (path, long) in &batch.long_lines {
+            self.long_lines.push((path.clone(), long.offset, long.len));
+        }
+        batch
+            .lines()
+            .map(|l| String::from_utf8(l.bytes.to_vec()).unwrap())
+            .collect()
+    }
+
+    /// Passes (committing) until one reads nothing.
+    fn drain(&mut self) -> Vec<String> {
+        let mut all = Vec::new();
+        loop {
+            let lines = self.poll(true);
+            if lines.is_empty() {
+                return all;
+            }
+            all.extend(lines);
+        }
+    }
+}
+
+fn lines(prefix: &str, range: std::ops::Range<usize>) -> String {
+    range
+        .map(|i| format!("{{\"id\":\"{prefix}-{i}\"}}\n"))
+        .collect()
+}
+
+fn ids(prefix: &str, range: std::ops::Range<usize>) -> Vec<String> {
+    range
+        .map(|i| format!("{{\"id\":\"{prefix}-{i}\"}}"))
+        .collect()
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+/// §2.1: a renamed file is drained to its end, including lines its writer adds to the old
+/// inode after the rename, before it is let go.
+#[test]
+fn rename_rotation_drains_the_old_inode() {
+    let mut h = Harness::new(|o| {
+        o.paths = vec![format!(
+            "{}/*.log",
+            o.paths[0].rsplit_once("/**").unwrap().0
+        )]
+    });
+    h.append("app.log", &lines("a", 0..10));
+    assert_eq!(h.drain(), ids("a", 0..10));
+    let mut writer = OpenOptions::new()
+        .append(true)
+        .open(h.path("app.log"))
+        .unwrap();
+    // Rotated out of the globs (`*.log` does not match `app.log.1`), then written to
+    // through the old descriptor, as a logger does before it reopens.
+    std::fs::rename(h.path("app.log"), h.path("app.log.1")).unwrap();
+    writer.write_all(lines("a", 10..15).as_bytes()).unwrap();
+    h.append("app.log", &lines("b", 0..3));
+    let mut got = h.drain();
+    writer.write_all(lines("a", 15..20).as_bytes()).unwrap();
+    got.extend(h.drain());
+    assert_eq!(
+        sorted(got),
+        sorted([ids("a", 10..20), ids("b", 0..3)].concat())
+    );
+    // Let go only after rotate_wait, once drained and committed.
+    h.now += Duration::from_secs(6);
+    h.poll(true);
+    assert_eq!(h.tailer.as_ref().unwrap().file_counts().0, 1);
+}
+
+/// §2.2: rotations while at-forwarder is down: positions are keyed by identity, so the
+/// renamed file resumes where it was and the new one is read whole.
+#[test]
+fn rotations_while_down_resume_by_identity() {
+    let mut h = Harness::new(|o| o.read_from_head = false);
+    h.append("app.log", &lines("a", 0..5));
+    assert_eq!(
+        h.drain(),
+        Vec::<String>::new(),
+        "first start without read_from_head tails from the end"
+    );
+    h.append("app.log", &lines("a", 5..10));
+    assert_eq!(h.drain(), ids("a", 5..10));
+    h.stop();
+    h.append("app.log", &lines("a", 10..12));
+    std::fs::rename(h.path("app.log"), h.path("app.log.1")).unwrap();
+    h.append("app.log", &lines("b", 0..4));
+    h.start();
+    assert_eq!(
+        sorted(h.drain()),
+        sorted([ids("a", 10..12), ids("b", 0..4)].concat())
+    );
+}
+
+/// §2.3: several rotations between two looks: every intermediate file is read.
+#[test]
+fn several_rotations_between_two_polls() {
+    let mut h = Harness::new(|_| {});
+    h.append("app.log", &lines("x", 0..2));
+    assert_eq!(h.drain().len(), 2);
+    for round in 1..=4 {
+        h.append("app.log", &lines(&format!("r{round}"), 0..3));
+        std::fs::rename(h.path("app.log"), h.path(&format!("app.log.{round}"))).unwrap();
+    }
+    h.append("app.log", &lines("live", 0..2));
+    let got = h.drain();
+    let want: Vec<String> = (1..=4)
+        .flat_map(|r| ids(&format!("r{r}"), 0..3))
+        .chain(ids("live", 0..2))
+        .collect();
+    assert_eq!(sorted(got), sorted(want));
+}
+
+/// §2.4: copytruncate: lines written between the last read and the copy are read from the
+/// copy, from the saved offset; nothing is read twice.
+#[test]
+fn copytruncate_finishes_the_copy_from_the_saved_offset() {
+    let mut h = Harness::new(|_| {});
+    h.append("app.log", &lines("a", 0..5));
+    assert_eq!(h.drain(), ids("a", 0..5));
+    h.append("app.log", &lines("a", 5..8));
+    std::fs::copy(h.path("app.log"), h.path("app.log.1")).unwrap();
+    File::options()
+        .write(true)
+        .open(h.path("app.log"))
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    h.append("app.log", &lines("b", 0..2));
+    assert_eq!(
+        sorted(h.drain()),
+        sorted([ids("a", 5..8), ids("b", 0..2)].concat())
+    );
+}
+
+/// §2.4 while down: the copy is found at start-up from the truncated original's position.
+#[test]
+fn copytruncate_while_down_is_recognised_at_startup() {
+    let mut h = Harness::new(|_| {});
+    h.append("app.log", &lines("a", 0..5));
+    assert_eq!(h.drain().len(), 5);
+    h.stop();
+    h.append("app.log", &lines("a", 5..7));
+    std::fs::copy(h.path("app.log"), h.path("app.log.1")).unwrap();
+    File::options()
+        .write(true)
+        .open(h.path("app.log"))
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    h.start();
+    assert_eq!(sorted(h.drain()), ids("a", 5..7));
+}
+
+/// §2.5: truncated and regrown past the old offset between two looks: the content check
+/// (marker) catches it and the file is read from its start.
+#[test]
+fn truncate_and_regrow_past_the_offset_is_read_from_the_start() {
+    let mut h = Harness::new(|_| {});
+    h.append("app.log", &lines("old", 0..3));
+    assert_eq!(h.drain().len(), 3);
+    File::options()
+        .write(true)
+        .open(h.path("app.log"))
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    h.append("app.log", &lines("new", 0..6));
+    assert_eq!(h.drain(), ids("new", 0..6));
+    // The same after a restart in between.
+    File::options()
+        .write(true)
+        .open(h.path("app.log"))
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    h.append("app.log", &lines("newer", 0..9));
+    h.restart();
+    assert_eq!(h.drain(), ids("newer", 0..9));
+}
+
+/// §2.6: a deleted file's inode handed to a new file: the saved position is not applied.
+#[test]
+fn inode_reuse_after_delete_reads_the_new_file_whole() {
+    let mut h = Harness::new(|_| {});
+    h.append("a.log", &lines("a", 0..20));
+    assert_eq!(h.drain().len(), 20);
+    h.stop();
+    let old_ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(h.path("a.log")).unwrap());
+    std::fs::remove_file(h.path("a.log")).unwrap();
+    h.append("b.log", &lines("b", 0..25));
+    let new_ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(h.path("b.log")).unwrap());
+    h.start();
+    assert_eq!(
+        h.drain(),
+        ids("b", 0..25),
+        "inode reused: {}",
+        old_ino == new_ino
+    );
+}
+
+/// §2.7: files with the same first line, identical files and tiny files are all read: a
+/// content hash never identifies a file on its own.
+#[test]
+fn identical_and_tiny_files_are_each_read() {
+    let mut h = Harness::new(|_| {});
+    let same = "{\"meta\":{\"serviceProviderName\":\"noisy\"}}\n".repeat(3);
+    h.append("p1.log", &same);
+    h.append("p2.log", &same);
+    h.append("tiny.log", "{}\n");
+    h.append("empty.log", "");
+    assert_eq!(h.drain().len(), 7);
+    h.append("p2.log", &same);
+    h.append("empty.log", "{\"late\":1}\n");
+    assert_eq!(h.drain().len(), 4);
+}
+
+/// §2.8: a partial last line is neither emitted nor counted, even across a restart.
+#[test]
+fn partial_last_line_waits_for_its_newline() {
+    let mut h = Harness::new(|_| {});
+    h.append("app.log", "{\"id\":1}\n{\"id\":");
+    assert_eq!(h.drain(), ["{\"id\":1}"]);
+    h.restart();
+    assert_eq!(h.drain(), Vec::<String>::new());
+    h.append("app.log", "2}\n");
+    assert_eq!(h.drain(), ["{\"id\":2}"]);
+}
+
+/// §2.9: a 100 MB line is skipped while streaming (memory stays bounded), reported with
+/// file and offset, and the file goes on being read.
+#[test]
+fn a_hundred_megabyte_line_is_skipped_and_reported() {
+    let mut h = Harness::new(|_| {});
+    h.append("app.log", "{\"id\":\"before\"}\n");
+    {
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(h.path("app.log"))
+            .unwrap();
+        let chunk = vec![b'x'; 1 << 20];
+        for _ in 0..100 {
+            f.write_all(&chunk).unwrap();
+        }
+        f.write_all(b"\n{\"id\":\"after\"}\n").unwrap();
+    }
+    assert_eq!(h.drain(), ["{\"id\":\"before\"}", "{\"id\":\"after\"}"]);
+    assert_eq!(h.long_lines, [(h.path("app.log"), 16, (100 << 20) + 1)]);
+}
+
+/// §2.13: an undecodable position entry (a torn or foreign write) does not stop the tailer:
+/// it is reported, and its file is read from the start rather than skipped.
+#[test]
+fn a_corrupt_position_entry_is_not_fatal() {
+    let mut h = Harness::new(|_| {});
+    h.append("app.log", &lines("a", 0..3));
+    assert_eq!(h.drain().len(), 3);
+    h.stop();
+    {
+        let db = sled::open(&h.store_dir).unwrap();
+        let tree = db.open_tree("positions").unwrap();
+        let keys: Vec<_> = tree.iter().keys().map(Result::unwrap).collect();
+        for k in keys {
+            tree.insert(k, &b"\x00torn"[..]).unwrap();
+        }
+        db.flush().unwrap();
+    }
+    h.start();
+    assert_eq!(h.drain(), ids("a", 0..3));
+}
+
+/// Open descriptors stay under the cap with 2,000 files in the tree.
+#[test]
+fn two_thousand_files_stay_under_the_open_files_cap() {
+    let mut h = Harness::new(|o| o.open_files_limit = 100);
+    for i in 0..2000 {
+        let dir = format!("svc{}", i % 20);
+        std::fs::create_dir_all(h.path(&dir)).unwrap();
+        h.append(&format!("{dir}/pod{i}.log"), &lines(&i.to_string(), 0..1));
+    }
+    assert_eq!(h.drain().len(), 2000);
+    let open = open_fds_under(&h.logs);
+    assert!(
+        open <= 100,
+        "{open} descriptors open under the log directory"
+    );
+    assert_eq!(h.tailer.as_ref().unwrap().file_counts(), (2000, open));
+    // A write to a closed file is still read.
+    h.append("svc7/pod7.log", &lines("late", 0..1));
+    assert_eq!(h.drain(), ids("late", 0..1));
+}
+
+fn open_fds_under(dir: &Path) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.starts_with(dir))
+        .count()
+}

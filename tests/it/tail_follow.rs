@@ -1,0 +1,86 @@
+//! The tailer driven by change notifications and timers on its own thread, as the daemon
+//! runs it: lines arrive as they are written, through a rotation, and it stops on the
+//! shutdown signal.
+
+use std::collections::BTreeSet;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use at_forwarder::tail::{run, PositionStore, TailOptions, Tailer};
+use tokio_util::sync::CancellationToken;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follows_writes_and_rotations_until_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(logs.join("svc")).unwrap();
+    let opts = TailOptions {
+        paths: vec![format!("{}/**/*.log*", logs.display())],
+        exclude_paths: vec![],
+        read_from_head: true,
+        read_lines_limit: 100,
+        rotate_wait: Duration::from_millis(200),
+        // Long: everything below must come through change notification.
+        refresh_interval: Duration::from_secs(3600),
+        max_line_size: 1 << 20,
+        limit_recently_modified: None,
+        ignore_repeated_permission_error: false,
+        open_files_limit: 16,
+        fluentd_pos_file: None,
+    };
+    let store = PositionStore::open(&dir.path().join("pos.sled")).unwrap();
+    let tailer = Tailer::open(opts, store.clone()).unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    let shutdown = CancellationToken::new();
+    let thread = run::spawn(tailer, Duration::from_secs(3600), tx, shutdown.clone()).unwrap();
+
+    let path = logs.join("svc/app.log");
+    let write = |from: usize, to: usize| {
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap();
+        for i in from..to {
+            writeln!(f, "{{\"id\":{i}}}").unwrap();
+        }
+    };
+    let mut seen = BTreeSet::new();
+    let mut receive_until = async |want: usize| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while seen.len() < want && Instant::now() < deadline {
+            if let Ok(Some(batch)) =
+                tokio::time::timeout(Duration::from_millis(200), rx.recv()).await
+            {
+                store.commit(&batch.positions).unwrap();
+                for line in batch.lines() {
+                    seen.insert(String::from_utf8(line.bytes.to_vec()).unwrap());
+                }
+            }
+        }
+        seen.len()
+    };
+    write(0, 500);
+    assert_eq!(receive_until(500).await, 500);
+    // A new file in a new directory, then a rename rotation with a write through the old
+    // descriptor and one to the new file.
+    std::fs::create_dir_all(logs.join("other")).unwrap();
+    std::fs::write(logs.join("other/b.log"), "{\"id\":\"b\"}\n").unwrap();
+    let mut old = OpenOptions::new().append(true).open(&path).unwrap();
+    std::fs::rename(&path, logs.join("svc/app.log.1")).unwrap();
+    writeln!(old, "{{\"id\":\"late\"}}").unwrap();
+    write(500, 600);
+    assert_eq!(receive_until(602).await, 602);
+
+    shutdown.cancel();
+    let joined = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::task::spawn_blocking(move || thread.join()),
+    )
+    .await;
+    assert!(
+        matches!(joined, Ok(Ok(Ok(())))),
+        "the tail thread stops on shutdown"
+    );
+}
