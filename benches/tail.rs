@@ -81,6 +81,7 @@ fn tailer_pass(c: &mut Criterion) {
         max_line_size: 1 << 20,
         limit_recently_modified: None,
         ignore_repeated_permission_error: false,
+        skip_refresh_on_startup: false,
         open_files_limit: 256,
         fluentd_pos_file: None,
     };

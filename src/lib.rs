@@ -18,9 +18,9 @@
 //! ```
 //!
 //! Modules, each importing only those above it in this list: [`config`] (fluentd syntax →
-//! typed, validated configuration) · `tail` · `event` · `buffer` · `output` · [`pipeline`]
-//! (wiring and lifecycle) · [`cli`]. The stages not linked here arrive with the issues
-//! that build them.
+//! typed, validated configuration) · [`tail`] (discovery, identity, reader, positions) ·
+//! `event` · `buffer` · `output` · [`pipeline`] (wiring and lifecycle) · [`cli`]. The
+//! stages not linked here arrive with the issues that build them.
 //!
 //! # Delivery invariants
 //!

@@ -61,6 +61,9 @@ pub struct TailSource {
     /// Don't expand the globs at start-up before the first `refresh_interval`
     /// (`skip_refresh_on_startup`, default false).
     pub skip_refresh_on_startup: bool,
+    /// Most files held open at once (`open_files_limit`, at-forwarder's own, default 256):
+    /// idle files beyond it are closed and looked at again cheaply.
+    pub open_files_limit: u64,
     /// How lines are parsed (`<parse>` or the v0.12 `format`).
     pub parse: ParseConfig,
 }
@@ -130,6 +133,9 @@ fn build_tail(s: &mut Section<'_>, type_name: &str) -> Option<TailSource> {
         .bool("ignore_repeated_permission_error")
         .is_some_and(|b| b.value);
     let skip_refresh_on_startup = s.bool("skip_refresh_on_startup").is_some_and(|b| b.value);
+    let open_files_limit = s
+        .integer("open_files_limit", 1, 1 << 20)
+        .map_or(256, |v| v.value);
     s.without_effect(
         &[
             "enable_watch_timer",
@@ -165,6 +171,7 @@ fn build_tail(s: &mut Section<'_>, type_name: &str) -> Option<TailSource> {
         limit_recently_modified,
         ignore_repeated_permission_error,
         skip_refresh_on_startup,
+        open_files_limit,
         parse: parse?,
     })
 }

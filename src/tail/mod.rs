@@ -68,6 +68,8 @@ pub struct TailOptions {
     pub limit_recently_modified: Option<Duration>,
     /// Report a permission error once per file.
     pub ignore_repeated_permission_error: bool,
+    /// Wait one `refresh_interval` before the first scan.
+    pub skip_refresh_on_startup: bool,
     /// Most files held open at once (vanished files excepted: they cannot be reopened).
     pub open_files_limit: usize,
     /// A fluentd pos file to import once, if `pos_file` names one.
@@ -87,7 +89,9 @@ impl TailOptions {
             max_line_size: source.max_line_size,
             limit_recently_modified: source.limit_recently_modified,
             ignore_repeated_permission_error: source.ignore_repeated_permission_error,
-            open_files_limit: DEFAULT_OPEN_FILES_LIMIT,
+            skip_refresh_on_startup: source.skip_refresh_on_startup,
+            open_files_limit: usize::try_from(source.open_files_limit)
+                .unwrap_or(DEFAULT_OPEN_FILES_LIMIT),
             fluentd_pos_file: source.pos_file.clone(),
         }
     }

@@ -107,6 +107,11 @@ impl Tailer {
         self.discovery.roots()
     }
 
+    /// Whether the first scan waits one `refresh_interval` (`skip_refresh_on_startup`).
+    pub fn skips_first_scan(&self) -> bool {
+        self.opts.skip_refresh_on_startup
+    }
+
     /// Number of files tracked and number of them open.
     pub fn file_counts(&self) -> (usize, usize) {
         (

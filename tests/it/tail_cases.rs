@@ -34,6 +34,7 @@ impl Harness {
             max_line_size: 1 << 20,
             limit_recently_modified: None,
             ignore_repeated_permission_error: false,
+            skip_refresh_on_startup: false,
             open_files_limit: 256,
             fluentd_pos_file: None,
         };
@@ -394,4 +395,62 @@ fn open_fds_under(dir: &Path) -> usize {
         .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
         .filter(|target| target.starts_with(dir))
         .count()
+}
+
+/// Symlinks are followed; a symlink re-pointed at a new file (kubelet-style rotation) gets
+/// both files read, each once.
+#[test]
+fn symlink_repointed_to_a_new_file() {
+    let mut h = Harness::new(|o| {
+        o.paths = vec![format!(
+            "{}/current.log",
+            o.paths[0].rsplit_once("/**").unwrap().0
+        )]
+    });
+    let (first, second) = (h.logs.join("data-1"), h.logs.join("data-2"));
+    std::fs::write(&first, lines("one", 0..3)).unwrap();
+    std::os::unix::fs::symlink(&first, h.path("current.log")).unwrap();
+    assert_eq!(h.drain(), ids("one", 0..3));
+    OpenOptions::new()
+        .append(true)
+        .open(&first)
+        .unwrap()
+        .write_all(lines("one", 3..4).as_bytes())
+        .unwrap();
+    std::fs::write(&second, lines("two", 0..2)).unwrap();
+    let tmp_link = h.path("current.log.tmp");
+    std::os::unix::fs::symlink(&second, &tmp_link).unwrap();
+    std::fs::rename(&tmp_link, h.path("current.log")).unwrap();
+    assert_eq!(
+        sorted(h.drain()),
+        sorted([ids("one", 3..4), ids("two", 0..2)].concat())
+    );
+}
+
+/// A node switching from fluentd: its text pos file is imported once, so lines fluentd
+/// already sent are not sent again.
+#[test]
+fn fluentd_pos_file_is_imported_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pos_file = tmp.path().join("fluentd-at.pos");
+    let mut h = Harness::new(|o| o.fluentd_pos_file = Some(pos_file.clone()));
+    h.stop();
+    h.append("app.log", &lines("sent", 0..4));
+    let sent_bytes = lines("sent", 0..4).len();
+    h.append("app.log", &lines("new", 0..2));
+    let ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(h.path("app.log")).unwrap());
+    std::fs::write(
+        &pos_file,
+        format!(
+            "{}\t{sent_bytes:016x}\t{ino:016x}\n/gone.log\tffffffffffffffff\t0000000000000001\n",
+            h.path("app.log").display()
+        ),
+    )
+    .unwrap();
+    h.start();
+    assert_eq!(h.drain(), ids("new", 0..2));
+    // Not imported again: a later restart resumes from at-forwarder's own position.
+    h.append("app.log", &lines("newer", 0..1));
+    h.restart();
+    assert_eq!(h.drain(), ids("newer", 0..1));
 }

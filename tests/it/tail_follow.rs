@@ -26,6 +26,7 @@ async fn follows_writes_and_rotations_until_shutdown() {
         max_line_size: 1 << 20,
         limit_recently_modified: None,
         ignore_repeated_permission_error: false,
+        skip_refresh_on_startup: false,
         open_files_limit: 16,
         fluentd_pos_file: None,
     };

@@ -212,6 +212,7 @@ fn run_case(actions: &[Action]) -> Result<(), TestCaseError> {
         max_line_size: 4096,
         limit_recently_modified: None,
         ignore_repeated_permission_error: false,
+        skip_refresh_on_startup: false,
         open_files_limit: 3,
         fluentd_pos_file: None,
     };
@@ -333,7 +334,7 @@ fn check(world: &World, reader: &Reader) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 1500, max_shrink_iters: 2000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 2000, max_shrink_iters: 2000, ..ProptestConfig::default() })]
 
     #[test]
     fn no_line_lost_and_duplicates_only_after_an_uncommitted_restart(actions in prop::collection::vec(action(), 1..40)) {
