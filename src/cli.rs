@@ -45,6 +45,36 @@ enum LogFormat {
 }
 
 #[derive(Debug, Subcommand)]
+enum DeadLetterAction {
+    /// One line per dead letter: id, time, reason, source, message.
+    List {
+        /// Only this reason (invalid_json, missing_service, …).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// One dead letter in full, with its original line.
+    Show {
+        /// Its id, as `list` prints it (YYYY-MM-DD:N).
+        id: String,
+    },
+    /// Move dead letters back into the pipeline once their cause is fixed. Lines that still
+    /// fail the lenient check stay unless --force.
+    Requeue {
+        /// Ids to requeue.
+        ids: Vec<String>,
+        /// Every dead letter (or every one of --reason).
+        #[arg(long)]
+        all: bool,
+        /// Only this reason.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Requeue even lines that still fail the lenient check.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum Command {
     /// Run the forwarder until SIGTERM or SIGINT.
     Run {
@@ -61,6 +91,23 @@ enum Command {
         /// Treat warnings as errors.
         #[arg(long)]
         strict: bool,
+    },
+    /// Check event lines as at-forwarder would before forwarding them; prints
+    /// `file:line: problem` for each failing event and exits 1 when any fails.
+    Lint {
+        /// Also apply the CADF and Activity Tracker rules (what production registration expects).
+        #[arg(long)]
+        strict: bool,
+        /// Files of event lines; standard input when none.
+        files: Vec<PathBuf>,
+    },
+    /// Inspect and re-inject events that could not be forwarded.
+    DeadLetters {
+        /// Configuration file, in fluentd syntax (locates the state directory).
+        #[arg(short, long, env = "AT_FORWARDER_CONFIG")]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: DeadLetterAction,
     },
     /// Show the saved tail positions: path, inode, offset, size, lag and state
     /// (active, rotated, gone) of every file each tail source has read.
@@ -82,6 +129,8 @@ pub fn main() -> ExitCode {
         Command::Check { config, strict } => check(&config, strict),
         Command::Run { config } => run(&config),
         Command::Positions { config } => positions(&config),
+        Command::Lint { strict, files } => crate::cli_tools::lint(strict, &files),
+        Command::DeadLetters { config, action } => dead_letters(&config, action),
     }
 }
 
@@ -133,6 +182,36 @@ fn check(path: &std::path::Path, strict: bool) -> ExitCode {
     );
     print!("{}", loaded.describe());
     ExitCode::SUCCESS
+}
+
+fn dead_letters(path: &std::path::Path, action: DeadLetterAction) -> ExitCode {
+    use crate::cli_tools::DeadLetterCommand as D;
+    let loaded = match load(path, false) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    let Some(state) = loaded.config.state_dir() else {
+        eprintln!(
+            "error: no state directory: set <system> root_dir or a pos_file in a tail source"
+        );
+        return ExitCode::from(EXIT_INVALID_CONFIG);
+    };
+    let command = match action {
+        DeadLetterAction::List { reason } => D::List { reason },
+        DeadLetterAction::Show { id } => D::Show { id },
+        DeadLetterAction::Requeue {
+            ids,
+            all,
+            reason,
+            force,
+        } => D::Requeue {
+            ids,
+            all,
+            reason,
+            force,
+        },
+    };
+    crate::cli_tools::dead_letters(&state, command)
 }
 
 fn positions(path: &std::path::Path) -> ExitCode {

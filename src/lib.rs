@@ -19,7 +19,7 @@
 //!
 //! Modules, each importing only those above it in this list: [`config`] (fluentd syntax →
 //! typed, validated configuration) · [`tail`] (discovery, identity, reader, positions) ·
-//! `event` · `buffer` · `output` · [`pipeline`] (wiring and lifecycle) · [`cli`]. The
+//! [`event`] (envelope, validation, dead letters) · `buffer` · `output` · [`pipeline`] (wiring and lifecycle) · [`cli`]. The
 //! stages not linked here arrive with the issues that build them.
 //!
 //! # Delivery invariants
@@ -34,6 +34,8 @@
 //!    line and a metric.
 
 pub mod cli;
+mod cli_tools;
 pub mod config;
+pub mod event;
 pub mod pipeline;
 pub mod tail;

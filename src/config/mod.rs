@@ -76,6 +76,22 @@ pub struct Config {
 }
 
 impl Config {
+    /// Where at-forwarder keeps state besides positions (dead letters, requeued lines):
+    /// `<system> root_dir` when set, otherwise the directory of the first tail source's
+    /// `pos_file`.
+    pub fn state_dir(&self) -> Option<PathBuf> {
+        if let Some(root) = &self.system.root_dir {
+            return Some(root.clone());
+        }
+        self.sources.iter().find_map(|s| {
+            let SourceKind::Tail(t) = &s.kind;
+            t.pos_file
+                .as_ref()
+                .and_then(|p| p.parent())
+                .map(Path::to_path_buf)
+        })
+    }
+
     /// The `<match>` that receives events tagged `tag` emitted into `label` (`None`: the
     /// root): the first one, in file order, whose patterns match.
     pub fn route(&self, label: Option<&str>, tag: &str) -> Option<&Match> {

@@ -64,8 +64,24 @@ pub struct TailSource {
     /// Most files held open at once (`open_files_limit`, at-forwarder's own, default 256):
     /// idle files beyond it are closed and looked at again cheaply.
     pub open_files_limit: u64,
+    /// How strictly lines are checked (`cadf_validation`, default lenient).
+    pub cadf_validation: CadfValidation,
+    /// Rewrite `eventTime` as `YYYY-MM-DDTHH:MM:SS.sss+0000` (`normalize_time`, default true).
+    pub normalize_time: bool,
     /// How lines are parsed (`<parse>` or the v0.12 `format`).
     pub parse: ParseConfig,
+}
+
+config_enum! {
+    /// How strictly event lines are checked (`cadf_validation`).
+    pub enum CadfValidation {
+        /// Only what forwarding needs: a JSON object with meta.serviceProviderName.
+        Off = "off",
+        /// The routing fields and the payload fields Activity Tracker needs; defaults added.
+        Lenient = "lenient",
+        /// Lenient, plus the CADF and Activity Tracker rules.
+        Strict = "strict",
+    }
 }
 
 config_enum! {
@@ -136,6 +152,10 @@ fn build_tail(s: &mut Section<'_>, type_name: &str) -> Option<TailSource> {
     let open_files_limit = s
         .integer("open_files_limit", 1, 1 << 20)
         .map_or(256, |v| v.value);
+    let cadf_validation = s
+        .enumeration("cadf_validation")
+        .map_or(CadfValidation::Lenient, |v| v.value);
+    let normalize_time = s.bool("normalize_time").is_none_or(|v| v.value);
     s.without_effect(
         &[
             "enable_watch_timer",
@@ -172,6 +192,8 @@ fn build_tail(s: &mut Section<'_>, type_name: &str) -> Option<TailSource> {
         ignore_repeated_permission_error,
         skip_refresh_on_startup,
         open_files_limit,
+        cadf_validation,
+        normalize_time,
         parse: parse?,
     })
 }

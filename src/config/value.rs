@@ -24,7 +24,7 @@ macro_rules! config_enum {
         $($(#[$vmeta:meta])* $variant:ident = $text:literal,)+
     }) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         $vis enum $name { $($(#[$vmeta])* $variant,)+ }
 
         impl $crate::config::value::ConfigEnum for $name {

@@ -4,10 +4,13 @@
 mod support;
 
 mod cli;
+mod cli_events;
 mod config_errors;
 mod config_features;
 mod config_props;
 mod config_seed;
+mod events_golden;
+mod events_props;
 mod tail_cases;
 mod tail_follow;
 mod tail_model;

@@ -1,0 +1,191 @@
+//! The operator tools behind `lint` and `dead-letters`: thin wrappers that print what the
+//! library finds.
+
+use std::io::{self, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use crate::config::source::CadfValidation;
+use crate::config::value::ConfigEnum;
+use crate::event::dead_letter::{DeadLetterStore, Stored};
+use crate::event::lint::{lint as lint_lines, LintSummary};
+use crate::event::{Origin, Reason, Validator};
+use crate::tail::identity::FileKey;
+
+/// `at-forwarder lint`: exit 0 when every event passes, 1 when any fails, 2 when a file
+/// cannot be read.
+pub(crate) fn lint(strict: bool, files: &[PathBuf]) -> ExitCode {
+    let level = if strict {
+        CadfValidation::Strict
+    } else {
+        CadfValidation::Lenient
+    };
+    let validator = Validator::new(level, true);
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    let mut total = LintSummary::default();
+    let result: io::Result<()> = (|| {
+        if files.is_empty() {
+            add(
+                &mut total,
+                lint_lines(io::stdin().lock(), "<stdin>", &validator, &mut out)?,
+            );
+        }
+        for file in files {
+            let reader = std::fs::File::open(file)
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", file.display())))?;
+            add(
+                &mut total,
+                lint_lines(
+                    BufReader::new(reader),
+                    &file.display().to_string(),
+                    &validator,
+                    &mut out,
+                )?,
+            );
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    let _ = writeln!(
+        out,
+        "{} event(s), {} failed ({} check)",
+        total.events, total.failed, level
+    );
+    if total.failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn add(total: &mut LintSummary, s: LintSummary) {
+    total.events += s.events;
+    total.failed += s.failed;
+}
+
+/// What `dead-letters` was asked to do.
+#[derive(Debug)]
+pub(crate) enum DeadLetterCommand {
+    List {
+        reason: Option<String>,
+    },
+    Show {
+        id: String,
+    },
+    Requeue {
+        ids: Vec<String>,
+        all: bool,
+        reason: Option<String>,
+        force: bool,
+    },
+}
+
+pub(crate) fn dead_letters(state: &Path, command: DeadLetterCommand) -> ExitCode {
+    match run_dead_letters(state, command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}: {e}", state.join("dead-letters").display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_dead_letters(state: &Path, command: DeadLetterCommand) -> io::Result<ExitCode> {
+    let store = DeadLetterStore::open(state)?;
+    let parse_reason = |r: &Option<String>| -> Result<Option<Reason>, String> {
+        r.as_deref()
+            .map(|r| {
+                Reason::from_name(r).ok_or_else(|| {
+                    format!(
+                        "unknown reason '{r}'; reasons: {}",
+                        Reason::NAMES.join(", ")
+                    )
+                })
+            })
+            .transpose()
+    };
+    match command {
+        DeadLetterCommand::List { reason } => {
+            let reason = match parse_reason(&reason) {
+                Ok(r) => r,
+                Err(msg) => return usage(&msg),
+            };
+            let all = store.list()?;
+            for s in all
+                .iter()
+                .filter(|s| reason.is_none_or(|r| s.letter.reason == r))
+            {
+                println!(
+                    "{}  {}  {:<16} {}:{}  {}",
+                    s.id,
+                    s.time,
+                    s.letter.reason,
+                    s.letter.path.display(),
+                    s.letter.offset,
+                    s.letter.message
+                );
+            }
+            println!("{} dead letter(s) in {}", all.len(), store.dir().display());
+        }
+        DeadLetterCommand::Show { id } => {
+            let Some(s) = store.list()?.into_iter().find(|s| s.id == id) else {
+                return usage(&format!("no dead letter with id {id}"));
+            };
+            println!("id:      {}\ntime:    {}\nreason:  {}\nmessage: {}\nsource:  {} at offset {} ({} bytes{})", s.id, s.time, s.letter.reason, s.letter.message, s.letter.path.display(), s.letter.offset, s.letter.length, if s.truncated { ", start kept" } else { "" });
+            println!("line:\n{}", String::from_utf8_lossy(&s.letter.line));
+        }
+        DeadLetterCommand::Requeue {
+            ids,
+            all,
+            reason,
+            force,
+        } => {
+            let reason = match parse_reason(&reason) {
+                Ok(r) => r,
+                Err(msg) => return usage(&msg),
+            };
+            if ids.is_empty() && !all && reason.is_none() {
+                return usage("name the dead letters to requeue, or use --all or --reason");
+            }
+            let validator = Validator::new(CadfValidation::Lenient, false);
+            let still_bad = |s: &Stored| -> Option<String> {
+                let origin = Origin {
+                    key: FileKey { dev: 0, ino: 0 },
+                    offset: s.letter.offset,
+                };
+                validator
+                    .check(&s.letter.line, origin, &mut Vec::new())
+                    .err()
+                    .map(|r| r.to_string())
+            };
+            let chosen = |s: &Stored| {
+                (all || ids.contains(&s.id)) && reason.is_none_or(|r| s.letter.reason == r)
+            };
+            for s in store.list()?.iter().filter(|s| chosen(s)) {
+                if let (false, Some(why)) = (force, still_bad(s)) {
+                    println!("{}: kept, still fails: {why}", s.id);
+                }
+            }
+            let (moved, file) =
+                store.requeue(|s| chosen(s) && (force || still_bad(s).is_none()))?;
+            match file {
+                Some(file) => println!(
+                    "{moved} line(s) requeued to {}; a tail source whose path matches {}/*.log forwards them",
+                    file.display(),
+                    file.parent().unwrap_or(state).display()
+                ),
+                None => println!("nothing requeued"),
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn usage(msg: &str) -> io::Result<ExitCode> {
+    eprintln!("error: {msg}");
+    Ok(ExitCode::from(2))
+}

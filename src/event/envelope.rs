@@ -1,0 +1,224 @@
+//! Reading the parts of an event line that routing and checks need — and nothing else —
+//! while remembering where each sits in the line, so that the few changes at-forwarder
+//! makes (an added id, a normalised time) are spliced into the original bytes instead of
+//! re-serialising the event.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// Declares a struct holding, besides the given fields, the CADF fields checks read.
+macro_rules! with_cadf_fields {
+    ($(#[$m:meta])* $vis:vis struct $name:ident<'a> { $($extra:tt)* }) => {
+        $(#[$m])*
+        $vis struct $name<'a> {
+            $($extra)*
+            #[serde(borrow)]
+            pub id: Option<&'a RawValue>,
+            #[serde(borrow, rename = "eventType")]
+            pub event_type: Option<&'a RawValue>,
+            #[serde(borrow, rename = "typeURI")]
+            pub type_uri: Option<&'a RawValue>,
+            #[serde(borrow, rename = "eventTime")]
+            pub event_time: Option<&'a RawValue>,
+            #[serde(borrow)]
+            pub action: Option<&'a RawValue>,
+            #[serde(borrow)]
+            pub outcome: Option<&'a RawValue>,
+            #[serde(borrow)]
+            pub initiator: Option<&'a RawValue>,
+            #[serde(borrow)]
+            pub target: Option<&'a RawValue>,
+            #[serde(borrow)]
+            pub observer: Option<&'a RawValue>,
+            #[serde(borrow)]
+            pub reason: Option<&'a RawValue>,
+            #[serde(borrow)]
+            pub severity: Option<&'a RawValue>,
+            #[serde(borrow)]
+            pub measurements: Option<&'a RawValue>,
+        }
+    };
+}
+
+with_cadf_fields! {
+    /// The CADF fields of a `payload` (or of the top level, in the flat form).
+    #[derive(Debug, Default, Clone, Copy, Deserialize)]
+    #[serde(default)]
+    pub(super) struct Fields<'a> {}
+}
+
+with_cadf_fields! {
+    /// A whole line, read in one pass: routing, payload, and the flat form's fields.
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(default)]
+    pub(super) struct Line<'a> {
+        #[serde(borrow)]
+        pub meta: Option<Meta<'a>>,
+        #[serde(borrow)]
+        pub payload: Option<Fields<'a>>,
+        #[serde(borrow, rename = "logSourceCRN")]
+        pub log_source_crn: Option<&'a RawValue>,
+    }
+}
+
+impl<'a> Line<'a> {
+    /// The flat form's CADF fields.
+    pub(super) fn top_fields(&self) -> Fields<'a> {
+        Fields {
+            id: self.id,
+            event_type: self.event_type,
+            type_uri: self.type_uri,
+            event_time: self.event_time,
+            action: self.action,
+            outcome: self.outcome,
+            initiator: self.initiator,
+            target: self.target,
+            observer: self.observer,
+            reason: self.reason,
+            severity: self.severity,
+            measurements: self.measurements,
+        }
+    }
+}
+
+/// Just the routing object (for `cadf_validation off`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct Routing<'a> {
+    #[serde(borrow)]
+    pub meta: Option<Meta<'a>>,
+}
+
+/// The envelope's parts as raw values: read only to explain why a line failed to parse.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct Parts<'a> {
+    #[serde(borrow)]
+    pub meta: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pub payload: Option<&'a RawValue>,
+}
+
+/// The routing object.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct Meta<'a> {
+    #[serde(borrow, rename = "serviceProviderName")]
+    pub service: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, rename = "userAccountIds")]
+    pub user_account_ids: Option<&'a RawValue>,
+    #[serde(borrow, rename = "userSpaceId")]
+    pub user_space_id: Option<&'a RawValue>,
+    #[serde(borrow, rename = "userSpaceRegion")]
+    pub user_space_region: Option<&'a RawValue>,
+}
+
+/// Byte offset of a raw value within the line it was parsed from.
+pub(super) fn offset_in(line: &str, raw: &RawValue) -> usize {
+    raw.get().as_ptr() as usize - line.as_ptr() as usize
+}
+
+/// A raw value that is a non-empty string, as that string.
+pub(super) fn string<'a>(raw: Option<&'a RawValue>) -> Option<std::borrow::Cow<'a, str>> {
+    let s: std::borrow::Cow<'a, str> = serde_json::from_str(raw?.get()).ok()?;
+    (!s.trim().is_empty()).then_some(s)
+}
+
+/// Whether a raw value is present and not `null`.
+pub(super) fn present(raw: Option<&RawValue>) -> bool {
+    raw.is_some_and(|r| r.get() != "null")
+}
+
+/// Whether a raw value is a JSON object (possibly empty).
+pub(super) fn is_object(raw: &RawValue) -> bool {
+    raw.get().starts_with('{')
+}
+
+/// Where members are added to an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Anchor {
+    /// Right after the object's `{`, at this offset.
+    ObjectStart(usize),
+    /// Before the member whose key starts (with its quote) at this offset.
+    BeforeKey(usize),
+}
+
+/// Where the member whose value starts at `value_at` begins, when its key is exactly
+/// `"key"` (an escaped key gives `None`).
+pub(super) fn key_start(line: &str, value_at: usize, key: &str) -> Option<usize> {
+    let before = line[..value_at].trim_end().strip_suffix(':')?.trim_end();
+    let before = before
+        .strip_suffix('"')?
+        .strip_suffix(key)?
+        .strip_suffix('"')?;
+    Some(before.len())
+}
+
+/// Edits to make to a line: members added to objects, and replacements.
+#[derive(Debug, Default)]
+pub(super) struct Edits {
+    /// (start, end, text, for an added member: whether the object already had members).
+    edits: Vec<(usize, usize, String, Option<bool>)>,
+}
+
+impl Edits {
+    pub(super) fn is_empty(&self) -> bool {
+        self.edits.is_empty()
+    }
+
+    /// Adds `"key":value` to an object, at `anchor`.
+    pub(super) fn insert_member(
+        &mut self,
+        line: &str,
+        anchor: Anchor,
+        key: &str,
+        value_json: &str,
+    ) {
+        let (at, comma_after) = match anchor {
+            Anchor::ObjectStart(open) => {
+                (open + 1, !line[open + 1..].trim_start().starts_with('}'))
+            }
+            Anchor::BeforeKey(at) => (at, true),
+        };
+        self.edits
+            .push((at, at, format!("\"{key}\":{value_json}"), Some(comma_after)));
+    }
+
+    /// Replaces `len` bytes at `at`.
+    pub(super) fn replace(&mut self, at: usize, len: usize, text: String) {
+        self.edits.push((at, at + len, text, None));
+    }
+
+    /// The line with the edits applied, appended to `out`. Members added at one place are
+    /// joined with commas, and followed by one when the object had members.
+    pub(super) fn apply(mut self, line: &str, out: &mut Vec<u8>) {
+        self.edits.sort_by_key(|(start, _, _, _)| *start);
+        let mut at = 0;
+        let mut i = 0;
+        while i < self.edits.len() {
+            let (start, end, _, member) = &self.edits[i];
+            out.extend_from_slice(&line.as_bytes()[at..*start]);
+            if let Some(had_members) = *member {
+                let mut j = i;
+                while j < self.edits.len() && self.edits[j].0 == *start && self.edits[j].3.is_some()
+                {
+                    if j > i {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(self.edits[j].2.as_bytes());
+                    j += 1;
+                }
+                if had_members {
+                    out.push(b',');
+                }
+                at = *start;
+                i = j;
+            } else {
+                out.extend_from_slice(self.edits[i].2.as_bytes());
+                at = *end;
+                i += 1;
+            }
+        }
+        out.extend_from_slice(&line.as_bytes()[at..]);
+    }
+}
