@@ -167,6 +167,28 @@ impl PositionStore {
         })
     }
 
+    /// A store kept in a temporary directory, gone when the process ends (a source
+    /// without `pos_file`).
+    pub fn temporary() -> Result<Self, PositionsError> {
+        let err = |source| PositionsError::Store {
+            path: PathBuf::from("(temporary)"),
+            source,
+        };
+        let db = sled::Config::new()
+            .temporary(true)
+            .flush_every_ms(None)
+            .open()
+            .map_err(err)?;
+        let positions = db.open_tree("positions").map_err(err)?;
+        let meta = db.open_tree("meta").map_err(err)?;
+        Ok(PositionStore {
+            dir: PathBuf::from("(temporary)"),
+            positions,
+            meta,
+            db,
+        })
+    }
+
     fn err(&self, source: sled::Error) -> PositionsError {
         PositionsError::Store {
             path: self.dir.clone(),

@@ -11,6 +11,7 @@ mod config_props;
 mod config_seed;
 mod events_golden;
 mod events_props;
+mod run_stdout;
 mod tail_cases;
 mod tail_follow;
 mod tail_model;

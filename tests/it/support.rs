@@ -2,7 +2,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
 
 use at_forwarder::config::{self, ConfigError, EvalEnv, LoadOptions, Loaded};
 
@@ -86,17 +85,4 @@ pub(crate) fn run(cmd: &mut Command) -> (i32, String, String) {
         String::from_utf8_lossy(&stdout).into_owned(),
         String::from_utf8_lossy(&stderr).into_owned(),
     )
-}
-
-/// Polls `done` until it holds or `limit` passes.
-pub(crate) fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if done() {
-            return true;
-        }
-        std::thread::yield_now();
-        std::thread::park_timeout(Duration::from_millis(20));
-    }
-    done()
 }

@@ -1,0 +1,153 @@
+//! The real binary as a daemon: tail → check → stdout, bad lines to the dead-letter store,
+//! positions saved so a restart neither loses nor repeats, clean stop on SIGTERM.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use at_forwarder::event::dead_letter::DeadLetterStore;
+
+use crate::support::binary;
+
+const GOOD: &str = r#"{"meta":{"serviceProviderName":"svc","userAccountIds":["a1"]},"payload":{"id":"ID","action":"svc.thing.create","outcome":"success","initiator":{"id":"u","typeURI":"t"},"target":{"id":"t","typeURI":"svc/thing"},"eventTime":"2020-01-01 00:00:00 +0000 UTC"}}"#;
+
+struct Daemon {
+    child: Child,
+    stdout: mpsc::Receiver<String>,
+    stderr: mpsc::Receiver<String>,
+}
+
+fn start(conf: &Path) -> Daemon {
+    let mut child = binary()
+        .args(["--log-format", "json", "run", "-c"])
+        .arg(conf)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let forward = |r: Box<dyn std::io::Read + Send>| {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(r).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        rx
+    };
+    let stdout = forward(Box::new(child.stdout.take().unwrap()));
+    let stderr = forward(Box::new(child.stderr.take().unwrap()));
+    Daemon {
+        child,
+        stdout,
+        stderr,
+    }
+}
+
+impl Daemon {
+    /// Lines on stdout until `n` arrived or 20 s passed.
+    fn events(&self, n: usize) -> Vec<String> {
+        let mut got = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while got.len() < n {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.stdout.recv_timeout(left) {
+                Ok(line) => got.push(line),
+                Err(_) => break,
+            }
+        }
+        got
+    }
+
+    fn wait_started(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while let Ok(line) = self
+            .stderr
+            .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+        {
+            if line.contains("at-forwarder started") {
+                return;
+            }
+        }
+        panic!("no start-up line");
+    }
+
+    fn stop(mut self) -> i32 {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap());
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        let status = self.child.wait().unwrap();
+        status.code().unwrap_or(-1)
+    }
+}
+
+fn append(path: &Path, text: &str) {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+}
+
+#[test]
+fn events_flow_to_stdout_bad_lines_to_dead_letters_and_restarts_do_not_repeat() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let conf = dir.path().join("at.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "<source>\n  @type tail\n  path {0}/*.log\n  pos_file {1}/at.pos\n  tag at.*\n  format json\n  read_from_head true\n</source>\n<match at.**>\n  @type stdout\n</match>\n",
+            logs.display(),
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let log = logs.join("svc.log");
+    let good = |i: usize| GOOD.replace("\"ID\"", &format!("\"e{i}\""));
+    append(&log, &format!("{}\nnot json\n{}\n", good(1), good(2)));
+
+    let daemon = start(&conf);
+    let events = daemon.events(2);
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert!(
+        events[0].contains("\"id\":\"e1\"")
+            && events[0].contains("\"eventTime\":\"2020-01-01T00:00:00.000+0000\""),
+        "{}",
+        events[0]
+    );
+    assert!(
+        events[0].contains("\"observer\":{\"name\":\"ActivityTracker\"}"),
+        "{}",
+        events[0]
+    );
+    append(&log, &format!("{}\n", good(3)));
+    assert_eq!(daemon.events(1).len(), 1);
+    assert_eq!(daemon.stop(), 0);
+
+    let letters = DeadLetterStore::open(dir.path()).unwrap().list().unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(
+        (letters[0].letter.line.as_slice(), letters[0].letter.offset),
+        (&b"not json"[..], good(1).len() as u64 + 1)
+    );
+
+    // Written while stopped; after the restart only these arrive.
+    append(&log, &format!("{}\n", good(4)));
+    let daemon = start(&conf);
+    daemon.wait_started();
+    let events = daemon.events(1);
+    assert_eq!(events.len(), 1);
+    assert!(events[0].contains("\"id\":\"e4\""), "{events:?}");
+    // A repeated line would arrive before this marker.
+    append(&log, &format!("{}\n", good(5)));
+    let next = daemon.events(1);
+    assert!(
+        next.len() == 1 && next[0].contains("\"id\":\"e5\""),
+        "a line was repeated after the restart: {next:?}"
+    );
+    assert_eq!(daemon.stop(), 0);
+}
