@@ -33,6 +33,7 @@
 //!    dead-letter file or a backed-up chunk) with a reason an operator can see in a log
 //!    line and a metric.
 
+pub mod buffer;
 pub mod cli;
 mod cli_tools;
 pub mod config;

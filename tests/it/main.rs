@@ -3,6 +3,7 @@
 
 mod support;
 
+mod buffer_model;
 mod cli;
 mod cli_events;
 mod config_errors;

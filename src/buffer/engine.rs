@@ -1,0 +1,65 @@
+//! The delivery engine: seals chunks as they come of age, takes due chunks, and sends them
+//! with up to `flush_thread_count` in flight, applying each outcome.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::error;
+
+use super::{Buffer, Outcome, Taken};
+
+/// How often chunks are checked for age (sealing by `flush_interval`).
+const SEAL_TICK: Duration = Duration::from_millis(500);
+
+/// An output that can send chunks.
+pub trait Sink: Send + Sync + 'static {
+    /// Sends one chunk (all records of one key). Every failure is classified into an
+    /// [`Outcome`]; the engine owns what happens next.
+    fn send(&self, chunk: &Taken) -> impl Future<Output = Outcome> + Send;
+}
+
+/// What to do with a single record too large to send.
+pub type DeadLetterFn = Arc<dyn Fn(&Taken, &[u8]) + Send + Sync>;
+
+/// Runs until `stop` fires; chunks in flight then finish (their outcome is recorded).
+pub async fn deliver<S: Sink>(buffer: Arc<Buffer>, sink: Arc<S>, workers: usize, dead_letter: DeadLetterFn, stop: CancellationToken) {
+    let mut tasks = JoinSet::new();
+    let mut seal_tick = tokio::time::interval(SEAL_TICK);
+    seal_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        while tasks.len() < workers.max(1) {
+            let b = Arc::clone(&buffer);
+            let Ok(Some(taken)) = tokio::task::spawn_blocking(move || b.take(Instant::now())).await else { break };
+            tasks.spawn(send_one(Arc::clone(&buffer), Arc::clone(&sink), taken, Arc::clone(&dead_letter)));
+        }
+        let due = buffer.next_due().map_or_else(|| Instant::now() + Duration::from_secs(3600), |d| d.max(Instant::now()));
+        tokio::select! {
+            () = stop.cancelled() => break,
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                if let Err(e) = done {
+                    error!(error = %e, "A send task failed; its chunk is retried.");
+                }
+            }
+            () = buffer.ready().notified() => {}
+            () = tokio::time::sleep_until(due.into()) => {}
+            _ = seal_tick.tick() => {
+                let b = Arc::clone(&buffer);
+                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || b.seal_due(Instant::now(), false)).await {
+                    error!(error = %e, "Sealing chunks failed; will retry.");
+                }
+            }
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+async fn send_one<S: Sink>(buffer: Arc<Buffer>, sink: Arc<S>, taken: Taken, dead_letter: DeadLetterFn) {
+    let outcome = sink.send(&taken).await;
+    let result = tokio::task::spawn_blocking(move || buffer.finish(&taken, &outcome, |record| dead_letter(&taken, record))).await;
+    if let Ok(Err(e)) = result {
+        error!(error = %e, "Recording a send's outcome failed; the chunk will be sent again.");
+    }
+}

@@ -1,0 +1,261 @@
+//! The disk buffer: where events wait, in chunks per key, until the endpoint takes them.
+//!
+//! # Layout on disk (version 1)
+//!
+//! Under the `<buffer>`'s `path` (directories mode 0700, files 0600):
+//!
+//! - `chunks/<id>.chunk` — a header, then records. Header: magic `ATFWCHNK`, version
+//!   (u16 LE, 1), key length K (u16 LE), creation time (u64 LE, ms since the epoch),
+//!   CRC32C of the preceding 20 bytes and the key (u32 LE), the key (K bytes of UTF-8).
+//!   Each record: length (u32 LE), CRC32C of the payload (u32 LE), payload (the event as
+//!   forwarded). Appended to while open; never rewritten in place.
+//! - `chunks/<id>.meta` — JSON written when the chunk is sealed and after each failed
+//!   attempt: `{"v":1,"key","state":"sealed","created_ms","records","bytes","attempts",
+//!   "first_failure_ms","next_attempt_ms"}`; replaced by temp file → fsync → rename →
+//!   fsync of the directory. An open chunk has no `.meta`.
+//! - `backup/` — chunks the endpoint rejected for good, whose retries ran out, or that
+//!   `drop_oldest_chunk` pushed out; their `.meta` carries `backup_reason`.
+//!   `at-forwarder buffer requeue` puts them back.
+//! - `quarantine/` — damaged data found at start-up or when sending: whole files with a
+//!   bad header, records whose CRC fails, torn tails.
+//!
+//! Ids are `<created ms, 13 digits>-<instance>-<sequence>`, so names sort by age.
+//!
+//! # States
+//!
+//! open (receiving records) → sealed (by `chunk_limit_size`, `chunk_limit_records`, or age
+//! `flush_interval`; fsynced, `.meta` written) → in flight (in memory only) → deleted once
+//! the endpoint accepted it, or back to sealed with a later `next_attempt`, or moved to
+//! `backup/`. One chunk per key is in flight at a time, oldest first, so each service's
+//! events stay in order while a failing service never holds back another.
+//!
+//! # The commit rule and the guarantee
+//!
+//! Records are appended to open chunks without fsync; a group commit ([`Buffer::sync`])
+//! fsyncs them at least every `flush_interval` or every [`SYNC_BYTES`], and only then are
+//! the tail positions of those records saved. So a saved position never runs ahead of
+//! durable data: **at-least-once**. Duplicates come only after a crash, for lines read
+//! after the last position save (they are read again; some may also have reached the
+//! endpoint already).
+//!
+//! # Recovery
+//!
+//! At start-up every chunk is read back: temp files of unfinished state changes are
+//! removed; an empty file is removed; a file with a bad header goes to `quarantine/`;
+//! records whose CRC fails and torn tails are copied to `quarantine/` and the chunk is
+//! rewritten with its good records; every chunk left is sealed and queued. Nothing here
+//! stops start-up or panics; each problem is an ERROR line naming the file.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+use tracing::{error, warn};
+
+use crate::config::buffer::{BufferConfig, OverflowAction, RetryConfig};
+
+pub mod chunk;
+pub mod engine;
+mod recovery;
+pub mod retry;
+mod store;
+
+pub use engine::{deliver, Sink};
+pub use store::{AppendError, Counters};
+
+/// Group-commit size: an fsync at least every this many bytes appended.
+pub const SYNC_BYTES: u64 = 4 << 20;
+
+/// What a buffer needs from its `<buffer>` section.
+#[derive(Debug, Clone)]
+pub struct BufferOptions {
+    /// The directory.
+    pub path: PathBuf,
+    /// Seal a chunk at this size.
+    pub chunk_limit_size: u64,
+    /// … or at this many records.
+    pub chunk_limit_records: Option<u64>,
+    /// All queued and open chunks together.
+    pub total_limit_size: u64,
+    /// Seal a chunk at this age; fsync at least this often.
+    pub flush_interval: Duration,
+    /// What to do at the total limit.
+    pub overflow_action: OverflowAction,
+    /// Group-commit size.
+    pub sync_bytes: u64,
+    /// When to retry and give up.
+    pub retry: RetryConfig,
+}
+
+impl BufferOptions {
+    /// The options of a configured buffer.
+    pub fn from_config(b: &BufferConfig) -> Self {
+        BufferOptions {
+            path: b.path.clone(),
+            chunk_limit_size: b.chunk_limit_size,
+            chunk_limit_records: b.chunk_limit_records,
+            total_limit_size: b.total_limit_size,
+            flush_interval: b.flush_interval,
+            overflow_action: b.overflow_action,
+            sync_bytes: SYNC_BYTES,
+            retry: b.retry.clone(),
+        }
+    }
+}
+
+/// How a send went; the engine decides what follows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Accepted by the endpoint: the chunk is deleted.
+    Delivered,
+    /// Try again later (after `after` when the endpoint said so in `Retry-After`).
+    Retry {
+        /// The endpoint's requested delay.
+        after: Option<Duration>,
+        /// Why, for the log.
+        reason: String,
+    },
+    /// Too large for the endpoint: split in halves; a single record is dead-lettered.
+    Split,
+    /// Refused for good: the chunk goes to `backup/`.
+    Reject {
+        /// Why, for the log and the backup's `.meta`.
+        reason: String,
+    },
+}
+
+/// A chunk taken for sending.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Taken {
+    /// Its id: stable across retries and restarts (the Idempotency-Key).
+    pub id: String,
+    /// Its key (the service).
+    pub key: String,
+    /// Failed attempts so far.
+    pub attempts: u32,
+    /// Its records.
+    pub records: Vec<Vec<u8>>,
+}
+
+/// A disk buffer: shared by the writer (a pipeline worker) and the senders.
+pub struct Buffer {
+    store: store::Store,
+    /// Signalled when a chunk may have become ready to send.
+    ready: Notify,
+    /// Signalled when space was freed.
+    space: Notify,
+}
+
+impl std::fmt::Debug for Buffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Buffer").field("path", &self.store.opts.path).finish_non_exhaustive()
+    }
+}
+
+impl Buffer {
+    /// Opens the buffer at `opts.path`, recovering what is there.
+    pub fn open(opts: BufferOptions) -> std::io::Result<Arc<Self>> {
+        let dirs = store::Dirs::new(&opts.path);
+        dirs.create()?;
+        let store = store::Store::new(opts, dirs);
+        recovery::recover(&store);
+        Ok(Arc::new(Buffer { store, ready: Notify::new(), space: Notify::new() }))
+    }
+
+    /// Appends records under `key` (not yet durable: see [`Buffer::sync`]).
+    pub fn append(&self, key: &str, records: &[&[u8]]) -> Result<(), AppendError> {
+        self.store.append(key, records)
+    }
+
+    /// Whether a group commit is due.
+    pub fn sync_due(&self, now: Instant) -> bool {
+        self.store.sync_due(now)
+    }
+
+    /// Makes every appended record durable (fsync). Positions may be saved afterwards.
+    pub fn sync(&self) -> std::io::Result<()> {
+        self.store.sync()
+    }
+
+    /// Seals chunks older than `flush_interval` (every open chunk when `all`), making
+    /// them ready to send.
+    pub fn seal_due(&self, now: Instant, all: bool) -> std::io::Result<usize> {
+        let sealed = self.store.seal_due(now, all)?;
+        if sealed > 0 {
+            self.ready.notify_waiters();
+            self.ready.notify_one();
+        }
+        Ok(sealed)
+    }
+
+    /// Bytes on disk, chunks queued (sealed), chunks open.
+    pub fn sizes(&self) -> (u64, usize, usize) {
+        self.store.sizes()
+    }
+
+    /// Counts since start.
+    pub fn counters(&self) -> Counters {
+        self.store.counters()
+    }
+
+    /// Waits until space may have been freed, or `timeout` passed.
+    pub async fn wait_for_space(&self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, self.space.notified()).await;
+    }
+
+    /// Takes the next chunk to send, if one is due, with its records. Damaged records are
+    /// set aside; a chunk that cannot be read at all goes to `backup/`.
+    pub fn take(&self, now: Instant) -> Option<Taken> {
+        loop {
+            let (id, key, attempts) = self.store.take(now)?;
+            match self.store.read(&id) {
+                Ok(records) if records.is_empty() => self.store.discard(&id),
+                Ok(records) => return Some(Taken { id, key, attempts, records }),
+                Err(e) => {
+                    error!(chunk = %id, error = %e, "Chunk unreadable; moving it to the backup directory.");
+                    let _ = self.store.finish(&id, &Outcome::Reject { reason: format!("unreadable: {e}") }, now);
+                }
+            }
+        }
+    }
+
+    /// Applies the outcome of sending `taken`. `dead_letter` receives a single record too
+    /// large to send.
+    pub fn finish(&self, taken: &Taken, outcome: &Outcome, dead_letter: impl FnOnce(&[u8])) -> std::io::Result<()> {
+        let now = Instant::now();
+        let result = match outcome {
+            Outcome::Split if taken.records.len() <= 1 => {
+                warn!(chunk = %taken.id, "A single event is too large for the endpoint; dead-lettering it.");
+                if let Some(record) = taken.records.first() {
+                    dead_letter(record);
+                }
+                self.store.discard(&taken.id);
+                Ok(())
+            }
+            Outcome::Split => self.store.split(&taken.id, &taken.records),
+            other => self.store.finish(&taken.id, other, now),
+        };
+        if result.is_err() {
+            // The chunk stays in flight in memory: release it so it is retried.
+            let _ = self.store.finish(&taken.id, &Outcome::Retry { after: None, reason: "could not record the outcome".into() }, now);
+        }
+        self.space.notify_waiters();
+        self.ready.notify_one();
+        result
+    }
+
+    /// When the next waiting chunk becomes due.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.store.next_due()
+    }
+
+    /// Chunks being sent now.
+    pub fn in_flight(&self) -> usize {
+        self.store.in_flight()
+    }
+
+    pub(crate) fn ready(&self) -> &Notify {
+        &self.ready
+    }
+}

@@ -1,0 +1,441 @@
+//! The buffer's state: open chunks per key, the queue of sealed chunks, limits, and every
+//! state change on disk. One `Mutex` guards it; file appends happen under it (page-cache
+//! writes), fsyncs of whole chunks outside it where possible.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tracing::{error, info, warn};
+
+use super::chunk::{self, ChunkId, ChunkState, Meta};
+use super::retry::{Next, Policy};
+use super::{BufferOptions, Outcome};
+use crate::config::buffer::OverflowAction;
+
+/// Why records could not be appended.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// `total_limit_size` is reached and `overflow_action` says to wait (block,
+    /// throw_exception), or nothing could be dropped: try again when space is freed.
+    #[error("the buffer is full ({total} of {limit} bytes)")]
+    Full {
+        /// Bytes on disk.
+        total: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// Writing failed (a full disk among others); nothing was appended.
+    #[error("writing to the buffer failed: {0}")]
+    Io(#[from] io::Error),
+}
+
+struct OpenChunk {
+    id: ChunkId,
+    file: File,
+    len: u64,
+    records: u64,
+    created: Instant,
+    created_ms: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Queued {
+    key: String,
+    bytes: u64,
+    records: u64,
+    attempts: u32,
+    created_ms: u64,
+    first_failure: Option<(Instant, u64)>,
+    next_attempt: Instant,
+    in_flight: bool,
+}
+
+/// Counts since start, for logs and metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counters {
+    /// Chunks delivered.
+    pub delivered: u64,
+    /// Failed attempts.
+    pub retries: u64,
+    /// Chunks moved to the backup directory (rejected, retries exhausted, dropped).
+    pub backed_up: u64,
+    /// Chunks dropped by `drop_oldest_chunk` (counted in `backed_up` too).
+    pub dropped: u64,
+    /// Chunks or records set aside as corrupt.
+    pub quarantined: u64,
+}
+
+pub(super) struct State {
+    seq: u64,
+    open: HashMap<String, OpenChunk>,
+    queue: BTreeMap<ChunkId, Queued>,
+    total: u64,
+    unsynced: u64,
+    last_sync: Instant,
+    counters: Counters,
+}
+
+/// Where the buffer lives on disk.
+#[derive(Debug, Clone)]
+pub(super) struct Dirs {
+    pub chunks: PathBuf,
+    pub backup: PathBuf,
+    pub quarantine: PathBuf,
+}
+
+impl Dirs {
+    pub(super) fn new(path: &Path) -> Self {
+        Dirs { chunks: path.join("chunks"), backup: path.join("backup"), quarantine: path.join("quarantine") }
+    }
+
+    pub(super) fn create(&self) -> io::Result<()> {
+        for d in [&self.chunks, &self.backup, &self.quarantine] {
+            fs::DirBuilder::new().recursive(true).mode(0o700).create(d)?;
+        }
+        Ok(())
+    }
+}
+
+pub(super) fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+pub(super) struct Store {
+    pub opts: BufferOptions,
+    pub dirs: Dirs,
+    policy: Policy,
+    instance: u32,
+    state: Mutex<State>,
+}
+
+impl Store {
+    pub(super) fn new(opts: BufferOptions, dirs: Dirs) -> Self {
+        let policy = Policy::new(opts.retry.clone());
+        let state = State { seq: 0, open: HashMap::new(), queue: BTreeMap::new(), total: 0, unsynced: 0, last_sync: Instant::now(), counters: Counters::default() };
+        Store { opts, dirs, policy, instance: fastrand::u32(..), state: Mutex::new(state) }
+    }
+
+    pub(super) fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic elsewhere must not stop delivery: the state stays consistent per operation.
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn chunk_path(&self, id: &str) -> PathBuf {
+        self.dirs.chunks.join(format!("{id}.chunk"))
+    }
+
+    fn meta_path(&self, id: &str) -> PathBuf {
+        self.dirs.chunks.join(format!("{id}.meta"))
+    }
+
+    /// Puts a recovered sealed chunk in the queue.
+    pub(super) fn enqueue_recovered(&self, id: ChunkId, meta: &Meta) {
+        let mut s = self.lock();
+        s.total += meta.bytes;
+        let now = Instant::now();
+        let wait_ms = meta.next_attempt_ms.map_or(0, |t| t.saturating_sub(now_ms()));
+        let first_failure = meta.first_failure_ms.map(|ms| (now.checked_sub(Duration::from_millis(now_ms().saturating_sub(ms))).unwrap_or(now), ms));
+        s.queue.insert(id, Queued {
+            key: meta.key.clone(),
+            bytes: meta.bytes,
+            records: meta.records,
+            attempts: meta.attempts,
+            created_ms: meta.created_ms,
+            first_failure,
+            next_attempt: now + Duration::from_millis(wait_ms),
+            in_flight: false,
+        });
+    }
+
+    pub(super) fn append(&self, key: &str, records: &[&[u8]]) -> Result<(), AppendError> {
+        let mut framed = Vec::with_capacity(records.iter().map(|r| r.len() + 8).sum());
+        for r in records {
+            chunk::frame(r, &mut framed);
+        }
+        let mut s = self.lock();
+        self.make_room(&mut s, framed.len() as u64)?;
+        let needs_new = s.open.get(key).is_some_and(|c| {
+            c.records > 0
+                && (c.len + framed.len() as u64 > self.opts.chunk_limit_size
+                    || self.opts.chunk_limit_records.is_some_and(|max| c.records + records.len() as u64 > max))
+        });
+        if needs_new {
+            self.seal_locked(&mut s, key)?;
+        }
+        if !s.open.contains_key(key) {
+            s.seq += 1;
+            let created_ms = now_ms();
+            let id = format!("{created_ms:013}-{:08x}-{:06}", self.instance, s.seq);
+            let (file, len) = chunk::create(&self.chunk_path(&id), key, created_ms)?;
+            s.total += len;
+            s.open.insert(key.to_string(), OpenChunk { id, file, len, records: 0, created: Instant::now(), created_ms });
+        }
+        let open = s.open.get_mut(key).expect("opened above");
+        if let Err(e) = open.file.write_all(&framed) {
+            // A partial append (a full disk) is cut back, so the file stays readable.
+            let len = open.len;
+            if let Err(e2) = chunk::truncate(&mut open.file, len) {
+                error!(chunk = %open.id, error = %e2, "Could not cut back a partial append; recovery will at start-up.");
+            }
+            return Err(AppendError::Io(e));
+        }
+        open.len += framed.len() as u64;
+        open.records += records.len() as u64;
+        s.total += framed.len() as u64;
+        s.unsynced += framed.len() as u64;
+        Ok(())
+    }
+
+    /// Applies `total_limit_size` and `overflow_action` for `incoming` more bytes.
+    fn make_room(&self, s: &mut State, incoming: u64) -> Result<(), AppendError> {
+        while s.total + incoming > self.opts.total_limit_size {
+            let droppable = s.queue.iter().find(|(_, q)| !q.in_flight).map(|(id, _)| id.clone());
+            match (self.opts.overflow_action, droppable) {
+                (OverflowAction::DropOldestChunk, Some(id)) => {
+                    error!(chunk = %id, limit = self.opts.total_limit_size, "Buffer full: the oldest chunk is moved to the backup directory (overflow_action drop_oldest_chunk).");
+                    s.counters.dropped += 1;
+                    self.backup_locked(s, &id, "dropped: total_limit_size reached (overflow_action drop_oldest_chunk)");
+                }
+                _ => return Err(AppendError::Full { total: s.total, limit: self.opts.total_limit_size }),
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a group commit is due: enough bytes, or `flush_interval` since the last.
+    pub(super) fn sync_due(&self, now: Instant) -> bool {
+        let s = self.lock();
+        s.unsynced > 0 && (s.unsynced >= self.opts.sync_bytes || now.saturating_duration_since(s.last_sync) >= self.opts.flush_interval)
+    }
+
+    /// fsyncs every open chunk; afterwards every appended record is durable.
+    pub(super) fn sync(&self) -> io::Result<()> {
+        let files: Vec<File> = {
+            let s = self.lock();
+            s.open.values().map(|c| c.file.try_clone()).collect::<io::Result<_>>()?
+        };
+        for f in &files {
+            f.sync_data()?;
+        }
+        chunk::sync_dir(&self.dirs.chunks)?;
+        let mut s = self.lock();
+        s.unsynced = 0;
+        s.last_sync = Instant::now();
+        Ok(())
+    }
+
+    /// Seals open chunks older than `flush_interval` (all of them when `all`).
+    pub(super) fn seal_due(&self, now: Instant, all: bool) -> io::Result<usize> {
+        let mut s = self.lock();
+        let due: Vec<String> = s
+            .open
+            .iter()
+            .filter(|(_, c)| c.records > 0 && (all || now.saturating_duration_since(c.created) >= self.opts.flush_interval))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in &due {
+            self.seal_locked(&mut s, key)?;
+        }
+        Ok(due.len())
+    }
+
+    fn seal_locked(&self, s: &mut State, key: &str) -> io::Result<()> {
+        let Some(open) = s.open.remove(key) else { return Ok(()) };
+        let sealed = (|| {
+            open.file.sync_data()?;
+            let meta = Meta { v: 1, key: key.to_string(), state: ChunkState::Sealed, created_ms: open.created_ms, records: open.records, bytes: open.len, attempts: 0, first_failure_ms: None, next_attempt_ms: None, backup_reason: None };
+            chunk::write_meta(&self.meta_path(&open.id), &meta)
+        })();
+        if let Err(e) = sealed {
+            // Keep it open: the records are still in the file, and sealing is retried.
+            s.open.insert(key.to_string(), open);
+            return Err(e);
+        }
+        s.queue.insert(open.id.clone(), Queued { key: key.to_string(), bytes: open.len, records: open.records, attempts: 0, created_ms: open.created_ms, first_failure: None, next_attempt: Instant::now(), in_flight: false });
+        Ok(())
+    }
+
+    /// Takes the oldest chunk that is due, of a key with nothing in flight (one chunk per
+    /// key at a time keeps each service's events in order; other keys go on).
+    pub(super) fn take(&self, now: Instant) -> Option<(ChunkId, String, u32)> {
+        let mut s = self.lock();
+        let busy: Vec<String> = s.queue.values().filter(|q| q.in_flight).map(|q| q.key.clone()).collect();
+        let mut seen_keys: Vec<&str> = Vec::new();
+        let mut pick = None;
+        for (id, q) in &s.queue {
+            if busy.contains(&q.key) || seen_keys.contains(&q.key.as_str()) {
+                continue;
+            }
+            seen_keys.push(&q.key);
+            if !q.in_flight && q.next_attempt <= now {
+                pick = Some(id.clone());
+                break;
+            }
+        }
+        let id = pick?;
+        let q = s.queue.get_mut(&id).expect("picked from the queue");
+        q.in_flight = true;
+        Some((id, q.key.clone(), q.attempts))
+    }
+
+    /// Reads a taken chunk's records, setting aside any that fail their CRC.
+    pub(super) fn read(&self, id: &str) -> io::Result<Vec<Vec<u8>>> {
+        let path = self.chunk_path(id);
+        match chunk::scan(&path) {
+            Ok(scan) => {
+                if !scan.corrupt.is_empty() || scan.torn_tail.is_some() {
+                    error!(chunk = %path.display(), corrupt = scan.corrupt.len(), "Chunk damaged since it was written; sending the intact records, keeping the rest in quarantine.");
+                    self.quarantine_pieces(id, &scan);
+                }
+                Ok(scan.records)
+            }
+            Err(e) => Err(io::Error::other(e.to_string())),
+        }
+    }
+
+    pub(super) fn quarantine_pieces(&self, id: &str, scan: &chunk::Scan) {
+        for (offset, bytes) in &scan.corrupt {
+            let target = self.dirs.quarantine.join(format!("{id}.record-{offset}"));
+            if let Err(e) = fs::write(&target, bytes) {
+                error!(file = %target.display(), error = %e, "Could not write a quarantined record.");
+            }
+        }
+        self.lock().counters.quarantined += scan.corrupt.len() as u64;
+    }
+
+    /// The next time a waiting chunk becomes due.
+    pub(super) fn next_due(&self) -> Option<Instant> {
+        let s = self.lock();
+        s.queue.values().filter(|q| !q.in_flight).map(|q| q.next_attempt).min()
+    }
+
+    /// Applies a send's outcome to a taken chunk.
+    pub(super) fn finish(&self, id: &str, outcome: &Outcome, now: Instant) -> io::Result<()> {
+        let mut s = self.lock();
+        let Some(q) = s.queue.get(id).cloned() else { return Ok(()) };
+        match outcome {
+            Outcome::Delivered => {
+                s.queue.remove(id);
+                s.total = s.total.saturating_sub(q.bytes);
+                s.counters.delivered += 1;
+                drop(s);
+                remove_quietly(&self.chunk_path(id));
+                remove_quietly(&self.meta_path(id));
+            }
+            // Splitting is done by the caller with the records in hand.
+            Outcome::Split => s.queue.get_mut(id).expect("present above").in_flight = false,
+            Outcome::Reject { reason } => {
+                error!(chunk = %id, key = %q.key, %reason, "Chunk rejected for good; moved to the backup directory.");
+                self.backup_locked(&mut s, id, reason);
+            }
+            Outcome::Retry { after, reason } => {
+                s.counters.retries += 1;
+                let attempts = q.attempts + 1;
+                let first = q.first_failure.unwrap_or((now, now_ms()));
+                match self.policy.next(attempts, now.saturating_duration_since(first.0), *after, fastrand::f64()) {
+                    Next::RetryIn(delay) => {
+                        warn!(chunk = %id, key = %q.key, attempts, retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), %reason, "Send failed; will retry.");
+                        let entry = s.queue.get_mut(id).expect("present above");
+                        entry.attempts = attempts;
+                        entry.first_failure = Some(first);
+                        entry.next_attempt = now + delay;
+                        entry.in_flight = false;
+                        let meta = Meta { v: 1, key: q.key.clone(), state: ChunkState::Sealed, created_ms: q.created_ms, records: q.records, bytes: q.bytes, attempts, first_failure_ms: Some(first.1), next_attempt_ms: Some(now_ms() + u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)), backup_reason: None };
+                        drop(s);
+                        chunk::write_meta(&self.meta_path(id), &meta)?;
+                    }
+                    Next::GiveUp => {
+                        error!(chunk = %id, key = %q.key, attempts, %reason, "Retries exhausted; chunk moved to the backup directory.");
+                        self.backup_locked(&mut s, id, &format!("retries exhausted after {attempts} attempts: {reason}"));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces a chunk by two holding its halves (an endpoint said the request was too
+    /// large); the halves keep its place in the queue.
+    pub(super) fn split(&self, id: &str, records: &[Vec<u8>]) -> io::Result<()> {
+        let Some(q) = self.lock().queue.get(id).cloned() else { return Ok(()) };
+        let mid = records.len() / 2;
+        let mut halves = Vec::new();
+        for (suffix, part) in [("a", &records[..mid]), ("b", &records[mid..])] {
+            let half_id = format!("{id}{suffix}");
+            let bytes = chunk::write_whole(&self.chunk_path(&half_id), &q.key, q.created_ms, part)?;
+            let meta = Meta { v: 1, key: q.key.clone(), state: ChunkState::Sealed, created_ms: q.created_ms, records: part.len() as u64, bytes, attempts: q.attempts, first_failure_ms: None, next_attempt_ms: None, backup_reason: None };
+            chunk::write_meta(&self.meta_path(&half_id), &meta)?;
+            halves.push((half_id, bytes, part.len() as u64));
+        }
+        let mut s = self.lock();
+        s.queue.remove(id);
+        s.total = s.total.saturating_sub(q.bytes);
+        for (half_id, bytes, n) in halves {
+            s.total += bytes;
+            s.queue.insert(half_id, Queued { bytes, records: n, first_failure: None, next_attempt: Instant::now(), in_flight: false, ..q.clone() });
+        }
+        drop(s);
+        remove_quietly(&self.chunk_path(id));
+        remove_quietly(&self.meta_path(id));
+        Ok(())
+    }
+
+    /// Removes a chunk whose only record was dead-lettered.
+    pub(super) fn discard(&self, id: &str) {
+        let mut s = self.lock();
+        if let Some(q) = s.queue.remove(id) {
+            s.total = s.total.saturating_sub(q.bytes);
+        }
+        drop(s);
+        remove_quietly(&self.chunk_path(id));
+        remove_quietly(&self.meta_path(id));
+    }
+
+    fn backup_locked(&self, s: &mut State, id: &str, reason: &str) {
+        let Some(q) = s.queue.remove(id) else { return };
+        s.total = s.total.saturating_sub(q.bytes);
+        s.counters.backed_up += 1;
+        let meta = Meta { v: 1, key: q.key.clone(), state: ChunkState::Sealed, created_ms: q.created_ms, records: q.records, bytes: q.bytes, attempts: q.attempts, first_failure_ms: q.first_failure.map(|f| f.1), next_attempt_ms: None, backup_reason: Some(reason.to_string()) };
+        let moved = fs::rename(self.chunk_path(id), self.dirs.backup.join(format!("{id}.chunk")))
+            .and_then(|()| chunk::write_meta(&self.dirs.backup.join(format!("{id}.meta")), &meta))
+            .and_then(|()| chunk::sync_dir(&self.dirs.backup));
+        remove_quietly(&self.meta_path(id));
+        if let Err(e) = moved {
+            error!(chunk = %id, error = %e, "Could not move a chunk to the backup directory; it stays in chunks/ and will be sent again after a restart.");
+        }
+    }
+
+    /// Bytes on disk, chunks queued, chunks open.
+    pub(super) fn sizes(&self) -> (u64, usize, usize) {
+        let s = self.lock();
+        (s.total, s.queue.len(), s.open.values().filter(|c| c.records > 0).count())
+    }
+
+    pub(super) fn counters(&self) -> Counters {
+        self.lock().counters
+    }
+
+    pub(super) fn in_flight(&self) -> usize {
+        self.lock().queue.values().filter(|q| q.in_flight).count()
+    }
+
+    pub(super) fn note_recovery(&self, quarantined: u64) {
+        self.lock().counters.quarantined += quarantined;
+        if quarantined > 0 {
+            info!(quarantined, dir = %self.dirs.quarantine.display(), "Damaged chunk data set aside at start-up.");
+        }
+    }
+}
+
+fn remove_quietly(path: &Path) {
+    if let Err(e) = fs::remove_file(path) {
+        if e.kind() != io::ErrorKind::NotFound {
+            warn!(file = %path.display(), error = %e, "Could not remove a buffer file.");
+        }
+    }
+}
