@@ -75,6 +75,25 @@ enum DeadLetterAction {
 }
 
 #[derive(Debug, Subcommand)]
+enum BufferAction {
+    /// One line per chunk: id, place (queue, backup), key, records, bytes, age, attempts, reason.
+    List,
+    /// The records of one chunk.
+    Show {
+        /// Its id, as `list` prints it.
+        id: String,
+    },
+    /// Move backed-up chunks back into the queue (sent after the next start).
+    Requeue {
+        /// Ids to requeue.
+        ids: Vec<String>,
+        /// Every backed-up chunk.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum Command {
     /// Run the forwarder until SIGTERM or SIGINT.
     Run {
@@ -109,6 +128,14 @@ enum Command {
         #[command(subcommand)]
         action: DeadLetterAction,
     },
+    /// Inspect the disk buffers: chunks by key and state, their records, backed-up chunks.
+    Buffer {
+        /// Configuration file, in fluentd syntax.
+        #[arg(short, long, env = "AT_FORWARDER_CONFIG")]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: BufferAction,
+    },
     /// Show the saved tail positions: path, inode, offset, size, lag and state
     /// (active, rotated, gone) of every file each tail source has read.
     Positions {
@@ -131,6 +158,7 @@ pub fn main() -> ExitCode {
         Command::Positions { config } => positions(&config),
         Command::Lint { strict, files } => crate::cli_tools::lint(strict, &files),
         Command::DeadLetters { config, action } => dead_letters(&config, action),
+        Command::Buffer { config, action } => buffer(&config, action),
     }
 }
 
@@ -182,6 +210,26 @@ fn check(path: &std::path::Path, strict: bool) -> ExitCode {
     );
     print!("{}", loaded.describe());
     ExitCode::SUCCESS
+}
+
+fn buffer(path: &std::path::Path, action: BufferAction) -> ExitCode {
+    use crate::cli_tools::BufferCommand as B;
+    let loaded = match load(path, false) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    let dirs: Vec<PathBuf> = loaded
+        .config
+        .matches
+        .iter()
+        .filter_map(|m| m.buffer.as_ref().map(|b| b.path.clone()))
+        .collect();
+    let command = match action {
+        BufferAction::List => B::List,
+        BufferAction::Show { id } => B::Show { id },
+        BufferAction::Requeue { ids, all } => B::Requeue { ids, all },
+    };
+    crate::cli_tools::buffer(&dirs, &command)
 }
 
 fn dead_letters(path: &std::path::Path, action: DeadLetterAction) -> ExitCode {

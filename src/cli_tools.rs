@@ -189,3 +189,62 @@ fn usage(msg: &str) -> io::Result<ExitCode> {
     eprintln!("error: {msg}");
     Ok(ExitCode::from(2))
 }
+
+/// What `buffer` was asked to do.
+#[derive(Debug)]
+pub(crate) enum BufferCommand {
+    List,
+    Show { id: String },
+    Requeue { ids: Vec<String>, all: bool },
+}
+
+pub(crate) fn buffer(dirs: &[PathBuf], command: &BufferCommand) -> ExitCode {
+    use crate::buffer::inspect::{self, Place};
+    if dirs.is_empty() {
+        println!("no output with a buffer in this configuration");
+        return ExitCode::SUCCESS;
+    }
+    for dir in dirs {
+        let result: io::Result<()> = (|| {
+            match command {
+                BufferCommand::List => {
+                    let chunks = inspect::list(dir)?;
+                    println!("{}:", dir.display());
+                    for c in &chunks {
+                        let place = match (c.place, c.sealed) {
+                            (Place::Backup, _) => "backup",
+                            (Place::Queue, true) => "queued",
+                            (Place::Queue, false) => "open",
+                        };
+                        let reason = c.meta.backup_reason.as_deref().unwrap_or("");
+                        println!("  {}  {place:<6}  {:<24} {:>7} records {:>10} bytes  {:>6}s old  {} attempts  {reason}", c.id, c.meta.key, c.meta.records, c.meta.bytes, c.age_secs(), c.meta.attempts);
+                    }
+                    println!("  {} chunk(s)", chunks.len());
+                }
+                BufferCommand::Show { id } => match inspect::records(dir, id) {
+                    Ok(records) => {
+                        for r in records {
+                            println!("{}", String::from_utf8_lossy(&r));
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound && dirs.len() > 1 => {}
+                    Err(e) => return Err(e),
+                },
+                BufferCommand::Requeue { ids, all } => {
+                    let moved = inspect::requeue(dir, ids, *all)?;
+                    println!(
+                        "{}: {} chunk(s) requeued; they are sent after the next start",
+                        dir.display(),
+                        moved.len()
+                    );
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            eprintln!("error: {}: {e}", dir.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
+}

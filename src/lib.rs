@@ -19,7 +19,8 @@
 //!
 //! Modules, each importing only those above it in this list: [`config`] (fluentd syntax →
 //! typed, validated configuration) · [`tail`] (discovery, identity, reader, positions) ·
-//! [`event`] (envelope, validation, dead letters) · `buffer` · `output` · [`pipeline`] (wiring and lifecycle) · [`cli`]. The
+//! [`event`] (envelope, validation, dead letters) · [`buffer`] (chunks, queue, retry) ·
+//! [`output`] (Activity Tracker, secrets) · [`pipeline`] (wiring and lifecycle) · [`cli`]. The
 //! stages not linked here arrive with the issues that build them.
 //!
 //! # Delivery invariants
@@ -38,5 +39,6 @@ pub mod cli;
 mod cli_tools;
 pub mod config;
 pub mod event;
+pub mod output;
 pub mod pipeline;
 pub mod tail;

@@ -75,14 +75,23 @@ fn header(key: &str, created_ms: u64) -> Vec<u8> {
 
 /// Frames one record: length, CRC32C, payload.
 pub fn frame(record: &[u8], out: &mut Vec<u8>) {
-    out.extend_from_slice(&u32::try_from(record.len()).unwrap_or(u32::MAX).to_le_bytes());
+    out.extend_from_slice(
+        &u32::try_from(record.len())
+            .unwrap_or(u32::MAX)
+            .to_le_bytes(),
+    );
     out.extend_from_slice(&crc32c::crc32c(record).to_le_bytes());
     out.extend_from_slice(record);
 }
 
 /// Creates a chunk file with its header (not yet fsynced) and returns it open for appends.
 pub fn create(path: &Path, key: &str, created_ms: u64) -> io::Result<(File, u64)> {
-    let mut file = OpenOptions::new().create_new(true).append(true).read(true).mode(0o600).open(path)?;
+    let mut file = OpenOptions::new()
+        .create_new(true)
+        .append(true)
+        .read(true)
+        .mode(0o600)
+        .open(path)?;
     let h = header(key, created_ms);
     file.write_all(&h)?;
     Ok((file, h.len() as u64))
@@ -91,7 +100,12 @@ pub fn create(path: &Path, key: &str, created_ms: u64) -> io::Result<(File, u64)
 /// Writes `meta` next to the chunk: temp file, fsync, rename, fsync of the directory.
 pub fn write_meta(path: &Path, meta: &Meta) -> io::Result<()> {
     let tmp = path.with_extension("meta.tmp");
-    let mut file = OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(&tmp)?;
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&tmp)?;
     serde_json::to_writer(&mut file, meta).map_err(io::Error::other)?;
     file.sync_all()?;
     fs::rename(&tmp, path)?;
@@ -144,12 +158,24 @@ pub enum ChunkError {
 
 /// Reads every record of a chunk file, checking each CRC.
 pub fn scan(path: &Path) -> Result<Scan, ChunkError> {
-    let io = |source| ChunkError::Io { path: path.to_path_buf(), source };
+    let io = |source| ChunkError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let mut data = Vec::new();
-    File::open(path).and_then(|mut f| f.read_to_end(&mut data)).map_err(io)?;
-    let bad = |reason: &str| ChunkError::BadHeader { path: path.to_path_buf(), reason: reason.to_string() };
+    File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut data))
+        .map_err(io)?;
+    let bad = |reason: &str| ChunkError::BadHeader {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    };
     if data.len() < 24 {
-        return Err(bad(if data.is_empty() { "empty file" } else { "too short for a header" }));
+        return Err(bad(if data.is_empty() {
+            "empty file"
+        } else {
+            "too short for a header"
+        }));
     }
     if &data[..8] != MAGIC {
         return Err(bad("not a chunk file (bad magic)"));
@@ -161,15 +187,23 @@ pub fn scan(path: &Path) -> Result<Scan, ChunkError> {
     let key_len = usize::from(u16::from_le_bytes([data[10], data[11]]));
     let created_ms = u64::from_le_bytes(data[12..20].try_into().expect("8 bytes"));
     let stored_crc = u32::from_le_bytes(data[20..24].try_into().expect("4 bytes"));
-    let Some(key) = data.get(24..24 + key_len) else { return Err(bad("header cut short")) };
+    let Some(key) = data.get(24..24 + key_len) else {
+        return Err(bad("header cut short"));
+    };
     if crc32c::crc32c_append(crc32c::crc32c(&data[..20]), key) != stored_crc {
         return Err(bad("header checksum mismatch"));
     }
-    let mut scan = Scan { key: String::from_utf8_lossy(key).into_owned(), created_ms, ..Scan::default() };
+    let mut scan = Scan {
+        key: String::from_utf8_lossy(key).into_owned(),
+        created_ms,
+        ..Scan::default()
+    };
     let mut at = 24 + key_len;
     scan.good_len = at as u64;
     while at < data.len() {
-        let Some(frame) = data.get(at..at + 8) else { break };
+        let Some(frame) = data.get(at..at + 8) else {
+            break;
+        };
         let len = u32::from_le_bytes(frame[..4].try_into().expect("4 bytes"));
         let crc = u32::from_le_bytes(frame[4..].try_into().expect("4 bytes"));
         let end = at + 8 + len as usize;
@@ -192,13 +226,23 @@ pub fn scan(path: &Path) -> Result<Scan, ChunkError> {
 }
 
 /// Writes a chunk file holding `records` (temp, fsync, rename); returns its size.
-pub fn write_whole(path: &Path, key: &str, created_ms: u64, records: &[Vec<u8>]) -> io::Result<u64> {
+pub fn write_whole(
+    path: &Path,
+    key: &str,
+    created_ms: u64,
+    records: &[Vec<u8>],
+) -> io::Result<u64> {
     let tmp = path.with_extension("chunk.tmp");
     let mut data = header(key, created_ms);
     for r in records {
         frame(r, &mut data);
     }
-    let mut file = OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(&tmp)?;
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&tmp)?;
     file.write_all(&data)?;
     file.sync_all()?;
     fs::rename(&tmp, path)?;
@@ -228,7 +272,10 @@ mod tests {
         file.write_all(&data).unwrap();
         let s = scan(&path).unwrap();
         assert_eq!((s.key.as_str(), s.created_ms), ("svc", 1234));
-        assert_eq!(s.records, [b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]);
+        assert_eq!(
+            s.records,
+            [b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]
+        );
         assert_eq!(s.good_len, header_len + data.len() as u64);
 
         // Flip a byte in "two": its CRC fails, the others are kept.

@@ -25,17 +25,34 @@ pub trait Sink: Send + Sync + 'static {
 pub type DeadLetterFn = Arc<dyn Fn(&Taken, &[u8]) + Send + Sync>;
 
 /// Runs until `stop` fires; chunks in flight then finish (their outcome is recorded).
-pub async fn deliver<S: Sink>(buffer: Arc<Buffer>, sink: Arc<S>, workers: usize, dead_letter: DeadLetterFn, stop: CancellationToken) {
+pub async fn deliver<S: Sink>(
+    buffer: Arc<Buffer>,
+    sink: Arc<S>,
+    workers: usize,
+    dead_letter: DeadLetterFn,
+    stop: CancellationToken,
+) {
     let mut tasks = JoinSet::new();
     let mut seal_tick = tokio::time::interval(SEAL_TICK);
     seal_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         while tasks.len() < workers.max(1) {
             let b = Arc::clone(&buffer);
-            let Ok(Some(taken)) = tokio::task::spawn_blocking(move || b.take(Instant::now())).await else { break };
-            tasks.spawn(send_one(Arc::clone(&buffer), Arc::clone(&sink), taken, Arc::clone(&dead_letter)));
+            let Ok(Some(taken)) = tokio::task::spawn_blocking(move || b.take(Instant::now())).await
+            else {
+                break;
+            };
+            tasks.spawn(send_one(
+                Arc::clone(&buffer),
+                Arc::clone(&sink),
+                taken,
+                Arc::clone(&dead_letter),
+            ));
         }
-        let due = buffer.next_due().map_or_else(|| Instant::now() + Duration::from_secs(3600), |d| d.max(Instant::now()));
+        let due = buffer.next_due().map_or_else(
+            || Instant::now() + Duration::from_secs(3600),
+            |d| d.max(Instant::now()),
+        );
         tokio::select! {
             () = stop.cancelled() => break,
             Some(done) = tasks.join_next(), if !tasks.is_empty() => {
@@ -56,9 +73,17 @@ pub async fn deliver<S: Sink>(buffer: Arc<Buffer>, sink: Arc<S>, workers: usize,
     while tasks.join_next().await.is_some() {}
 }
 
-async fn send_one<S: Sink>(buffer: Arc<Buffer>, sink: Arc<S>, taken: Taken, dead_letter: DeadLetterFn) {
+async fn send_one<S: Sink>(
+    buffer: Arc<Buffer>,
+    sink: Arc<S>,
+    taken: Taken,
+    dead_letter: DeadLetterFn,
+) {
     let outcome = sink.send(&taken).await;
-    let result = tokio::task::spawn_blocking(move || buffer.finish(&taken, &outcome, |record| dead_letter(&taken, record))).await;
+    let result = tokio::task::spawn_blocking(move || {
+        buffer.finish(&taken, &outcome, |record| dead_letter(&taken, record))
+    })
+    .await;
     if let Ok(Err(e)) = result {
         error!(error = %e, "Recording a send's outcome failed; the chunk will be sent again.");
     }

@@ -57,6 +57,7 @@ use crate::config::buffer::{BufferConfig, OverflowAction, RetryConfig};
 
 pub mod chunk;
 pub mod engine;
+pub mod inspect;
 mod recovery;
 pub mod retry;
 mod store;
@@ -149,7 +150,9 @@ pub struct Buffer {
 
 impl std::fmt::Debug for Buffer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Buffer").field("path", &self.store.opts.path).finish_non_exhaustive()
+        f.debug_struct("Buffer")
+            .field("path", &self.store.opts.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -160,10 +163,21 @@ impl Buffer {
         dirs.create()?;
         let store = store::Store::new(opts, dirs);
         recovery::recover(&store);
-        Ok(Arc::new(Buffer { store, ready: Notify::new(), space: Notify::new() }))
+        Ok(Arc::new(Buffer {
+            store,
+            ready: Notify::new(),
+            space: Notify::new(),
+        }))
     }
 
-    /// Appends records under `key` (not yet durable: see [`Buffer::sync`]).
+    /// The size at which chunks are sealed; appends larger than it should be split by
+    /// the caller, since one append never spans chunks and must fit the total limit.
+    pub fn chunk_limit_size(&self) -> u64 {
+        self.store.opts.chunk_limit_size
+    }
+
+    /// Appends records under `key` (not yet durable: see [`Buffer::sync`]). All or none
+    /// of them are appended.
     pub fn append(&self, key: &str, records: &[&[u8]]) -> Result<(), AppendError> {
         self.store.append(key, records)
     }
@@ -211,10 +225,23 @@ impl Buffer {
             let (id, key, attempts) = self.store.take(now)?;
             match self.store.read(&id) {
                 Ok(records) if records.is_empty() => self.store.discard(&id),
-                Ok(records) => return Some(Taken { id, key, attempts, records }),
+                Ok(records) => {
+                    return Some(Taken {
+                        id,
+                        key,
+                        attempts,
+                        records,
+                    })
+                }
                 Err(e) => {
                     error!(chunk = %id, error = %e, "Chunk unreadable; moving it to the backup directory.");
-                    let _ = self.store.finish(&id, &Outcome::Reject { reason: format!("unreadable: {e}") }, now);
+                    let _ = self.store.finish(
+                        &id,
+                        &Outcome::Reject {
+                            reason: format!("unreadable: {e}"),
+                        },
+                        now,
+                    );
                 }
             }
         }
@@ -222,7 +249,12 @@ impl Buffer {
 
     /// Applies the outcome of sending `taken`. `dead_letter` receives a single record too
     /// large to send.
-    pub fn finish(&self, taken: &Taken, outcome: &Outcome, dead_letter: impl FnOnce(&[u8])) -> std::io::Result<()> {
+    pub fn finish(
+        &self,
+        taken: &Taken,
+        outcome: &Outcome,
+        dead_letter: impl FnOnce(&[u8]),
+    ) -> std::io::Result<()> {
         let now = Instant::now();
         let result = match outcome {
             Outcome::Split if taken.records.len() <= 1 => {
@@ -238,7 +270,14 @@ impl Buffer {
         };
         if result.is_err() {
             // The chunk stays in flight in memory: release it so it is retried.
-            let _ = self.store.finish(&taken.id, &Outcome::Retry { after: None, reason: "could not record the outcome".into() }, now);
+            let _ = self.store.finish(
+                &taken.id,
+                &Outcome::Retry {
+                    after: None,
+                    reason: "could not record the outcome".into(),
+                },
+                now,
+            );
         }
         self.space.notify_waiters();
         self.ready.notify_one();

@@ -16,7 +16,9 @@ pub(super) fn recover(store: &Store) {
             return;
         }
     };
-    let mut names: Vec<String> = entries.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect();
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
     names.sort();
     let mut quarantined = 0;
     for name in &names {
@@ -58,9 +60,15 @@ fn recover_chunk(store: &Store, id: &str, path: &Path) -> u64 {
         error!(file = %path.display(), corrupt_records = scan.corrupt.len(), torn_tail_bytes = scan.torn_tail.map_or(0, |t| t.1), "Chunk damaged; keeping its good records, the rest goes to quarantine.");
         store.quarantine_pieces(id, &scan);
         if let Some((offset, len)) = scan.torn_tail {
-            let tail = fs::read(path).ok().and_then(|d| d.get(offset as usize..(offset + len) as usize).map(<[u8]>::to_vec));
+            let tail = fs::read(path).ok().and_then(|d| {
+                d.get(offset as usize..(offset + len) as usize)
+                    .map(<[u8]>::to_vec)
+            });
             if let Some(tail) = tail {
-                let _ = fs::write(store.dirs.quarantine.join(format!("{id}.tail-{offset}")), tail);
+                let _ = fs::write(
+                    store.dirs.quarantine.join(format!("{id}.tail-{offset}")),
+                    tail,
+                );
                 pieces += 1;
             }
         }
@@ -73,7 +81,9 @@ fn recover_chunk(store: &Store, id: &str, path: &Path) -> u64 {
         let _ = fs::remove_file(&meta_path);
         return pieces;
     }
-    let old: Option<Meta> = fs::read(&meta_path).ok().and_then(|b| serde_json::from_slice(&b).ok());
+    let old: Option<Meta> = fs::read(&meta_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
     let bytes = fs::metadata(path).map_or(0, |m| m.len());
     let meta = Meta {
         v: 1,

@@ -32,7 +32,13 @@ impl Policy {
     /// `Retry-After`) replaces the computed delay. `jitter` is a number in `[0, 1)`:
     /// exponential backoff uses "full jitter" (a uniform delay up to the computed one)
     /// when `retry_randomize` is on.
-    pub fn next(&self, attempts: u32, since_first_failure: Duration, retry_after: Option<Duration>, jitter: f64) -> Next {
+    pub fn next(
+        &self,
+        attempts: u32,
+        since_first_failure: Duration,
+        retry_after: Option<Duration>,
+        jitter: f64,
+    ) -> Next {
         let c = &self.config;
         if !c.forever {
             let too_many = c.max_times.is_some_and(|max| u64::from(attempts) > max);
@@ -47,9 +53,15 @@ impl Policy {
         let delay = match c.retry_type {
             RetryType::Periodic => c.wait,
             RetryType::ExponentialBackoff => {
-                let factor = c.exponential_backoff_base.powi(i32::try_from(attempts.saturating_sub(1)).unwrap_or(i32::MAX));
+                let factor = c
+                    .exponential_backoff_base
+                    .powi(i32::try_from(attempts.saturating_sub(1)).unwrap_or(i32::MAX));
                 let secs = (c.wait.as_secs_f64() * factor).min(cap.as_secs_f64());
-                let secs = if c.randomize { secs * jitter.clamp(0.0, 1.0) } else { secs };
+                let secs = if c.randomize {
+                    secs * jitter.clamp(0.0, 1.0)
+                } else {
+                    secs
+                };
                 Duration::from_secs_f64(secs.max(0.0))
             }
         };
@@ -77,9 +89,14 @@ mod tests {
     #[test]
     fn exponential_up_to_the_cap() {
         let p = Policy::new(config(true, None, false));
-        let delays: Vec<Next> = (1..=6).map(|a| p.next(a, Duration::ZERO, None, 0.5)).collect();
+        let delays: Vec<Next> = (1..=6)
+            .map(|a| p.next(a, Duration::ZERO, None, 0.5))
+            .collect();
         let secs = |s| Next::RetryIn(Duration::from_secs(s));
-        assert_eq!(delays, [secs(1), secs(2), secs(4), secs(8), secs(10), secs(10)]);
+        assert_eq!(
+            delays,
+            [secs(1), secs(2), secs(4), secs(8), secs(10), secs(10)]
+        );
     }
 
     #[test]
@@ -87,26 +104,43 @@ mod tests {
         let p = Policy::new(config(true, None, true));
         for attempt in 1..20 {
             for j in [0.0, 0.3, 0.999] {
-                let Next::RetryIn(d) = p.next(attempt, Duration::ZERO, None, j) else { panic!() };
+                let Next::RetryIn(d) = p.next(attempt, Duration::ZERO, None, j) else {
+                    panic!()
+                };
                 assert!(d <= Duration::from_secs(10));
             }
         }
-        assert_eq!(p.next(3, Duration::ZERO, None, 0.5), Next::RetryIn(Duration::from_secs(2)));
+        assert_eq!(
+            p.next(3, Duration::ZERO, None, 0.5),
+            Next::RetryIn(Duration::from_secs(2))
+        );
     }
 
     #[test]
     fn limits_give_up_unless_forever() {
         let p = Policy::new(config(false, Some(3), false));
-        assert!(matches!(p.next(3, Duration::ZERO, None, 0.0), Next::RetryIn(_)));
+        assert!(matches!(
+            p.next(3, Duration::ZERO, None, 0.0),
+            Next::RetryIn(_)
+        ));
         assert_eq!(p.next(4, Duration::ZERO, None, 0.0), Next::GiveUp);
-        assert_eq!(p.next(1, Duration::from_secs(3600), None, 0.0), Next::GiveUp);
+        assert_eq!(
+            p.next(1, Duration::from_secs(3600), None, 0.0),
+            Next::GiveUp
+        );
         let forever = Policy::new(config(true, Some(3), false));
-        assert!(matches!(forever.next(100, Duration::from_secs(1 << 30), None, 0.0), Next::RetryIn(_)));
+        assert!(matches!(
+            forever.next(100, Duration::from_secs(1 << 30), None, 0.0),
+            Next::RetryIn(_)
+        ));
     }
 
     #[test]
     fn retry_after_overrides_the_backoff() {
         let p = Policy::new(config(true, None, true));
-        assert_eq!(p.next(5, Duration::ZERO, Some(Duration::from_secs(1)), 0.9), Next::RetryIn(Duration::from_secs(1)));
+        assert_eq!(
+            p.next(5, Duration::ZERO, Some(Duration::from_secs(1)), 0.9),
+            Next::RetryIn(Duration::from_secs(1))
+        );
     }
 }

@@ -90,19 +90,28 @@ pub(super) struct Dirs {
 
 impl Dirs {
     pub(super) fn new(path: &Path) -> Self {
-        Dirs { chunks: path.join("chunks"), backup: path.join("backup"), quarantine: path.join("quarantine") }
+        Dirs {
+            chunks: path.join("chunks"),
+            backup: path.join("backup"),
+            quarantine: path.join("quarantine"),
+        }
     }
 
     pub(super) fn create(&self) -> io::Result<()> {
         for d in [&self.chunks, &self.backup, &self.quarantine] {
-            fs::DirBuilder::new().recursive(true).mode(0o700).create(d)?;
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(d)?;
         }
         Ok(())
     }
 }
 
 pub(super) fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 pub(super) struct Store {
@@ -116,13 +125,29 @@ pub(super) struct Store {
 impl Store {
     pub(super) fn new(opts: BufferOptions, dirs: Dirs) -> Self {
         let policy = Policy::new(opts.retry.clone());
-        let state = State { seq: 0, open: HashMap::new(), queue: BTreeMap::new(), total: 0, unsynced: 0, last_sync: Instant::now(), counters: Counters::default() };
-        Store { opts, dirs, policy, instance: fastrand::u32(..), state: Mutex::new(state) }
+        let state = State {
+            seq: 0,
+            open: HashMap::new(),
+            queue: BTreeMap::new(),
+            total: 0,
+            unsynced: 0,
+            last_sync: Instant::now(),
+            counters: Counters::default(),
+        };
+        Store {
+            opts,
+            dirs,
+            policy,
+            instance: fastrand::u32(..),
+            state: Mutex::new(state),
+        }
     }
 
     pub(super) fn lock(&self) -> MutexGuard<'_, State> {
         // A panic elsewhere must not stop delivery: the state stays consistent per operation.
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn chunk_path(&self, id: &str) -> PathBuf {
@@ -138,18 +163,29 @@ impl Store {
         let mut s = self.lock();
         s.total += meta.bytes;
         let now = Instant::now();
-        let wait_ms = meta.next_attempt_ms.map_or(0, |t| t.saturating_sub(now_ms()));
-        let first_failure = meta.first_failure_ms.map(|ms| (now.checked_sub(Duration::from_millis(now_ms().saturating_sub(ms))).unwrap_or(now), ms));
-        s.queue.insert(id, Queued {
-            key: meta.key.clone(),
-            bytes: meta.bytes,
-            records: meta.records,
-            attempts: meta.attempts,
-            created_ms: meta.created_ms,
-            first_failure,
-            next_attempt: now + Duration::from_millis(wait_ms),
-            in_flight: false,
+        let wait_ms = meta
+            .next_attempt_ms
+            .map_or(0, |t| t.saturating_sub(now_ms()));
+        let first_failure = meta.first_failure_ms.map(|ms| {
+            (
+                now.checked_sub(Duration::from_millis(now_ms().saturating_sub(ms)))
+                    .unwrap_or(now),
+                ms,
+            )
         });
+        s.queue.insert(
+            id,
+            Queued {
+                key: meta.key.clone(),
+                bytes: meta.bytes,
+                records: meta.records,
+                attempts: meta.attempts,
+                created_ms: meta.created_ms,
+                first_failure,
+                next_attempt: now + Duration::from_millis(wait_ms),
+                in_flight: false,
+            },
+        );
     }
 
     pub(super) fn append(&self, key: &str, records: &[&[u8]]) -> Result<(), AppendError> {
@@ -162,7 +198,10 @@ impl Store {
         let needs_new = s.open.get(key).is_some_and(|c| {
             c.records > 0
                 && (c.len + framed.len() as u64 > self.opts.chunk_limit_size
-                    || self.opts.chunk_limit_records.is_some_and(|max| c.records + records.len() as u64 > max))
+                    || self
+                        .opts
+                        .chunk_limit_records
+                        .is_some_and(|max| c.records + records.len() as u64 > max))
         });
         if needs_new {
             self.seal_locked(&mut s, key)?;
@@ -173,7 +212,17 @@ impl Store {
             let id = format!("{created_ms:013}-{:08x}-{:06}", self.instance, s.seq);
             let (file, len) = chunk::create(&self.chunk_path(&id), key, created_ms)?;
             s.total += len;
-            s.open.insert(key.to_string(), OpenChunk { id, file, len, records: 0, created: Instant::now(), created_ms });
+            s.open.insert(
+                key.to_string(),
+                OpenChunk {
+                    id,
+                    file,
+                    len,
+                    records: 0,
+                    created: Instant::now(),
+                    created_ms,
+                },
+            );
         }
         let open = s.open.get_mut(key).expect("opened above");
         if let Err(e) = open.file.write_all(&framed) {
@@ -194,14 +243,27 @@ impl Store {
     /// Applies `total_limit_size` and `overflow_action` for `incoming` more bytes.
     fn make_room(&self, s: &mut State, incoming: u64) -> Result<(), AppendError> {
         while s.total + incoming > self.opts.total_limit_size {
-            let droppable = s.queue.iter().find(|(_, q)| !q.in_flight).map(|(id, _)| id.clone());
+            let droppable = s
+                .queue
+                .iter()
+                .find(|(_, q)| !q.in_flight)
+                .map(|(id, _)| id.clone());
             match (self.opts.overflow_action, droppable) {
                 (OverflowAction::DropOldestChunk, Some(id)) => {
                     error!(chunk = %id, limit = self.opts.total_limit_size, "Buffer full: the oldest chunk is moved to the backup directory (overflow_action drop_oldest_chunk).");
                     s.counters.dropped += 1;
-                    self.backup_locked(s, &id, "dropped: total_limit_size reached (overflow_action drop_oldest_chunk)");
+                    self.backup_locked(
+                        s,
+                        &id,
+                        "dropped: total_limit_size reached (overflow_action drop_oldest_chunk)",
+                    );
                 }
-                _ => return Err(AppendError::Full { total: s.total, limit: self.opts.total_limit_size }),
+                _ => {
+                    return Err(AppendError::Full {
+                        total: s.total,
+                        limit: self.opts.total_limit_size,
+                    })
+                }
             }
         }
         Ok(())
@@ -210,14 +272,19 @@ impl Store {
     /// Whether a group commit is due: enough bytes, or `flush_interval` since the last.
     pub(super) fn sync_due(&self, now: Instant) -> bool {
         let s = self.lock();
-        s.unsynced > 0 && (s.unsynced >= self.opts.sync_bytes || now.saturating_duration_since(s.last_sync) >= self.opts.flush_interval)
+        s.unsynced > 0
+            && (s.unsynced >= self.opts.sync_bytes
+                || now.saturating_duration_since(s.last_sync) >= self.opts.flush_interval)
     }
 
     /// fsyncs every open chunk; afterwards every appended record is durable.
     pub(super) fn sync(&self) -> io::Result<()> {
         let files: Vec<File> = {
             let s = self.lock();
-            s.open.values().map(|c| c.file.try_clone()).collect::<io::Result<_>>()?
+            s.open
+                .values()
+                .map(|c| c.file.try_clone())
+                .collect::<io::Result<_>>()?
         };
         for f in &files {
             f.sync_data()?;
@@ -235,7 +302,10 @@ impl Store {
         let due: Vec<String> = s
             .open
             .iter()
-            .filter(|(_, c)| c.records > 0 && (all || now.saturating_duration_since(c.created) >= self.opts.flush_interval))
+            .filter(|(_, c)| {
+                c.records > 0
+                    && (all || now.saturating_duration_since(c.created) >= self.opts.flush_interval)
+            })
             .map(|(k, _)| k.clone())
             .collect();
         for key in &due {
@@ -245,10 +315,23 @@ impl Store {
     }
 
     fn seal_locked(&self, s: &mut State, key: &str) -> io::Result<()> {
-        let Some(open) = s.open.remove(key) else { return Ok(()) };
+        let Some(open) = s.open.remove(key) else {
+            return Ok(());
+        };
         let sealed = (|| {
             open.file.sync_data()?;
-            let meta = Meta { v: 1, key: key.to_string(), state: ChunkState::Sealed, created_ms: open.created_ms, records: open.records, bytes: open.len, attempts: 0, first_failure_ms: None, next_attempt_ms: None, backup_reason: None };
+            let meta = Meta {
+                v: 1,
+                key: key.to_string(),
+                state: ChunkState::Sealed,
+                created_ms: open.created_ms,
+                records: open.records,
+                bytes: open.len,
+                attempts: 0,
+                first_failure_ms: None,
+                next_attempt_ms: None,
+                backup_reason: None,
+            };
             chunk::write_meta(&self.meta_path(&open.id), &meta)
         })();
         if let Err(e) = sealed {
@@ -256,7 +339,19 @@ impl Store {
             s.open.insert(key.to_string(), open);
             return Err(e);
         }
-        s.queue.insert(open.id.clone(), Queued { key: key.to_string(), bytes: open.len, records: open.records, attempts: 0, created_ms: open.created_ms, first_failure: None, next_attempt: Instant::now(), in_flight: false });
+        s.queue.insert(
+            open.id.clone(),
+            Queued {
+                key: key.to_string(),
+                bytes: open.len,
+                records: open.records,
+                attempts: 0,
+                created_ms: open.created_ms,
+                first_failure: None,
+                next_attempt: Instant::now(),
+                in_flight: false,
+            },
+        );
         Ok(())
     }
 
@@ -264,7 +359,12 @@ impl Store {
     /// key at a time keeps each service's events in order; other keys go on).
     pub(super) fn take(&self, now: Instant) -> Option<(ChunkId, String, u32)> {
         let mut s = self.lock();
-        let busy: Vec<String> = s.queue.values().filter(|q| q.in_flight).map(|q| q.key.clone()).collect();
+        let busy: Vec<String> = s
+            .queue
+            .values()
+            .filter(|q| q.in_flight)
+            .map(|q| q.key.clone())
+            .collect();
         let mut seen_keys: Vec<&str> = Vec::new();
         let mut pick = None;
         for (id, q) in &s.queue {
@@ -311,13 +411,19 @@ impl Store {
     /// The next time a waiting chunk becomes due.
     pub(super) fn next_due(&self) -> Option<Instant> {
         let s = self.lock();
-        s.queue.values().filter(|q| !q.in_flight).map(|q| q.next_attempt).min()
+        s.queue
+            .values()
+            .filter(|q| !q.in_flight)
+            .map(|q| q.next_attempt)
+            .min()
     }
 
     /// Applies a send's outcome to a taken chunk.
     pub(super) fn finish(&self, id: &str, outcome: &Outcome, now: Instant) -> io::Result<()> {
         let mut s = self.lock();
-        let Some(q) = s.queue.get(id).cloned() else { return Ok(()) };
+        let Some(q) = s.queue.get(id).cloned() else {
+            return Ok(());
+        };
         match outcome {
             Outcome::Delivered => {
                 s.queue.remove(id);
@@ -337,7 +443,12 @@ impl Store {
                 s.counters.retries += 1;
                 let attempts = q.attempts + 1;
                 let first = q.first_failure.unwrap_or((now, now_ms()));
-                match self.policy.next(attempts, now.saturating_duration_since(first.0), *after, fastrand::f64()) {
+                match self.policy.next(
+                    attempts,
+                    now.saturating_duration_since(first.0),
+                    *after,
+                    fastrand::f64(),
+                ) {
                     Next::RetryIn(delay) => {
                         warn!(chunk = %id, key = %q.key, attempts, retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), %reason, "Send failed; will retry.");
                         let entry = s.queue.get_mut(id).expect("present above");
@@ -345,13 +456,30 @@ impl Store {
                         entry.first_failure = Some(first);
                         entry.next_attempt = now + delay;
                         entry.in_flight = false;
-                        let meta = Meta { v: 1, key: q.key.clone(), state: ChunkState::Sealed, created_ms: q.created_ms, records: q.records, bytes: q.bytes, attempts, first_failure_ms: Some(first.1), next_attempt_ms: Some(now_ms() + u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)), backup_reason: None };
+                        let meta = Meta {
+                            v: 1,
+                            key: q.key.clone(),
+                            state: ChunkState::Sealed,
+                            created_ms: q.created_ms,
+                            records: q.records,
+                            bytes: q.bytes,
+                            attempts,
+                            first_failure_ms: Some(first.1),
+                            next_attempt_ms: Some(
+                                now_ms() + u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                            ),
+                            backup_reason: None,
+                        };
                         drop(s);
                         chunk::write_meta(&self.meta_path(id), &meta)?;
                     }
                     Next::GiveUp => {
                         error!(chunk = %id, key = %q.key, attempts, %reason, "Retries exhausted; chunk moved to the backup directory.");
-                        self.backup_locked(&mut s, id, &format!("retries exhausted after {attempts} attempts: {reason}"));
+                        self.backup_locked(
+                            &mut s,
+                            id,
+                            &format!("retries exhausted after {attempts} attempts: {reason}"),
+                        );
                     }
                 }
             }
@@ -362,13 +490,26 @@ impl Store {
     /// Replaces a chunk by two holding its halves (an endpoint said the request was too
     /// large); the halves keep its place in the queue.
     pub(super) fn split(&self, id: &str, records: &[Vec<u8>]) -> io::Result<()> {
-        let Some(q) = self.lock().queue.get(id).cloned() else { return Ok(()) };
+        let Some(q) = self.lock().queue.get(id).cloned() else {
+            return Ok(());
+        };
         let mid = records.len() / 2;
         let mut halves = Vec::new();
         for (suffix, part) in [("a", &records[..mid]), ("b", &records[mid..])] {
             let half_id = format!("{id}{suffix}");
             let bytes = chunk::write_whole(&self.chunk_path(&half_id), &q.key, q.created_ms, part)?;
-            let meta = Meta { v: 1, key: q.key.clone(), state: ChunkState::Sealed, created_ms: q.created_ms, records: part.len() as u64, bytes, attempts: q.attempts, first_failure_ms: None, next_attempt_ms: None, backup_reason: None };
+            let meta = Meta {
+                v: 1,
+                key: q.key.clone(),
+                state: ChunkState::Sealed,
+                created_ms: q.created_ms,
+                records: part.len() as u64,
+                bytes,
+                attempts: q.attempts,
+                first_failure_ms: None,
+                next_attempt_ms: None,
+                backup_reason: None,
+            };
             chunk::write_meta(&self.meta_path(&half_id), &meta)?;
             halves.push((half_id, bytes, part.len() as u64));
         }
@@ -377,7 +518,17 @@ impl Store {
         s.total = s.total.saturating_sub(q.bytes);
         for (half_id, bytes, n) in halves {
             s.total += bytes;
-            s.queue.insert(half_id, Queued { bytes, records: n, first_failure: None, next_attempt: Instant::now(), in_flight: false, ..q.clone() });
+            s.queue.insert(
+                half_id,
+                Queued {
+                    bytes,
+                    records: n,
+                    first_failure: None,
+                    next_attempt: Instant::now(),
+                    in_flight: false,
+                    ..q.clone()
+                },
+            );
         }
         drop(s);
         remove_quietly(&self.chunk_path(id));
@@ -400,10 +551,24 @@ impl Store {
         let Some(q) = s.queue.remove(id) else { return };
         s.total = s.total.saturating_sub(q.bytes);
         s.counters.backed_up += 1;
-        let meta = Meta { v: 1, key: q.key.clone(), state: ChunkState::Sealed, created_ms: q.created_ms, records: q.records, bytes: q.bytes, attempts: q.attempts, first_failure_ms: q.first_failure.map(|f| f.1), next_attempt_ms: None, backup_reason: Some(reason.to_string()) };
-        let moved = fs::rename(self.chunk_path(id), self.dirs.backup.join(format!("{id}.chunk")))
-            .and_then(|()| chunk::write_meta(&self.dirs.backup.join(format!("{id}.meta")), &meta))
-            .and_then(|()| chunk::sync_dir(&self.dirs.backup));
+        let meta = Meta {
+            v: 1,
+            key: q.key.clone(),
+            state: ChunkState::Sealed,
+            created_ms: q.created_ms,
+            records: q.records,
+            bytes: q.bytes,
+            attempts: q.attempts,
+            first_failure_ms: q.first_failure.map(|f| f.1),
+            next_attempt_ms: None,
+            backup_reason: Some(reason.to_string()),
+        };
+        let moved = fs::rename(
+            self.chunk_path(id),
+            self.dirs.backup.join(format!("{id}.chunk")),
+        )
+        .and_then(|()| chunk::write_meta(&self.dirs.backup.join(format!("{id}.meta")), &meta))
+        .and_then(|()| chunk::sync_dir(&self.dirs.backup));
         remove_quietly(&self.meta_path(id));
         if let Err(e) = moved {
             error!(chunk = %id, error = %e, "Could not move a chunk to the backup directory; it stays in chunks/ and will be sent again after a restart.");
@@ -413,7 +578,11 @@ impl Store {
     /// Bytes on disk, chunks queued, chunks open.
     pub(super) fn sizes(&self) -> (u64, usize, usize) {
         let s = self.lock();
-        (s.total, s.queue.len(), s.open.values().filter(|c| c.records > 0).count())
+        (
+            s.total,
+            s.queue.len(),
+            s.open.values().filter(|c| c.records > 0).count(),
+        )
     }
 
     pub(super) fn counters(&self) -> Counters {

@@ -58,6 +58,8 @@ crate::config::value::config_enum! {
         LineTooLong = "line_too_long",
         /// No `<match>` receives it.
         Unroutable = "unroutable",
+        /// The endpoint refused it alone (400 or 413 for a batch of one).
+        RejectedByEndpoint = "rejected_by_endpoint",
     }
 }
 

@@ -1,53 +1,87 @@
 //! Wiring and lifecycle: builds the stages a [`Config`] describes, runs them until the
-//! `shutdown` token fires, then stops them in order (sources first, so that nothing read
-//! is left behind).
+//! `shutdown` token fires, then stops them in order.
 //!
-//! Today a source's lines go: tail → event check → route by tag → `@type stdout`, or the
-//! dead-letter store (invalid, unroutable, over-long). A batch's positions are saved only
-//! after everything in it is written: stdout flushed, dead letters fsynced. The
-//! `ibmactivitytracker` output needs the disk buffer and the output stage of the next
-//! issues; a configuration that routes events to it is refused at start rather than
-//! reading events it could not deliver.
+//! Per tail source: a tail thread → a worker that checks events, routes them by tag and
+//! writes them to their output — a disk [`Buffer`] per `ibmactivitytracker` match (drained
+//! by a delivery engine), or standard output — and dead-letters what cannot be forwarded.
+//! Positions are saved after a group commit has made every record read so far durable.
+//!
+//! Stopping: the tail threads stop reading; workers write and sync what they hold and save
+//! positions; open chunks are sealed; with `flush_at_shutdown`, delivery goes on until the
+//! buffers are empty or [`FLUSH_DEADLINE`] passes (below Kubernetes' 30 s grace period);
+//! then senders stop, leaving whatever is left safe on disk for the next start.
 
-use anyhow::{bail, Context, Result};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::buffer::{self, Buffer, BufferOptions};
 use crate::config::{Config, Output, SourceKind};
-use crate::event::dead_letter::DeadLetterStore;
+use crate::event::dead_letter::{DeadLetter, DeadLetterStore};
+use crate::event::Reason;
+use crate::output::at::AtSink;
 use crate::tail::{run as tail_run, PositionStore, TailOptions, Tailer};
 
 mod source;
 
 /// Batches in flight between a tail thread and its worker.
 const BATCHES_IN_FLIGHT: usize = 4;
+/// How long `flush_at_shutdown` may take.
+pub const FLUSH_DEADLINE: Duration = Duration::from_secs(25);
 
 /// Runs the pipeline of `config` until `shutdown` is cancelled (mini-redis style: the
 /// caller owns the signal, so tests can stop it without one).
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
-    if let Some(m) = config
-        .matches
-        .iter()
-        .find(|m| matches!(m.output, Output::ActivityTracker(_)))
-    {
-        bail!(
-            "<match {}> ({}:{}) sends to ibmactivitytracker, which this build cannot deliver to yet (the disk buffer and Activity Tracker output come next); \
-             events stay in their files. Use @type stdout to try the pipeline.",
-            m.patterns.as_str(),
-            m.directive.location.file.display(),
-            m.directive.location.line
-        );
-    }
     let state = config
         .state_dir()
         .context("no state directory: set <system> root_dir or a pos_file in a tail source")?;
-    let dead_letters = std::sync::Arc::new(
+    let dead_letters = Arc::new(
         DeadLetterStore::open(&state)
             .with_context(|| format!("opening the dead-letter store in {}", state.display()))?,
     );
-    let config = std::sync::Arc::new(config);
-    let tracker = TaskTracker::new();
+    let config = Arc::new(config);
+    let senders_stop = CancellationToken::new();
+    let senders = TaskTracker::new();
+    let mut buffers: Vec<Option<(Arc<Buffer>, bool)>> = Vec::new();
+    for m in &config.matches {
+        let (Output::ActivityTracker(at), Some(b)) = (&m.output, &m.buffer) else {
+            buffers.push(None);
+            continue;
+        };
+        let buffer = Buffer::open(BufferOptions::from_config(b))
+            .with_context(|| format!("opening the buffer {}", b.path.display()))?;
+        let sink = Arc::new(AtSink::new(at)?);
+        let dl = Arc::clone(&dead_letters);
+        let dead_letter: buffer::engine::DeadLetterFn = Arc::new(move |taken, record| {
+            let letter = DeadLetter::new(
+                Reason::RejectedByEndpoint,
+                format!(
+                    "the endpoint refused this event alone (chunk {}, service {})",
+                    taken.id, taken.key
+                ),
+                std::path::Path::new("(buffer)"),
+                0,
+                record,
+            );
+            if let Err(e) = dl.append(&[letter]) {
+                tracing::error!(error = %e, "Could not write a dead letter; the event stays in its chunk's backup.");
+            }
+        });
+        let workers = usize::try_from(b.flush_thread_count).unwrap_or(1);
+        senders.spawn(buffer::deliver(
+            Arc::clone(&buffer),
+            sink,
+            workers,
+            dead_letter,
+            senders_stop.clone(),
+        ));
+        buffers.push(Some((buffer, b.flush_at_shutdown)));
+    }
+    let sources = TaskTracker::new();
     let mut threads = Vec::new();
     for (index, source) in config.sources.iter().enumerate() {
         let SourceKind::Tail(tail) = &source.kind;
@@ -72,25 +106,59 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
             tail_run::spawn(tailer, tail.refresh_interval, tx, shutdown.clone())
                 .context("starting the tail thread")?,
         );
+        let plain: Vec<Option<Arc<Buffer>>> = buffers
+            .iter()
+            .map(|b| b.as_ref().map(|(b, _)| Arc::clone(b)))
+            .collect();
         let worker = source::Worker::new(
-            std::sync::Arc::clone(&config),
+            Arc::clone(&config),
             index,
             store,
-            std::sync::Arc::clone(&dead_letters),
+            Arc::clone(&dead_letters),
+            plain,
         );
-        tracker.spawn(worker.run(rx));
+        sources.spawn(worker.run(rx));
     }
     info!(config = %config.path.display(), sources = config.sources.len(), outputs = config.matches.len(), state = %state.display(), "at-forwarder started");
     shutdown.cancelled().await;
-    info!("Shutdown requested, stopping sources.");
-    tracker.close();
-    // Workers end when their tail thread stops and drops its sender.
-    tracker.wait().await;
+    info!("Shutdown requested: stopping sources, then flushing.");
+    sources.close();
+    sources.wait().await;
     for thread in threads {
         let _ = tokio::task::spawn_blocking(move || thread.join()).await;
     }
+    flush(&buffers).await;
+    senders_stop.cancel();
+    senders.close();
+    senders.wait().await;
     info!("at-forwarder stopped");
     Ok(())
+}
+
+/// Seals every open chunk; for buffers with `flush_at_shutdown`, waits until they are
+/// empty or the deadline passes.
+async fn flush(buffers: &[Option<(Arc<Buffer>, bool)>]) {
+    for (b, _) in buffers.iter().flatten() {
+        let b = Arc::clone(b);
+        if let Ok(Err(e)) =
+            tokio::task::spawn_blocking(move || b.seal_due(Instant::now(), true)).await
+        {
+            warn!(error = %e, "Could not seal open chunks at shutdown; they are sealed at the next start.");
+        }
+    }
+    let deadline = Instant::now() + FLUSH_DEADLINE;
+    for (b, flush_at_shutdown) in buffers.iter().flatten() {
+        while *flush_at_shutdown && b.sizes().1 > 0 && Instant::now() < deadline {
+            b.wait_for_space(Duration::from_millis(100)).await;
+        }
+        let (bytes, queued, _) = b.sizes();
+        if queued > 0 {
+            info!(
+                chunks = queued,
+                bytes, "Chunks left in the buffer; they are sent after the next start."
+            );
+        }
+    }
 }
 
 #[cfg(test)]

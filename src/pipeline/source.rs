@@ -1,16 +1,22 @@
-//! One source's worker: checks, routes and writes the lines of each batch, then saves the
-//! batch's positions — in that order, so a position never runs ahead of its lines.
+//! One source's worker: checks, routes and writes the lines of each batch, and saves
+//! positions only once everything read before them is durable — written to stdout, or
+//! appended to a buffer and fsynced by a group commit, or dead-lettered.
 
 use std::io::Write;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::Receiver;
-use tracing::error;
+use tracing::{error, warn};
 
+use crate::buffer::{AppendError, Buffer};
 use crate::config::{Config, Output, SourceKind};
 use crate::event::dead_letter::{DeadLetter, DeadLetterStore};
 use crate::event::{Origin, Reason, Validator};
-use crate::tail::{Batch, PositionStore};
+use crate::tail::{Batch, Position, PositionStore};
+
+/// Longest wait between two attempts to write to a full or failing disk.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 pub(super) struct Worker {
     config: Arc<Config>,
@@ -18,6 +24,17 @@ pub(super) struct Worker {
     store: PositionStore,
     dead_letters: Arc<DeadLetterStore>,
     validator: Validator,
+    /// The buffer of each `<match>`, by index (`None` for outputs without one).
+    buffers: Vec<Option<Arc<Buffer>>>,
+}
+
+/// A batch sorted by destination.
+#[derive(Default)]
+struct Sorted {
+    stdout: Vec<u8>,
+    /// (match index, key, records).
+    buffered: Vec<(usize, String, Vec<Vec<u8>>)>,
+    letters: Vec<DeadLetter>,
 }
 
 impl Worker {
@@ -26,6 +43,7 @@ impl Worker {
         source: usize,
         store: PositionStore,
         dead_letters: Arc<DeadLetterStore>,
+        buffers: Vec<Option<Arc<Buffer>>>,
     ) -> Self {
         let SourceKind::Tail(tail) = &config.sources[source].kind;
         let validator = Validator::new(tail.cadf_validation, tail.normalize_time);
@@ -35,35 +53,119 @@ impl Worker {
             store,
             dead_letters,
             validator,
+            buffers,
         }
+    }
+
+    /// How long positions may wait for a group commit.
+    fn commit_interval(&self) -> Duration {
+        let intervals = self
+            .config
+            .matches
+            .iter()
+            .filter_map(|m| m.buffer.as_ref())
+            .map(|b| b.flush_interval);
+        intervals
+            .min()
+            .unwrap_or(Duration::ZERO)
+            .min(Duration::from_secs(60))
     }
 
     pub(super) async fn run(self, mut batches: Receiver<Batch>) {
         let worker = Arc::new(self);
-        while let Some(batch) = batches.recv().await {
-            let w = Arc::clone(&worker);
-            // File and terminal I/O and fsync: off the async threads.
-            let result = tokio::task::spawn_blocking(move || w.handle(&batch)).await;
-            match result {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    // Positions were not saved: the lines will be read again after a restart.
+        let mut pending: Vec<Position> = Vec::new();
+        let mut pending_since: Option<Instant> = None;
+        let interval = worker.commit_interval();
+        loop {
+            let wait = pending_since.map_or(Duration::from_secs(3600), |t| {
+                interval.saturating_sub(t.elapsed())
+            });
+            let next = tokio::time::timeout(wait, batches.recv()).await;
+            let closed = matches!(next, Ok(None));
+            if let Ok(Some(batch)) = next {
+                if let Err(e) = worker.write(batch, &mut pending).await {
+                    // Positions are not saved: the lines are read again after a restart.
                     error!(error = %e, "Writing a batch failed; its positions are not saved. Stopping this source.");
                     return;
                 }
-                Err(e) => {
-                    error!(error = %e, "The batch writer failed; stopping this source.");
-                    return;
+                pending_since.get_or_insert_with(Instant::now);
+            }
+            let due = closed
+                || pending_since.is_some_and(|t| t.elapsed() >= interval)
+                || worker
+                    .buffers
+                    .iter()
+                    .flatten()
+                    .any(|b| b.sync_due(Instant::now()));
+            if due && !pending.is_empty() {
+                let w = Arc::clone(&worker);
+                let positions = std::mem::take(&mut pending);
+                match tokio::task::spawn_blocking(move || w.commit(&positions)).await {
+                    Ok(Ok(())) => pending_since = None,
+                    Ok(Err(e)) => {
+                        error!(error = %e, "Group commit failed; positions are not saved (the lines will be read again after a restart).")
+                    }
+                    Err(e) => error!(error = %e, "Group commit task failed."),
                 }
+            }
+            if closed {
+                return;
             }
         }
     }
 
-    fn handle(&self, batch: &Batch) -> std::io::Result<()> {
+    /// fsyncs every buffer, then saves the positions.
+    fn commit(&self, positions: &[Position]) -> std::io::Result<()> {
+        for b in self.buffers.iter().flatten() {
+            b.sync()?;
+        }
+        self.store.commit(positions).map_err(std::io::Error::other)
+    }
+
+    async fn write(
+        self: &Arc<Self>,
+        batch: Batch,
+        pending: &mut Vec<Position>,
+    ) -> std::io::Result<()> {
+        let w = Arc::clone(self);
+        let (sorted, batch) = tokio::task::spawn_blocking(move || (w.sort(&batch), batch))
+            .await
+            .map_err(std::io::Error::other)?;
+        let w = Arc::clone(self);
+        let letters = sorted.letters;
+        let stdout = sorted.stdout;
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            w.dead_letters.append(&letters)?;
+            if !stdout.is_empty() {
+                let mut out = std::io::stdout().lock();
+                out.write_all(&stdout)?;
+                out.flush()?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        for (m, key, records) in sorted.buffered {
+            let buffer = Arc::clone(
+                self.buffers[m]
+                    .as_ref()
+                    .expect("routed only to matches with a buffer"),
+            );
+            append_until_done(buffer, key, records).await;
+        }
+        for p in batch.positions {
+            match pending.iter_mut().find(|q| q.key == p.key) {
+                Some(q) => *q = p,
+                None => pending.push(p),
+            }
+        }
+        Ok(())
+    }
+
+    fn sort(&self, batch: &Batch) -> Sorted {
         let source = &self.config.sources[self.source];
         let SourceKind::Tail(tail) = &source.kind;
-        let mut letters = Vec::new();
-        let mut stdout_bytes = Vec::with_capacity(batch.bytes() + batch.len());
+        let mut sorted = Sorted::default();
         let mut event = Vec::new();
         for line in batch.lines() {
             event.clear();
@@ -71,28 +173,47 @@ impl Worker {
                 key: line.key,
                 offset: line.offset,
             };
-            if let Err(r) = self.validator.check(line.bytes, origin, &mut event) {
-                letters.push(DeadLetter::new(
-                    r.reason,
-                    r.to_string(),
-                    line.path,
-                    line.offset,
-                    line.bytes,
-                ));
-                continue;
-            }
-            let tag = tail.tag.expand(&line.path.to_string_lossy());
-            match self
-                .config
-                .route(source.directive.label.as_deref(), &tag)
-                .map(|m| &m.output)
-            {
-                Some(Output::Stdout) => {
-                    stdout_bytes.extend_from_slice(&event);
-                    stdout_bytes.push(b'\n');
+            let accepted = match self.validator.check(line.bytes, origin, &mut event) {
+                Ok(a) => a,
+                Err(r) => {
+                    sorted.letters.push(DeadLetter::new(
+                        r.reason,
+                        r.to_string(),
+                        line.path,
+                        line.offset,
+                        line.bytes,
+                    ));
+                    continue;
                 }
-                Some(Output::ActivityTracker(_)) => unreachable!("refused at start-up"),
-                None => letters.push(DeadLetter::new(
+            };
+            let tag = tail.tag.expand(&line.path.to_string_lossy());
+            let route = self.config.route(source.directive.label.as_deref(), &tag);
+            match route.map(|m| (m, &m.output)) {
+                Some((_, Output::Stdout)) => {
+                    sorted.stdout.extend_from_slice(&event);
+                    sorted.stdout.push(b'\n');
+                }
+                Some((m, Output::ActivityTracker(_))) => {
+                    let index = self
+                        .config
+                        .matches
+                        .iter()
+                        .position(|x| std::ptr::eq(x, m))
+                        .expect("routed to one of them");
+                    match sorted
+                        .buffered
+                        .iter_mut()
+                        .find(|(i, k, _)| *i == index && *k == accepted.service)
+                    {
+                        Some((_, _, records)) => records.push(event.clone()),
+                        None => {
+                            sorted
+                                .buffered
+                                .push((index, accepted.service, vec![event.clone()]))
+                        }
+                    }
+                }
+                None => sorted.letters.push(DeadLetter::new(
                     Reason::Unroutable,
                     format!("no <match> receives tag '{tag}'"),
                     line.path,
@@ -108,16 +229,68 @@ impl Worker {
             );
             let mut letter = DeadLetter::new(Reason::LineTooLong, message, path, long.offset, b"");
             letter.length = long.len;
-            letters.push(letter);
+            sorted.letters.push(letter);
         }
-        self.dead_letters.append(&letters)?;
-        if !stdout_bytes.is_empty() {
-            let mut out = std::io::stdout().lock();
-            out.write_all(&stdout_bytes)?;
-            out.flush()?;
+        sorted
+    }
+}
+
+/// Appends in groups no larger than a chunk (each all-or-nothing, so a retry never
+/// appends twice), waiting while the buffer is full (back-pressure: the tail thread pauses
+/// when this worker stops taking batches) and backing off on write errors such as a full
+/// disk.
+async fn append_until_done(buffer: Arc<Buffer>, key: String, records: Vec<Vec<u8>>) {
+    let limit = usize::try_from(buffer.chunk_limit_size()).unwrap_or(usize::MAX);
+    let mut group = Vec::new();
+    let mut size = 0;
+    for record in records {
+        if !group.is_empty() && size + record.len() + 8 > limit {
+            append_group(Arc::clone(&buffer), key.clone(), std::mem::take(&mut group)).await;
+            size = 0;
         }
-        self.store
-            .commit(&batch.positions)
-            .map_err(std::io::Error::other)
+        size += record.len() + 8;
+        group.push(record);
+    }
+    if !group.is_empty() {
+        append_group(buffer, key, group).await;
+    }
+}
+
+async fn append_group(buffer: Arc<Buffer>, key: String, records: Vec<Vec<u8>>) {
+    let records = Arc::new(records);
+    let mut backoff = Duration::from_millis(100);
+    let mut reported = false;
+    loop {
+        let (b, k, r) = (Arc::clone(&buffer), key.clone(), Arc::clone(&records));
+        let result = tokio::task::spawn_blocking(move || {
+            let refs: Vec<&[u8]> = r.iter().map(Vec::as_slice).collect();
+            b.append(&k, &refs)
+        })
+        .await;
+        match result {
+            Ok(Ok(())) => {
+                if reported {
+                    warn!(key = %key, "Buffer accepting events again; reading resumes.");
+                }
+                return;
+            }
+            Ok(Err(AppendError::Full { total, limit })) => {
+                if !reported {
+                    warn!(key = %key, total, limit, "Buffer full: reading pauses until chunks are delivered (overflow_action block).");
+                    reported = true;
+                }
+                buffer.wait_for_space(Duration::from_secs(1)).await;
+            }
+            Ok(Err(AppendError::Io(e))) => {
+                error!(key = %key, error = %e, retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(0), "Cannot write to the buffer (disk full?); reading pauses, nothing is dropped.");
+                reported = true;
+                buffer.wait_for_space(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+            Err(e) => {
+                error!(error = %e, "Append task failed; retrying.");
+                buffer.wait_for_space(backoff).await;
+            }
+        }
     }
 }

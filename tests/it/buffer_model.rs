@@ -86,18 +86,29 @@ impl Model {
     }
 
     fn chunk_files(&self) -> Vec<PathBuf> {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(self.dir.join("chunks")).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "chunk")).collect();
+        let mut files: Vec<PathBuf> = std::fs::read_dir(self.dir.join("chunks"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "chunk"))
+            .collect();
         files.sort();
         files
     }
 
     fn send(&mut self, reply: Reply) {
         let far = Instant::now() + Duration::from_secs(86_400);
-        let Some(taken) = self.buffer().take(far) else { return };
+        let Some(taken) = self.buffer().take(far) else {
+            return;
+        };
         let outcome = match reply {
             Reply::Delivered => Outcome::Delivered,
-            Reply::Retry => Outcome::Retry { after: None, reason: "test".into() },
-            Reply::Reject => Outcome::Reject { reason: "test".into() },
+            Reply::Retry => Outcome::Retry {
+                after: None,
+                reason: "test".into(),
+            },
+            Reply::Reject => Outcome::Reject {
+                reason: "test".into(),
+            },
             Reply::Split => Outcome::Split,
         };
         if matches!(reply, Reply::Delivered) {
@@ -106,7 +117,9 @@ impl Model {
             }
         }
         let mut dead = Vec::new();
-        self.buffer().finish(&taken, &outcome, |r| dead.push(r.to_vec())).unwrap();
+        self.buffer()
+            .finish(&taken, &outcome, |r| dead.push(r.to_vec()))
+            .unwrap();
         self.dead_lettered.extend(dead);
     }
 
@@ -116,7 +129,12 @@ impl Model {
                 let records: Vec<Vec<u8>> = (0..n)
                     .map(|_| {
                         self.seq += 1;
-                        format!("{{\"k\":{key},\"seq\":{},\"pad\":\"{}\"}}", self.seq, "p".repeat(self.seq % 23)).into_bytes()
+                        format!(
+                            "{{\"k\":{key},\"seq\":{},\"pad\":\"{}\"}}",
+                            self.seq,
+                            "p".repeat(self.seq % 23)
+                        )
+                        .into_bytes()
                     })
                     .collect();
                 let refs: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
@@ -127,7 +145,11 @@ impl Model {
             Action::Sync => {
                 self.buffer().sync().unwrap();
                 self.acked.extend(self.unacked.drain(..));
-                self.synced_len = self.chunk_files().into_iter().map(|p| (p.clone(), std::fs::metadata(&p).unwrap().len())).collect();
+                self.synced_len = self
+                    .chunk_files()
+                    .into_iter()
+                    .map(|p| (p.clone(), std::fs::metadata(&p).unwrap().len()))
+                    .collect();
             }
             Action::Seal => {
                 self.buffer().seal_due(Instant::now(), true).unwrap();
@@ -140,10 +162,8 @@ impl Model {
                 self.send(reply);
                 // Halves of a split are written whole and fsynced.
                 for p in self.chunk_files() {
-                    if !self.synced_len.contains_key(&p) {
-                        let len = std::fs::metadata(&p).unwrap().len();
-                        self.synced_len.insert(p, len);
-                    }
+                    let len = std::fs::metadata(&p).unwrap().len();
+                    self.synced_len.entry(p).or_insert(len);
                 }
             }
             Action::Crash { cut } => {
@@ -153,7 +173,12 @@ impl Model {
                     let len = std::fs::metadata(&p).unwrap().len();
                     let synced = self.synced_len.get(&p).copied().unwrap_or(0).min(len);
                     let keep = synced + cut % (len - synced + 1);
-                    std::fs::OpenOptions::new().write(true).open(&p).unwrap().set_len(keep).unwrap();
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(&p)
+                        .unwrap()
+                        .set_len(keep)
+                        .unwrap();
                 }
                 self.unacked.clear();
                 self.reopen();
@@ -167,7 +192,11 @@ impl Model {
 
     fn reopen(&mut self) {
         self.buffer = Some(Buffer::open(options(&self.dir)).unwrap());
-        self.synced_len = self.chunk_files().into_iter().map(|p| (p.clone(), std::fs::metadata(&p).unwrap().len())).collect();
+        self.synced_len = self
+            .chunk_files()
+            .into_iter()
+            .map(|p| (p.clone(), std::fs::metadata(&p).unwrap().len()))
+            .collect();
     }
 
     fn backed_up(&self) -> HashSet<Vec<u8>> {
@@ -210,10 +239,18 @@ fn run_case(actions: &[Action]) -> Result<(), TestCaseError> {
     }
     let backed_up = m.backed_up();
     for r in &m.acked {
-        prop_assert!(m.delivered.contains_key(r) || backed_up.contains(r) || m.dead_lettered.contains(r), "acknowledged record lost: {}", String::from_utf8_lossy(r));
+        prop_assert!(
+            m.delivered.contains_key(r) || backed_up.contains(r) || m.dead_lettered.contains(r),
+            "acknowledged record lost: {}",
+            String::from_utf8_lossy(r)
+        );
     }
     for (r, n) in &m.delivered {
-        prop_assert!(m.appended.contains(r), "delivered a record never appended: {}", String::from_utf8_lossy(r));
+        prop_assert!(
+            m.appended.contains(r),
+            "delivered a record never appended: {}",
+            String::from_utf8_lossy(r)
+        );
         prop_assert_eq!(*n, 1, "delivered twice: {}", String::from_utf8_lossy(r));
     }
     Ok(())

@@ -128,18 +128,6 @@ fn version_and_bad_log_level() {
 }
 
 #[test]
-fn run_refuses_the_activity_tracker_output_until_it_exists() {
-    let (code, _, stderr) = run(binary()
-        .args(["--log-format", "text", "run", "-c"])
-        .arg(seed_config()));
-    assert_eq!(code, 1, "{stderr}");
-    assert!(
-        stderr.contains("sends to ibmactivitytracker, which this build cannot deliver to yet"),
-        "{stderr}"
-    );
-}
-
-#[test]
 fn positions_lists_saved_positions_with_their_state() {
     use at_forwarder::tail::{PositionStore, TailOptions, Tailer};
     let dir = tempfile::tempdir().unwrap();

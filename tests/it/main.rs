@@ -1,8 +1,11 @@
 //! One integration-test binary (ripgrep style): each module covers one area, through the
 //! public library API or the real `at-forwarder` binary.
 
+mod http_server;
 mod support;
 
+mod buffer_cases;
+mod buffer_e2e;
 mod buffer_model;
 mod cli;
 mod cli_events;

@@ -1,0 +1,282 @@
+//! The Activity Tracker output: one HTTPS request per batch of one service's events,
+//! authenticated with that service's token from the Secret. The wire contract is in
+//! `docs/at-ingest.md`.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context;
+use tracing::{error, info, warn};
+
+use super::secrets::Secrets;
+use crate::buffer::{Outcome, Sink, Taken};
+use crate::config::output::{Compression, PluginLogLevel};
+use crate::config::AtOutput;
+
+/// How often the missing-token ERROR is repeated per service.
+const MISSING_TOKEN_EVERY: Duration = Duration::from_secs(60);
+
+/// Sends chunks to an Activity Tracker endpoint.
+pub struct AtSink {
+    client: reqwest::Client,
+    url: String,
+    region: String,
+    compress: bool,
+    max_events: usize,
+    debug: bool,
+    secrets: Secrets,
+    missing_token: Mutex<HashMap<String, Instant>>,
+}
+
+impl std::fmt::Debug for AtSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AtSink")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AtSink {
+    /// The sink of a configured `ibmactivitytracker` output.
+    pub fn new(cfg: &AtOutput) -> anyhow::Result<Self> {
+        let mut builder = reqwest::Client::builder()
+            .timeout(cfg.request_timeout)
+            .connect_timeout(cfg.request_timeout.min(Duration::from_secs(10)))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .user_agent(concat!("at-forwarder/", env!("CARGO_PKG_VERSION")));
+        if let Some(ca) = &cfg.ca_file {
+            let pem =
+                std::fs::read(ca).with_context(|| format!("reading ca_file {}", ca.display()))?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("parsing ca_file {}", ca.display()))?
+            {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        Ok(AtSink {
+            client: builder.build().context("building the HTTP client")?,
+            url: cfg.endpoint_url(),
+            region: cfg.service_region.clone(),
+            compress: cfg.compress == Compression::Gzip,
+            max_events: usize::try_from(cfg.max_events_per_request).unwrap_or(1000),
+            debug: cfg.plugin_log_level == PluginLogLevel::Debug,
+            secrets: Secrets::new(cfg.secrets_path.join(&cfg.secret_key)),
+            missing_token: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Times new tokens were loaded from the Secret.
+    pub fn secret_reloads(&self) -> u64 {
+        self.secrets.reloads()
+    }
+
+    fn body(&self, records: &[Vec<u8>]) -> std::io::Result<Vec<u8>> {
+        let mut json = Vec::with_capacity(records.iter().map(|r| r.len() + 1).sum::<usize>() + 2);
+        json.push(b'[');
+        for (i, r) in records.iter().enumerate() {
+            if i > 0 {
+                json.push(b',');
+            }
+            json.extend_from_slice(r);
+        }
+        json.push(b']');
+        if !self.compress {
+            return Ok(json);
+        }
+        let mut gz = flate2::write::GzEncoder::new(
+            Vec::with_capacity(json.len() / 4),
+            flate2::Compression::fast(),
+        );
+        gz.write_all(&json)?;
+        gz.finish()
+    }
+
+    fn no_token(&self, service: &str) -> Outcome {
+        let mut warned = self
+            .missing_token
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if warned
+            .get(service)
+            .is_none_or(|t| t.elapsed() >= MISSING_TOKEN_EVERY)
+        {
+            error!(
+                service,
+                "service token does not exist for service {service}"
+            );
+            warned.insert(service.to_string(), Instant::now());
+        }
+        Outcome::Retry {
+            after: None,
+            reason: format!("service token does not exist for service {service}"),
+        }
+    }
+
+    async fn post(&self, chunk: &Taken, part: &[Vec<u8>], key: &str) -> Outcome {
+        let Some(creds) = self.secrets.get(&chunk.key) else {
+            return self.no_token(&chunk.key);
+        };
+        let body = match self.body(part) {
+            Ok(body) => body,
+            Err(e) => {
+                return Outcome::Retry {
+                    after: None,
+                    reason: format!("compressing: {e}"),
+                }
+            }
+        };
+        let mut request = self
+            .client
+            .post(&self.url)
+            .header("X-Auth-Token", format!("bearer {}", creds.token.expose()))
+            .header("X-Auth-Project-Id", &creds.project_id)
+            .header("X-Service-Name", &chunk.key)
+            .header("X-Service-Region", &self.region)
+            .header("Content-Type", "application/json")
+            .header("Idempotency-Key", key);
+        if self.compress {
+            request = request.header("Content-Encoding", "gzip");
+        }
+        if self.debug {
+            for record in part {
+                info!(service = %chunk.key, event = %String::from_utf8_lossy(record), "Sending event.");
+            }
+        }
+        let response = match request.body(body).send().await {
+            Ok(r) => r,
+            Err(e) => {
+                return Outcome::Retry {
+                    after: None,
+                    reason: format!("request failed: {}", error_chain(&e)),
+                }
+            }
+        };
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        let message = if (200..300).contains(&status) {
+            String::new()
+        } else {
+            response
+                .text()
+                .await
+                .unwrap_or_default()
+                .chars()
+                .take(512)
+                .collect()
+        };
+        if self.debug {
+            info!(service = %chunk.key, status, events = part.len(), "Activity Tracker answered.");
+        }
+        self.classify(status, retry_after, &message)
+    }
+
+    fn classify(&self, status: u16, retry_after: Option<Duration>, message: &str) -> Outcome {
+        let reason = format!("HTTP {status}: {message}");
+        match status {
+            200..=299 => Outcome::Delivered,
+            400 | 413 => Outcome::Split,
+            401 | 403 => {
+                error!(
+                    status,
+                    "Error contacting AT with code {status} and message {message}"
+                );
+                self.secrets.reload();
+                Outcome::Retry {
+                    after: retry_after,
+                    reason,
+                }
+            }
+            404 => {
+                error!(url = %self.url, "Error contacting AT with code 404 and message {message}: check targetHost and endpoint_path");
+                Outcome::Retry {
+                    after: retry_after,
+                    reason,
+                }
+            }
+            408 | 429 | 500..=599 => {
+                warn!(status, "Activity Tracker is unavailable; will retry.");
+                Outcome::Retry {
+                    after: retry_after,
+                    reason,
+                }
+            }
+            400..=499 => Outcome::Reject { reason },
+            _ => Outcome::Retry {
+                after: retry_after,
+                reason,
+            },
+        }
+    }
+}
+
+impl Sink for AtSink {
+    async fn send(&self, chunk: &Taken) -> Outcome {
+        let parts: Vec<&[Vec<u8>]> = chunk.records.chunks(self.max_events.max(1)).collect();
+        for (i, part) in parts.iter().enumerate() {
+            // The same key for every retry of the same chunk, across restarts.
+            let key = if parts.len() == 1 {
+                chunk.id.clone()
+            } else {
+                format!("{}-{i}", chunk.id)
+            };
+            let outcome = self.post(chunk, part, &key).await;
+            if outcome != Outcome::Delivered {
+                return outcome;
+            }
+        }
+        Outcome::Delivered
+    }
+}
+
+/// `Retry-After`: seconds, or an HTTP date.
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(
+        at.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_forms() {
+        assert_eq!(parse_retry_after("1"), Some(Duration::from_secs(1)));
+        assert_eq!(parse_retry_after(" 120 "), Some(Duration::from_secs(120)));
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert!(
+            parse_retry_after(&httpdate::fmt_http_date(
+                SystemTime::now() + Duration::from_secs(30)
+            ))
+            .unwrap()
+                > Duration::from_secs(25)
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+}

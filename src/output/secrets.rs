@@ -1,0 +1,231 @@
+//! Service tokens from the mounted Kubernetes Secret `activity-tracker-secrets`.
+//!
+//! The file named by `secret_key` in `secrets_path` holds
+//! `{"services":[{"service_name","auth_token_value","project_id"}…]}`, or the base64 text
+//! of it (as seed 001, step 2a, makes it). Kubernetes updates a mounted Secret by swapping
+//! the `..data` symlink; the file is re-read when its identity or modification time
+//! changes (looked at once a second at most) and at once after a 401 or 403. A malformed
+//! file keeps the last good tokens (ERROR). Tokens never reach a log line or a Debug print.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use base64::Engine;
+use serde::Deserialize;
+use tracing::{error, info};
+
+/// How often the Secret's file is looked at for changes.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// A credential: shown as `[REDACTED]`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl Token {
+    /// The value, for the request header only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[REDACTED]")
+    }
+}
+
+/// A service's credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceCredentials {
+    /// `auth_token_value`.
+    pub token: Token,
+    /// `project_id`.
+    pub project_id: String,
+}
+
+#[derive(Deserialize)]
+struct SecretFile {
+    services: Vec<ServiceEntry>,
+}
+
+#[derive(Deserialize)]
+struct ServiceEntry {
+    service_name: String,
+    auth_token_value: String,
+    #[serde(default)]
+    project_id: String,
+}
+
+/// Parses the Secret's content: JSON, or base64 of JSON.
+pub fn parse(content: &[u8]) -> Result<HashMap<String, ServiceCredentials>, String> {
+    let text = String::from_utf8_lossy(content);
+    let trimmed = text.trim();
+    let json = if trimmed.starts_with('{') {
+        trimmed.as_bytes().to_vec()
+    } else {
+        let compact: String = trimmed.chars().filter(|c| !c.is_whitespace()).collect();
+        base64::engine::general_purpose::STANDARD
+            .decode(compact)
+            .map_err(|e| format!("neither JSON nor base64: {e}"))?
+    };
+    let file: SecretFile = serde_json::from_slice(&json)
+        .map_err(|e| format!("not the services JSON ({{\"services\":[…]}}): {e}"))?;
+    Ok(file
+        .services
+        .into_iter()
+        .map(|s| {
+            (
+                s.service_name,
+                ServiceCredentials {
+                    token: Token(s.auth_token_value),
+                    project_id: s.project_id,
+                },
+            )
+        })
+        .collect())
+}
+
+/// The tokens of one output, kept fresh.
+pub struct Secrets {
+    path: PathBuf,
+    state: Mutex<State>,
+}
+
+struct State {
+    services: HashMap<String, ServiceCredentials>,
+    /// (device, inode, modified) of the file last read, through the symlinks.
+    seen: Option<(u64, u64, Option<SystemTime>)>,
+    checked: Option<Instant>,
+    reloads: u64,
+}
+
+impl fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Secrets")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Secrets {
+    /// Tokens from `<secrets_path>/<secret_key>`; read now, and again when it changes.
+    pub fn new(path: PathBuf) -> Self {
+        let secrets = Secrets {
+            path,
+            state: Mutex::new(State {
+                services: HashMap::new(),
+                seen: None,
+                checked: None,
+                reloads: 0,
+            }),
+        };
+        secrets.refresh(true);
+        secrets
+    }
+
+    /// The credentials of `service`, re-reading the file first when it may have changed.
+    pub fn get(&self, service: &str) -> Option<ServiceCredentials> {
+        self.refresh(false);
+        self.lock().services.get(service).cloned()
+    }
+
+    /// Re-reads the file now (after a 401 or 403).
+    pub fn reload(&self) {
+        self.lock().seen = None;
+        self.refresh(true);
+    }
+
+    /// How many times new tokens were loaded.
+    pub fn reloads(&self) -> u64 {
+        self.lock().reloads
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn refresh(&self, force: bool) {
+        use std::os::unix::fs::MetadataExt;
+        let mut s = self.lock();
+        if !force && s.checked.is_some_and(|t| t.elapsed() < CHECK_EVERY) {
+            return;
+        }
+        s.checked = Some(Instant::now());
+        let Ok(meta) = std::fs::metadata(&self.path) else {
+            if s.seen.take().is_some() || force {
+                error!(file = %self.path.display(), "The Activity Tracker Secret cannot be read; keeping the last tokens.");
+            }
+            return;
+        };
+        let id = (meta.dev(), meta.ino(), meta.modified().ok());
+        if s.seen == Some(id) {
+            return;
+        }
+        s.seen = Some(id);
+        match std::fs::read(&self.path)
+            .map_err(|e| e.to_string())
+            .and_then(|c| parse(&c))
+        {
+            Ok(services) => {
+                info!(file = %self.path.display(), services = services.len(), "Loaded service tokens.");
+                s.services = services;
+                s.reloads += 1;
+            }
+            Err(e) => {
+                error!(file = %self.path.display(), error = %e, "The Activity Tracker Secret is malformed; keeping the last good tokens.")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const JSON: &str =
+        r#"{"services":[{"service_name":"svc","auth_token_value":"tok-1","project_id":"p1"}]}"#;
+
+    #[test]
+    fn json_and_base64_forms() {
+        let plain = parse(JSON.as_bytes()).unwrap();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(JSON);
+        let wrapped = format!("{}\n{}\n", &b64[..20], &b64[20..]);
+        assert_eq!(parse(wrapped.as_bytes()).unwrap(), plain);
+        assert_eq!(plain["svc"].project_id, "p1");
+        assert_eq!(
+            format!("{:?}", plain["svc"]),
+            "ServiceCredentials { token: [REDACTED], project_id: \"p1\" }"
+        );
+        assert!(parse(b"{\"services\":3}").is_err());
+        assert!(parse(b"%%%")
+            .unwrap_err()
+            .contains("neither JSON nor base64"));
+    }
+
+    #[test]
+    fn a_data_swap_is_picked_up_and_a_broken_file_keeps_the_old_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let v1 = dir.path().join("..2026_01");
+        std::fs::create_dir(&v1).unwrap();
+        std::fs::write(v1.join("host"), JSON).unwrap();
+        std::os::unix::fs::symlink("..2026_01", dir.path().join("..data")).unwrap();
+        std::os::unix::fs::symlink("..data/host", dir.path().join("host")).unwrap();
+        let secrets = Secrets::new(dir.path().join("host"));
+        assert_eq!(secrets.get("svc").unwrap().token.expose(), "tok-1");
+        let v2 = dir.path().join("..2026_02");
+        std::fs::create_dir(&v2).unwrap();
+        std::fs::write(v2.join("host"), JSON.replace("tok-1", "tok-2")).unwrap();
+        std::os::unix::fs::symlink("..2026_02", dir.path().join("..data_tmp")).unwrap();
+        std::fs::rename(dir.path().join("..data_tmp"), dir.path().join("..data")).unwrap();
+        secrets.reload();
+        assert_eq!(secrets.get("svc").unwrap().token.expose(), "tok-2");
+        std::fs::write(v2.join("host"), "{broken").unwrap();
+        secrets.reload();
+        assert_eq!(secrets.get("svc").unwrap().token.expose(), "tok-2");
+    }
+}

@@ -1,0 +1,280 @@
+//! Named cases of the disk buffer: damaged files found at start-up, limits, outcomes.
+
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use at_forwarder::buffer::{AppendError, Buffer, BufferOptions, Outcome};
+use at_forwarder::config::buffer::{OverflowAction, RetryConfig, RetryType};
+
+fn options(path: &Path) -> BufferOptions {
+    BufferOptions {
+        path: path.to_path_buf(),
+        chunk_limit_size: 1 << 20,
+        chunk_limit_records: Some(3),
+        total_limit_size: 1 << 30,
+        flush_interval: Duration::from_secs(3600),
+        overflow_action: OverflowAction::Block,
+        sync_bytes: 1 << 20,
+        retry: RetryConfig {
+            retry_type: RetryType::ExponentialBackoff,
+            wait: Duration::from_millis(1),
+            exponential_backoff_base: 2.0,
+            max_interval: Some(Duration::from_millis(10)),
+            max_times: Some(2),
+            timeout: Duration::from_secs(3600),
+            forever: false,
+            randomize: false,
+        },
+    }
+}
+
+fn far() -> Instant {
+    Instant::now() + Duration::from_secs(86_400)
+}
+
+/// Appends `n` records as 3-record chunks of key "svc" and seals them all.
+fn fill(buffer: &Buffer, n: usize) {
+    for i in 0..n {
+        buffer
+            .append("svc", &[format!("{{\"n\":{i}}}").as_bytes()])
+            .unwrap();
+    }
+    buffer.sync().unwrap();
+    buffer.seal_due(Instant::now(), true).unwrap();
+}
+
+fn drain(buffer: &Buffer) -> Vec<String> {
+    let mut out = Vec::new();
+    while let Some(t) = buffer.take(far()) {
+        out.extend(
+            t.records
+                .iter()
+                .map(|r| String::from_utf8(r.clone()).unwrap()),
+        );
+        buffer.finish(&t, &Outcome::Delivered, |_| {}).unwrap();
+    }
+    out
+}
+
+fn chunk_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = fs::read_dir(dir.join("chunks"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "chunk"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_flipped_byte_quarantines_one_record_and_the_rest_is_delivered() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("buf");
+    fill(&Buffer::open(options(&dir)).unwrap(), 6);
+    let first = &chunk_files(&dir)[0];
+    let mut bytes = fs::read(first).unwrap();
+    let last = bytes.len() - 2;
+    bytes[last] ^= 0x01;
+    fs::write(first, bytes).unwrap();
+    let buffer = Buffer::open(options(&dir)).unwrap();
+    let got = drain(&buffer);
+    assert_eq!(got.len(), 5, "{got:?}");
+    assert!(!got.contains(&"{\"n\":2}".to_string()));
+    assert_eq!(names(&dir.join("quarantine")).len(), 1);
+    assert_eq!(buffer.counters().quarantined, 1);
+}
+
+#[test]
+fn a_truncated_chunk_keeps_its_complete_records() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("buf");
+    fill(&Buffer::open(options(&dir)).unwrap(), 3);
+    let file = &chunk_files(&dir)[0];
+    let len = fs::metadata(file).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(file)
+        .unwrap()
+        .set_len(len - 3)
+        .unwrap();
+    let got = drain(&Buffer::open(options(&dir)).unwrap());
+    assert_eq!(got, ["{\"n\":0}", "{\"n\":1}"]);
+    assert!(names(&dir.join("quarantine"))
+        .iter()
+        .any(|n| n.contains(".tail-")));
+}
+
+#[test]
+fn zero_length_files_and_stray_temp_files_are_cleared() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("buf");
+    fill(&Buffer::open(options(&dir)).unwrap(), 3);
+    fs::write(dir.join("chunks/0000000000001-00000000-000001.chunk"), b"").unwrap();
+    fs::write(
+        dir.join("chunks/0000000000002-00000000-000002.meta.tmp"),
+        b"{\"v\":1,",
+    )
+    .unwrap();
+    fs::write(
+        dir.join("chunks/0000000000003-00000000-000003.chunk"),
+        b"garbage that is no chunk",
+    )
+    .unwrap();
+    let buffer = Buffer::open(options(&dir)).unwrap();
+    assert_eq!(drain(&buffer).len(), 3);
+    assert_eq!(
+        names(&dir.join("quarantine")),
+        ["0000000000003-00000000-000003.chunk"]
+    );
+    assert!(
+        names(&dir.join("chunks")).is_empty(),
+        "{:?}",
+        names(&dir.join("chunks"))
+    );
+}
+
+#[test]
+fn unsealed_chunks_left_by_a_crash_are_sent_after_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("buf");
+    {
+        let buffer = Buffer::open(options(&dir)).unwrap();
+        buffer.append("a", &[b"{\"x\":1}"]).unwrap();
+        buffer.append("b", &[b"{\"x\":2}"]).unwrap();
+        buffer.sync().unwrap();
+    }
+    let mut got = drain(&Buffer::open(options(&dir)).unwrap());
+    got.sort();
+    assert_eq!(got, ["{\"x\":1}", "{\"x\":2}"]);
+}
+
+#[test]
+fn a_failing_key_does_not_hold_back_another() {
+    let tmp = tempfile::tempdir().unwrap();
+    let buffer = Buffer::open(options(&tmp.path().join("buf"))).unwrap();
+    buffer.append("bad", &[b"1"]).unwrap();
+    buffer.append("good", &[b"2"]).unwrap();
+    buffer.seal_due(Instant::now(), true).unwrap();
+    let first = buffer.take(far()).unwrap();
+    assert_eq!(first.key, "bad");
+    // While "bad" is in flight (or waiting to retry), "good" is taken.
+    let second = buffer.take(far()).unwrap();
+    assert_eq!(second.key, "good");
+    buffer
+        .finish(
+            &first,
+            &Outcome::Retry {
+                after: Some(Duration::from_secs(600)),
+                reason: "503".into(),
+            },
+            |_| {},
+        )
+        .unwrap();
+    buffer.finish(&second, &Outcome::Delivered, |_| {}).unwrap();
+    assert!(
+        buffer.take(Instant::now()).is_none(),
+        "the retry is not due yet"
+    );
+    assert!(
+        buffer.next_due().unwrap() > Instant::now() + Duration::from_secs(500),
+        "Retry-After is honoured"
+    );
+}
+
+#[test]
+fn retries_run_out_into_the_backup_directory_with_the_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("buf");
+    let buffer = Buffer::open(options(&dir)).unwrap();
+    fill(&buffer, 1);
+    for _ in 0..3 {
+        let t = buffer.take(far()).unwrap();
+        buffer
+            .finish(
+                &t,
+                &Outcome::Retry {
+                    after: None,
+                    reason: "HTTP 500".into(),
+                },
+                |_| {},
+            )
+            .unwrap();
+    }
+    assert!(buffer.take(far()).is_none());
+    let metas: Vec<String> = names(&dir.join("backup"))
+        .into_iter()
+        .filter(|n| n.ends_with(".meta"))
+        .collect();
+    assert_eq!(metas.len(), 1);
+    let meta = fs::read_to_string(dir.join("backup").join(&metas[0])).unwrap();
+    assert!(
+        meta.contains("retries exhausted after 3 attempts: HTTP 500"),
+        "{meta}"
+    );
+}
+
+#[test]
+fn split_halves_a_chunk_and_dead_letters_a_lone_record() {
+    let tmp = tempfile::tempdir().unwrap();
+    let buffer = Buffer::open(options(&tmp.path().join("buf"))).unwrap();
+    fill(&buffer, 3);
+    let t = buffer.take(far()).unwrap();
+    buffer
+        .finish(&t, &Outcome::Split, |_| panic!("not a single record"))
+        .unwrap();
+    let a = buffer.take(far()).unwrap();
+    assert_eq!(a.records.len(), 1);
+    let mut dead = Vec::new();
+    buffer
+        .finish(&a, &Outcome::Split, |r| dead.push(r.to_vec()))
+        .unwrap();
+    assert_eq!(dead, [b"{\"n\":0}".to_vec()]);
+    let b = buffer.take(far()).unwrap();
+    assert_eq!(b.records.len(), 2);
+}
+
+#[test]
+fn the_total_limit_blocks_or_drops_the_oldest_chunk() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut opts = options(&tmp.path().join("block"));
+    opts.total_limit_size = 400;
+    let buffer = Buffer::open(opts.clone()).unwrap();
+    let record = [b'x'; 60];
+    let mut appended = 0;
+    let err = loop {
+        match buffer.append("svc", &[&record]) {
+            Ok(()) => appended += 1,
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(err, AppendError::Full { .. }), "{err}");
+    assert!(appended >= 4);
+    // Delivering frees space.
+    buffer.seal_due(Instant::now(), true).unwrap();
+    let t = buffer.take(far()).unwrap();
+    buffer.finish(&t, &Outcome::Delivered, |_| {}).unwrap();
+    buffer.append("svc", &[&record]).unwrap();
+
+    opts.path = tmp.path().join("drop");
+    opts.overflow_action = OverflowAction::DropOldestChunk;
+    let buffer = Buffer::open(opts.clone()).unwrap();
+    for _ in 0..20 {
+        buffer.append("svc", &[&record]).unwrap();
+        buffer.seal_due(Instant::now(), true).unwrap();
+    }
+    assert!(buffer.counters().dropped > 0);
+    assert!(
+        !names(&opts.path.join("backup")).is_empty(),
+        "dropped chunks are kept in backup/, never silently lost"
+    );
+}
