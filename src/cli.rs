@@ -136,6 +136,19 @@ enum Command {
         #[command(subcommand)]
         action: BufferAction,
     },
+    /// Print the base64 services string of the Activity Tracker Secret (seed 001, step
+    /// 2a), or with --yaml the whole Secret manifest (step 2b).
+    EncodeServices {
+        /// A service as NAME=TOKEN:PROJECT_ID; repeat for several.
+        #[arg(long = "service", required = true, value_name = "NAME=TOKEN:PROJECT")]
+        services: Vec<String>,
+        /// The Activity Tracker host the services registered with (the Secret's key).
+        #[arg(long, default_value = "activity-tracker.ng.bluemix.net")]
+        at_host: String,
+        /// Print the Secret manifest rather than the base64 string.
+        #[arg(long)]
+        yaml: bool,
+    },
     /// Show the saved tail positions: path, inode, offset, size, lag and state
     /// (active, rotated, gone) of every file each tail source has read.
     Positions {
@@ -159,6 +172,11 @@ pub fn main() -> ExitCode {
         Command::Lint { strict, files } => crate::cli_tools::lint(strict, &files),
         Command::DeadLetters { config, action } => dead_letters(&config, action),
         Command::Buffer { config, action } => buffer(&config, action),
+        Command::EncodeServices {
+            services,
+            at_host,
+            yaml,
+        } => crate::cli_tools::encode_services(&services, &at_host, yaml),
     }
 }
 

@@ -248,3 +248,21 @@ pub(crate) fn buffer(dirs: &[PathBuf], command: &BufferCommand) -> ExitCode {
     }
     ExitCode::SUCCESS
 }
+
+/// `at-forwarder encode-services`.
+pub(crate) fn encode_services(services: &[String], at_host: &str, yaml: bool) -> ExitCode {
+    match crate::output::secrets::encode(services) {
+        Ok(encoded) if yaml => {
+            print!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: activity-tracker-secrets\n  namespace: kube-system\ntype: Opaque\ndata:\n  {at_host}: {encoded}\n");
+            ExitCode::SUCCESS
+        }
+        Ok(encoded) => {
+            println!("{encoded}");
+            ExitCode::SUCCESS
+        }
+        Err(msg) => {
+            eprintln!("error: {msg}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -67,7 +67,7 @@ impl AtSink {
         })
     }
 
-    /// Times new tokens were loaded from the Secret.
+    /// Times the Secret was read and loaded.
     pub fn secret_reloads(&self) -> u64 {
         self.secrets.reloads()
     }

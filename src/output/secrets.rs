@@ -88,6 +88,35 @@ pub fn parse(content: &[u8]) -> Result<HashMap<String, ServiceCredentials>, Stri
         .collect())
 }
 
+/// The base64 services string of the Secret, from `NAME=TOKEN:PROJECT` arguments.
+pub fn encode(services: &[String]) -> Result<String, String> {
+    let mut entries = Vec::new();
+    for s in services {
+        let (name, rest) = s
+            .split_once('=')
+            .ok_or_else(|| format!("'{}' is not NAME=TOKEN:PROJECT", redact_arg(s)))?;
+        let (token, project) = rest
+            .rsplit_once(':')
+            .ok_or_else(|| format!("the service '{name}' has no ':PROJECT' after its token"))?;
+        if name.is_empty() || token.is_empty() || project.is_empty() {
+            return Err(format!(
+                "the service '{name}' needs a name, a token and a project id"
+            ));
+        }
+        entries.push(serde_json::json!({"service_name": name, "auth_token_value": token, "project_id": project}));
+    }
+    let json = serde_json::json!({ "services": entries }).to_string();
+    Ok(base64::engine::general_purpose::STANDARD.encode(json))
+}
+
+/// An argument with its token part hidden, for error messages.
+fn redact_arg(arg: &str) -> String {
+    arg.split_once('=').map_or_else(
+        || "[REDACTED]".to_string(),
+        |(name, _)| format!("{name}=[REDACTED]"),
+    )
+}
+
 /// The tokens of one output, kept fresh.
 pub struct Secrets {
     path: PathBuf,
@@ -138,7 +167,7 @@ impl Secrets {
         self.refresh(true);
     }
 
-    /// How many times new tokens were loaded.
+    /// How many times the Secret was read and loaded (changes, and re-reads after 401/403).
     pub fn reloads(&self) -> u64 {
         self.lock().reloads
     }
@@ -189,6 +218,17 @@ mod tests {
 
     const JSON: &str =
         r#"{"services":[{"service_name":"svc","auth_token_value":"tok-1","project_id":"p1"}]}"#;
+
+    #[test]
+    fn encode_round_trips_through_parse() {
+        let encoded = encode(&["svc=tok:en:proj-1".to_string(), "b=t2:p2".to_string()]).unwrap();
+        let parsed = parse(encoded.as_bytes()).unwrap();
+        assert_eq!(parsed["svc"].token.expose(), "tok:en");
+        assert_eq!(parsed["svc"].project_id, "proj-1");
+        assert_eq!(parsed["b"].project_id, "p2");
+        let err = encode(&["svc-secret-token".to_string()]).unwrap_err();
+        assert!(!err.contains("secret-token"), "{err}");
+    }
 
     #[test]
     fn json_and_base64_forms() {

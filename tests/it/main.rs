@@ -15,6 +15,8 @@ mod config_props;
 mod config_seed;
 mod events_golden;
 mod events_props;
+mod output_at;
+mod output_e2e;
 mod run_stdout;
 mod tail_cases;
 mod tail_follow;
