@@ -278,3 +278,33 @@ fn the_total_limit_blocks_or_drops_the_oldest_chunk() {
         "dropped chunks are kept in backup/, never silently lost"
     );
 }
+
+/// The chunk id is the request's Idempotency-Key: it survives a retry and a restart.
+#[test]
+fn a_chunk_keeps_its_id_across_retries_and_restarts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("buf");
+    let first = {
+        let buffer = Buffer::open(options(&dir)).unwrap();
+        fill(&buffer, 2);
+        let t = buffer.take(far()).unwrap();
+        buffer
+            .finish(
+                &t,
+                &Outcome::Retry {
+                    after: None,
+                    reason: "503".into(),
+                },
+                |_| {},
+            )
+            .unwrap();
+        assert_eq!(buffer.take(far()).unwrap().id, t.id);
+        t
+    };
+    let buffer = Buffer::open(options(&dir)).unwrap();
+    let again = buffer.take(far()).unwrap();
+    assert_eq!(
+        (again.id.as_str(), again.attempts, &again.records),
+        (first.id.as_str(), 1, &first.records)
+    );
+}
