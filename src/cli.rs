@@ -149,6 +149,77 @@ enum Command {
         #[arg(long)]
         yaml: bool,
     },
+    /// Show the whole path working in a few seconds: a generator writing events, the
+    /// forwarder with the seed's configuration, a local receiver; exits 0 when every event
+    /// arrived.
+    Demo {
+        /// How long services write events.
+        #[arg(long, default_value = "8s", value_parser = duration_arg)]
+        duration: std::time::Duration,
+        /// Events per second.
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        /// Number of services.
+        #[arg(long, default_value_t = 3)]
+        services: usize,
+        /// Rotate each file after this many lines.
+        #[arg(long, default_value_t = 500)]
+        rotate_every: u64,
+    },
+    /// Run a local Activity Tracker-compatible receiver (ingest and read side).
+    Receiver {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        listen: std::net::SocketAddr,
+        /// Directory of Secret files (the services' tokens).
+        #[arg(long)]
+        secrets_dir: PathBuf,
+        /// Where events are stored.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Delete events older than this many days.
+        #[arg(long)]
+        retention_days: Option<u32>,
+        /// Share of ingest requests answered 503 (0 to 1), to see retries work.
+        #[arg(long, default_value_t = 0.0)]
+        fail_rate: f64,
+        /// Delay before each answer.
+        #[arg(long, default_value = "0s", value_parser = duration_arg)]
+        latency: std::time::Duration,
+        /// Answer ingest requests with this status…
+        #[arg(long)]
+        status: Option<u16>,
+        /// …for this long after start.
+        #[arg(long, default_value = "30s", value_parser = duration_arg)]
+        status_for: std::time::Duration,
+    },
+    /// Write seed-style audit events into per-pod files, rotating them.
+    Generate {
+        /// Root directory of the files.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Events per second.
+        #[arg(long, default_value_t = 100)]
+        rate: u64,
+        /// Number of services.
+        #[arg(long, default_value_t = 3)]
+        services: usize,
+        /// Files per service.
+        #[arg(long, default_value_t = 2)]
+        pods: usize,
+        /// Rotate each file after this many lines.
+        #[arg(long)]
+        rotate_every: Option<u64>,
+        /// Rotate by copy and truncate instead of rename.
+        #[arg(long)]
+        copytruncate: bool,
+        /// Stop after this long.
+        #[arg(long, value_parser = duration_arg)]
+        duration: Option<std::time::Duration>,
+        /// Stop after this many events.
+        #[arg(long)]
+        count: Option<u64>,
+    },
     /// Show the saved tail positions: path, inode, offset, size, lag and state
     /// (active, rotated, gone) of every file each tail source has read.
     Positions {
@@ -161,7 +232,13 @@ enum Command {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(e) = init_logging(&cli.log_level, cli.log_format) {
+    // The demo prints its own progress; the pipeline's INFO lines would bury it.
+    let level = if matches!(cli.command, Command::Demo { .. }) && cli.log_level == "info" {
+        "warn"
+    } else {
+        cli.log_level.as_str()
+    };
+    if let Err(e) = init_logging(level, cli.log_format) {
         eprintln!("error: {e:#}");
         return ExitCode::from(EXIT_INVALID_CONFIG);
     }
@@ -177,6 +254,55 @@ pub fn main() -> ExitCode {
             at_host,
             yaml,
         } => crate::cli_tools::encode_services(&services, &at_host, yaml),
+        Command::Demo {
+            duration,
+            rate,
+            services,
+            rotate_every,
+        } => demo(crate::demo::DemoOptions {
+            duration,
+            rate,
+            services,
+            rotate_every,
+        }),
+        Command::Receiver {
+            listen,
+            secrets_dir,
+            data_dir,
+            retention_days,
+            fail_rate,
+            latency,
+            status,
+            status_for,
+        } => receiver(crate::receiver::ReceiverOptions {
+            listen,
+            secrets_dir,
+            data_dir,
+            retention_days,
+            retention_every: std::time::Duration::from_secs(3600),
+            fail_rate,
+            latency,
+            status: status.map(|s| (s, status_for)),
+        }),
+        Command::Generate {
+            dir,
+            rate,
+            services,
+            pods,
+            rotate_every,
+            copytruncate,
+            duration,
+            count,
+        } => generate(&crate::demo::generate::GenerateOptions {
+            dir,
+            rate,
+            services,
+            pods,
+            rotate_every,
+            copytruncate,
+            duration,
+            count,
+        }),
     }
 }
 
@@ -228,6 +354,77 @@ fn check(path: &std::path::Path, strict: bool) -> ExitCode {
     );
     print!("{}", loaded.describe());
     ExitCode::SUCCESS
+}
+
+fn duration_arg(text: &str) -> Result<std::time::Duration, String> {
+    crate::config::value::parse_duration(text)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn demo(opts: crate::demo::DemoOptions) -> ExitCode {
+    let result = runtime().and_then(|rt| rt.block_on(crate::demo::run(opts)));
+    match result {
+        Ok(s) => {
+            println!("\nSummary: {} events written, {} received, {} lost, {} received twice, {} file rotations.", s.written, s.received, s.lost(), s.duplicates, s.rotations);
+            if s.lost() == 0 {
+                println!("Every event written was delivered.");
+                ExitCode::SUCCESS
+            } else {
+                println!("Events were lost.");
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn receiver(opts: crate::receiver::ReceiverOptions) -> ExitCode {
+    let result = runtime().and_then(|rt| {
+        rt.block_on(async {
+            let shutdown = CancellationToken::new();
+            let signals = listen_for_signals(shutdown.clone())?;
+            let (receiver, task) = crate::receiver::start(opts, shutdown).await?;
+            println!("receiver listening on http://{}", receiver.addr);
+            let _ = task.await;
+            signals.abort();
+            Ok(())
+        })
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn generate(opts: &crate::demo::generate::GenerateOptions) -> ExitCode {
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    match crate::demo::generate::generate(opts, &stop, &std::sync::atomic::AtomicU64::new(0)) {
+        Ok(g) => {
+            println!(
+                "{} events written, {} rotations, under {}",
+                g.written,
+                g.rotations,
+                opts.dir.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {}: {e}", opts.dir.display());
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn buffer(path: &std::path::Path, action: BufferAction) -> ExitCode {
