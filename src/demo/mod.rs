@@ -135,7 +135,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoSummary> {
     let (w, h) = (Arc::clone(&written), Arc::clone(&halt));
     let generator = std::thread::spawn(move || generate::generate(&gen_opts, &h, &w));
 
-    let progress = Progress::new();
+    let progress = Progress::new(root.join("state/fluentd-at-buffer.buf"));
     while !generator.is_finished() {
         progress.show(
             written.load(Ordering::Relaxed),
@@ -173,22 +173,35 @@ pub async fn run(opts: DemoOptions) -> Result<DemoSummary> {
 }
 
 struct Progress {
+    buffer: std::path::PathBuf,
     terminal: bool,
     started: Instant,
     last_line: std::sync::Mutex<Option<Instant>>,
 }
 
 impl Progress {
-    fn new() -> Self {
+    fn new(buffer: std::path::PathBuf) -> Self {
         Progress {
+            buffer,
             terminal: std::io::stdout().is_terminal(),
             started: Instant::now(),
             last_line: std::sync::Mutex::new(None),
         }
     }
 
+    /// Events in the forwarder's disk buffer, open or waiting to be sent.
+    fn buffered(&self) -> u64 {
+        let chunks = crate::buffer::inspect::list(&self.buffer).unwrap_or_default();
+        chunks
+            .iter()
+            .filter(|c| c.place == crate::buffer::inspect::Place::Queue)
+            .map(|c| c.meta.records)
+            .sum()
+    }
+
     fn show(&self, written: u64, delivered: u64, last: bool) {
         let secs = self.started.elapsed().as_secs_f64();
+        let buffered = self.buffered();
         let share = if written == 0 {
             0.0
         } else {
@@ -196,7 +209,7 @@ impl Progress {
         };
         if self.terminal {
             let filled = (share * 30.0).round() as usize;
-            print!("\r  {secs:5.1}s  written {written:>7}  delivered {delivered:>7}  waiting {:>6}  [{}{}] {:3.0}%", written.saturating_sub(delivered), "#".repeat(filled.min(30)), "-".repeat(30 - filled.min(30)), share * 100.0);
+            print!("\r  {secs:5.1}s  written {written:>7}  buffered {buffered:>6}  delivered {delivered:>7}  [{}{}] {:3.0}%", "#".repeat(filled.min(30)), "-".repeat(30 - filled.min(30)), share * 100.0);
             if last {
                 println!();
             }
@@ -209,8 +222,7 @@ impl Progress {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if last || last_line.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
             println!(
-                "  {secs:5.1}s  written {written}  delivered {delivered}  waiting {}",
-                written.saturating_sub(delivered)
+                "  {secs:5.1}s  written {written}  buffered {buffered}  delivered {delivered}"
             );
             *last_line = Some(Instant::now());
         }
