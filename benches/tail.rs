@@ -3,7 +3,7 @@
 //! Run: `cargo bench --bench tail`.
 
 use std::io::Write;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use at_forwarder::tail::lines::{read_lines, ReadFrom};
 use at_forwarder::tail::{PositionStore, TailOptions, Tailer};
@@ -71,20 +71,7 @@ fn tailer_pass(c: &mut Criterion) {
             f.write_all(line.as_bytes()).unwrap();
         }
     }
-    let opts = TailOptions {
-        paths: vec![format!("{}/*.log", logs.display())],
-        exclude_paths: vec![],
-        read_from_head: true,
-        read_lines_limit: 1000,
-        rotate_wait: Duration::from_secs(5),
-        refresh_interval: Duration::from_secs(60),
-        max_line_size: 1 << 20,
-        limit_recently_modified: None,
-        ignore_repeated_permission_error: false,
-        skip_refresh_on_startup: false,
-        open_files_limit: 256,
-        fluentd_pos_file: None,
-    };
+    let opts = TailOptions::new(vec![format!("{}/*.log", logs.display())]);
     let mut group = c.benchmark_group("tail");
     group.throughput(Throughput::Bytes(size as u64));
     group.sample_size(20);

@@ -36,20 +36,7 @@ fn main() {
         let mut f = std::fs::File::create(sub.join(format!("pod{i}.log"))).unwrap();
         writeln!(f, "{{\"id\":{i}}}").unwrap();
     }
-    let opts = TailOptions {
-        paths: vec![format!("{}/**/*.log*", logs.display())],
-        exclude_paths: vec![],
-        read_from_head: true,
-        read_lines_limit: 1000,
-        rotate_wait: Duration::from_secs(5),
-        refresh_interval: Duration::from_secs(60),
-        max_line_size: 1 << 20,
-        limit_recently_modified: None,
-        ignore_repeated_permission_error: false,
-        skip_refresh_on_startup: false,
-        open_files_limit: 256,
-        fluentd_pos_file: None,
-    };
+    let opts = TailOptions::new(vec![format!("{}/**/*.log*", logs.display())]);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

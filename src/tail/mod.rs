@@ -77,6 +77,25 @@ pub struct TailOptions {
 }
 
 impl TailOptions {
+    /// Options for `paths` with fluentd's in_tail defaults (and at-forwarder's for
+    /// `max_line_size` and `open_files_limit`); starts from the head of files.
+    pub fn new(paths: Vec<String>) -> Self {
+        TailOptions {
+            paths,
+            exclude_paths: Vec::new(),
+            read_from_head: true,
+            read_lines_limit: 1000,
+            rotate_wait: Duration::from_secs(5),
+            refresh_interval: Duration::from_secs(60),
+            max_line_size: crate::config::source::DEFAULT_MAX_LINE_SIZE,
+            limit_recently_modified: None,
+            ignore_repeated_permission_error: false,
+            skip_refresh_on_startup: false,
+            open_files_limit: DEFAULT_OPEN_FILES_LIMIT,
+            fluentd_pos_file: None,
+        }
+    }
+
     /// The options of a configured tail source.
     pub fn from_config(source: &TailSource) -> Self {
         TailOptions {

@@ -164,9 +164,7 @@ fn every_event_arrives_through_outages_and_two_kill_9() {
     daemon.wait().unwrap();
     daemon = start(&conf);
     let unique = wait_for(&received, EVENTS, Duration::from_secs(180));
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(daemon.id()).unwrap());
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    let status = daemon.wait().unwrap();
+    let code = crate::support::terminate(&mut daemon);
 
     let received = received.lock().unwrap();
     let total: usize = received.values().sum();
@@ -177,7 +175,7 @@ fn every_event_arrives_through_outages_and_two_kill_9() {
         requests.load(Ordering::SeqCst)
     );
     assert_eq!(unique, EVENTS, "events lost");
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(code, Some(0));
 }
 
 /// A buffer filled to its total limit during an outage: reading pauses (the operator sees
@@ -251,9 +249,7 @@ fn a_full_buffer_pauses_reading_and_loses_nothing() {
 
     up.store(true, Ordering::SeqCst);
     let got = wait_for(&received, n, Duration::from_secs(60));
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(daemon.id()).unwrap());
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    assert_eq!(daemon.wait().unwrap().code(), Some(0));
+    assert_eq!(crate::support::terminate(&mut daemon), Some(0));
     assert_eq!(got, n, "events lost after the buffer was full");
     assert!(
         rx.try_iter()

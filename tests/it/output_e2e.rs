@@ -174,9 +174,7 @@ fn rotated_and_added_tokens_are_used_without_restart_and_never_logged() {
         "rotated and added tokens are used without a restart"
     );
 
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(daemon.id()).unwrap());
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    assert_eq!(daemon.wait().unwrap().code(), Some(0));
+    assert_eq!(crate::support::terminate(&mut daemon), Some(0));
     reader.join().unwrap();
     let lines = lines.lock().unwrap();
     assert!(

@@ -86,3 +86,10 @@ pub(crate) fn run(cmd: &mut Command) -> (i32, String, String) {
         String::from_utf8_lossy(&stderr).into_owned(),
     )
 }
+
+/// Sends SIGTERM to a child and returns its exit code.
+pub(crate) fn terminate(child: &mut std::process::Child) -> Option<i32> {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pids fit in i32"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM is sent");
+    child.wait().expect("the child is waited for").code()
+}

@@ -25,18 +25,8 @@ impl Harness {
         let logs = tmp.path().join("logs");
         std::fs::create_dir(&logs).unwrap();
         let mut opts = TailOptions {
-            paths: vec![format!("{}/**/*.log*", logs.display())],
             exclude_paths: vec![format!("{}/**/*.gz", logs.display())],
-            read_from_head: true,
-            read_lines_limit: 1000,
-            rotate_wait: Duration::from_secs(5),
-            refresh_interval: Duration::from_secs(60),
-            max_line_size: 1 << 20,
-            limit_recently_modified: None,
-            ignore_repeated_permission_error: false,
-            skip_refresh_on_startup: false,
-            open_files_limit: 256,
-            fluentd_pos_file: None,
+            ..TailOptions::new(vec![format!("{}/**/*.log*", logs.display())])
         };
         configure(&mut opts);
         let store_dir = tmp.path().join("pos.sled");

@@ -16,19 +16,12 @@ async fn follows_writes_and_rotations_until_shutdown() {
     let logs = dir.path().join("logs");
     std::fs::create_dir_all(logs.join("svc")).unwrap();
     let opts = TailOptions {
-        paths: vec![format!("{}/**/*.log*", logs.display())],
-        exclude_paths: vec![],
-        read_from_head: true,
         read_lines_limit: 100,
         rotate_wait: Duration::from_millis(200),
         // Long: everything below must come through change notification.
         refresh_interval: Duration::from_secs(3600),
-        max_line_size: 1 << 20,
-        limit_recently_modified: None,
-        ignore_repeated_permission_error: false,
-        skip_refresh_on_startup: false,
         open_files_limit: 16,
-        fluentd_pos_file: None,
+        ..TailOptions::new(vec![format!("{}/**/*.log*", logs.display())])
     };
     let store = PositionStore::open(&dir.path().join("pos.sled")).unwrap();
     let tailer = Tailer::open(opts, store.clone()).unwrap();

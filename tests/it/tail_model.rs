@@ -203,18 +203,10 @@ fn run_case(actions: &[Action]) -> Result<(), TestCaseError> {
         complete: Vec::new(),
     };
     let opts = TailOptions {
-        paths: vec![format!("{}/*.log*", logs.display())],
-        exclude_paths: vec![],
-        read_from_head: true,
         read_lines_limit: 3,
-        rotate_wait: Duration::from_secs(5),
-        refresh_interval: Duration::from_secs(60),
         max_line_size: 4096,
-        limit_recently_modified: None,
-        ignore_repeated_permission_error: false,
-        skip_refresh_on_startup: false,
         open_files_limit: 3,
-        fluentd_pos_file: None,
+        ..TailOptions::new(vec![format!("{}/*.log*", logs.display())])
     };
     let mut reader = Reader {
         store_dir: tmp.path().join("pos.sled"),
