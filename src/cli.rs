@@ -95,11 +95,19 @@ enum BufferAction {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the forwarder until SIGTERM or SIGINT.
+    /// Run the forwarder until SIGTERM or SIGINT; SIGHUP, or a change of the configuration
+    /// file, reloads it.
     Run {
         /// Configuration file, in fluentd syntax.
         #[arg(short, long, env = "AT_FORWARDER_CONFIG")]
         config: PathBuf,
+        /// Where /metrics, /healthz and /readyz listen when `<system> http_port` is not set.
+        #[arg(
+            long,
+            default_value = "127.0.0.1:24231",
+            env = "AT_FORWARDER_METRICS_LISTEN"
+        )]
+        metrics_listen: std::net::SocketAddr,
     },
     /// Parse and validate a configuration, print the resolved pipeline; exit 0 when
     /// valid, 2 when not.
@@ -244,7 +252,10 @@ pub fn main() -> ExitCode {
     }
     match cli.command {
         Command::Check { config, strict } => check(&config, strict),
-        Command::Run { config } => run(&config),
+        Command::Run {
+            config,
+            metrics_listen,
+        } => run(&config, metrics_listen),
         Command::Positions { config } => positions(&config),
         Command::Lint { strict, files } => crate::cli_tools::lint(strict, &files),
         Command::DeadLetters { config, action } => dead_letters(&config, action),
@@ -527,11 +538,25 @@ fn positions(path: &std::path::Path) -> ExitCode {
     }
 }
 
-fn run(path: &std::path::Path) -> ExitCode {
+fn run(path: &std::path::Path, metrics_listen: std::net::SocketAddr) -> ExitCode {
     let loaded = match load(path, false) {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
+    log_warnings(&loaded);
+    match runtime()
+        .and_then(|rt| rt.block_on(crate::cli_run::run(path, loaded.config, metrics_listen)))
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("at-forwarder failed: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs a configuration's warnings, one WARN line each.
+pub(crate) fn log_warnings(loaded: &Loaded) {
     for d in loaded.warnings.diagnostics() {
         let at = d
             .span
@@ -544,31 +569,12 @@ fn run(path: &std::path::Path) -> ExitCode {
             d.message
         );
     }
-    match run_pipeline(loaded) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("at-forwarder failed: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn run_pipeline(loaded: Loaded) -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(async {
-        let shutdown = CancellationToken::new();
-        let signals = listen_for_signals(shutdown.clone())?;
-        let result = crate::pipeline::run(loaded.config, shutdown).await;
-        signals.abort();
-        result
-    })
 }
 
 /// Cancels `shutdown` on the first SIGTERM or SIGINT.
-fn listen_for_signals(shutdown: CancellationToken) -> Result<tokio::task::JoinHandle<()>> {
+pub(crate) fn listen_for_signals(
+    shutdown: CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;

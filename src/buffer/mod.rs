@@ -208,6 +208,13 @@ impl Buffer {
         self.store.sizes()
     }
 
+    /// Age of the oldest event not yet delivered.
+    pub fn oldest_age(&self) -> Option<Duration> {
+        self.store
+            .oldest_ms()
+            .map(|ms| Duration::from_millis(store::now_ms().saturating_sub(ms)))
+    }
+
     /// Counts since start.
     pub fn counters(&self) -> Counters {
         self.store.counters()

@@ -585,6 +585,21 @@ impl Store {
         )
     }
 
+    /// Creation time (ms since the epoch) of the oldest chunk not yet delivered.
+    pub(super) fn oldest_ms(&self) -> Option<u64> {
+        let s = self.lock();
+        s.queue
+            .values()
+            .map(|q| q.created_ms)
+            .chain(
+                s.open
+                    .values()
+                    .filter(|c| c.records > 0)
+                    .map(|c| c.created_ms),
+            )
+            .min()
+    }
+
     pub(super) fn counters(&self) -> Counters {
         self.lock().counters
     }

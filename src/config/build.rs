@@ -186,6 +186,9 @@ impl<'a> Builder<'a> {
             system.workers = w.value;
         }
         system.root_dir = s.path("root_dir").map(|p| p.value);
+        system.http_port = s
+            .integer("http_port", 1, 65535)
+            .and_then(|p| u16::try_from(p.value).ok());
         if let Some(level) = s.param_or_alias("log_level", "@log_level") {
             system.log_level = s
                 .convert(level, super::value::parse_enum::<LogLevel>)

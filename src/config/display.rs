@@ -21,6 +21,12 @@ pub(super) fn describe(config: &Config) -> String {
     if let Some(root) = &s.root_dir {
         let _ = writeln!(out, "  root_dir {}", root.display());
     }
+    if let Some(port) = s.http_port {
+        let _ = writeln!(
+            out,
+            "  http_port {port} (metrics and health on 0.0.0.0:{port})"
+        );
+    }
     for (i, source) in config.sources.iter().enumerate() {
         let SourceKind::Tail(tail) = &source.kind;
         let _ = writeln!(

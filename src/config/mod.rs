@@ -128,6 +128,9 @@ pub struct System {
     pub root_dir: Option<PathBuf>,
     /// `log_level` (default info).
     pub log_level: LogLevel,
+    /// `http_port`: the operations endpoint (metrics, health) listens on all interfaces at
+    /// this port; without it, on `--metrics-listen` (default 127.0.0.1:24231).
+    pub http_port: Option<u16>,
 }
 
 impl Default for System {
@@ -136,6 +139,7 @@ impl Default for System {
             workers: 1,
             root_dir: None,
             log_level: LogLevel::Info,
+            http_port: None,
         }
     }
 }

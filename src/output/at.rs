@@ -147,12 +147,14 @@ impl AtSink {
         let response = match request.body(body).send().await {
             Ok(r) => r,
             Err(e) => {
+                crate::metrics::global().request(0);
                 return Outcome::Retry {
                     after: None,
                     reason: format!("request failed: {}", error_chain(&e)),
-                }
+                };
             }
         };
+        crate::metrics::global().request(response.status().as_u16());
         let status = response.status().as_u16();
         let retry_after = response
             .headers()

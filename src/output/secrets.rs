@@ -204,6 +204,9 @@ impl Secrets {
                 info!(file = %self.path.display(), services = services.len(), "Loaded service tokens.");
                 s.services = services;
                 s.reloads += 1;
+                crate::metrics::global()
+                    .secret_reloads
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             Err(e) => {
                 error!(file = %self.path.display(), error = %e, "The Activity Tracker Secret is malformed; keeping the last good tokens.")

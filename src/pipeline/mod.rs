@@ -71,6 +71,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
                 tracing::error!(error = %e, "Could not write a dead letter; the event stays in its chunk's backup.");
             }
         });
+        register_buffer_metrics(buffers.len(), m.patterns.as_str(), &buffer);
         let workers = usize::try_from(b.flush_thread_count).unwrap_or(1);
         senders.spawn(buffer::deliver(
             Arc::clone(&buffer),
@@ -87,9 +88,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         let SourceKind::Tail(tail) = &source.kind;
         let store = match &tail.pos_file {
             Some(pos_file) => {
-                let dir = PositionStore::dir_for(pos_file);
-                PositionStore::open(&dir)
-                    .with_context(|| format!("opening the position store {}", dir.display()))?
+                match open_positions(&PositionStore::dir_for(pos_file), &shutdown).await? {
+                    Some(store) => store,
+                    None => return Ok(()),
+                }
             }
             None => {
                 warn!(
@@ -120,7 +122,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         sources.spawn(worker.run(rx));
     }
     info!(config = %config.path.display(), sources = config.sources.len(), outputs = config.matches.len(), state = %state.display(), "at-forwarder started");
+    crate::metrics::global()
+        .ready
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     shutdown.cancelled().await;
+    crate::metrics::global()
+        .ready
+        .store(false, std::sync::atomic::Ordering::Relaxed);
     info!("Shutdown requested: stopping sources, then flushing.");
     sources.close();
     sources.wait().await;
@@ -133,6 +141,62 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     senders.wait().await;
     info!("at-forwarder stopped");
     Ok(())
+}
+
+/// Opens a position store, waiting while another process holds it (a previous instance
+/// still stopping): start-up, and readiness, wait rather than fail. `None` on shutdown.
+async fn open_positions(
+    dir: &std::path::Path,
+    shutdown: &CancellationToken,
+) -> Result<Option<PositionStore>> {
+    let mut warned = false;
+    loop {
+        let d = dir.to_path_buf();
+        match tokio::task::spawn_blocking(move || PositionStore::open(&d)).await? {
+            Ok(store) => return Ok(Some(store)),
+            Err(e) if e.to_string().contains("lock") => {
+                if !warned {
+                    warn!(dir = %dir.display(), "The position store is held by another process; waiting for it.");
+                    warned = true;
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => return Ok(None),
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("opening the position store {}", dir.display()))
+            }
+        }
+    }
+}
+
+/// Buffer sizes, chunk states, retries and the oldest event's age, read at scrape time.
+fn register_buffer_metrics(index: usize, patterns: &str, buffer: &Arc<Buffer>) {
+    use std::fmt::Write;
+    let b = Arc::clone(buffer);
+    let output = format!("{index}:{patterns}")
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"");
+    crate::metrics::global().collect(Box::new(move |out| {
+        let (bytes, queued, open) = b.sizes();
+        let c = b.counters();
+        let age = b.oldest_age().map_or(0, |a| a.as_secs());
+        let mut one = |name: &str, kind: &str, help: &str, value: u64| {
+            let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{output=\"{output}\"}} {value}\n");
+        };
+        one("at_forwarder_buffer_bytes", "gauge", "Bytes of chunks on disk, per output.", bytes);
+        one("at_forwarder_chunks_delivered_total", "counter", "Chunks accepted by the endpoint.", c.delivered);
+        one("at_forwarder_retries_total", "counter", "Failed send attempts.", c.retries);
+        one("at_forwarder_chunks_backed_up_total", "counter", "Chunks moved to backup/ (rejected, retries exhausted, dropped).", c.backed_up);
+        one("at_forwarder_chunks_quarantined_total", "counter", "Damaged records or files set aside.", c.quarantined);
+        one("at_forwarder_oldest_undelivered_age_seconds", "gauge", "Age of the oldest event not yet delivered.", age);
+        let _ = write!(out, "# HELP at_forwarder_buffer_chunks Chunks by state, per output.\n# TYPE at_forwarder_buffer_chunks gauge\n");
+        for (state, n) in [("open", open), ("queued", queued), ("in_flight", b.in_flight())] {
+            let _ = writeln!(out, "at_forwarder_buffer_chunks{{output=\"{output}\",state=\"{state}\"}} {n}");
+        }
+    }));
 }
 
 /// Seals every open chunk; for buffers with `flush_at_shutdown`, waits until they are

@@ -10,6 +10,7 @@ use tokio::sync::mpsc::Receiver;
 use tracing::{error, warn};
 
 use crate::buffer::{AppendError, Buffer};
+use crate::config::value::ConfigEnum;
 use crate::config::{Config, Output, SourceKind};
 use crate::event::dead_letter::{DeadLetter, DeadLetterStore};
 use crate::event::{Origin, Reason, Validator};
@@ -136,6 +137,9 @@ impl Worker {
         let stdout = sorted.stdout;
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             w.dead_letters.append(&letters)?;
+            for l in &letters {
+                crate::metrics::global().dead_lettered(l.reason.name(), 1);
+            }
             if !stdout.is_empty() {
                 let mut out = std::io::stdout().lock();
                 out.write_all(&stdout)?;
@@ -176,6 +180,7 @@ impl Worker {
             let accepted = match self.validator.check(line.bytes, origin, &mut event) {
                 Ok(a) => a,
                 Err(r) => {
+                    crate::metrics::global().invalid(r.reason.name());
                     sorted.letters.push(DeadLetter::new(
                         r.reason,
                         r.to_string(),
@@ -190,10 +195,16 @@ impl Worker {
             let route = self.config.route(source.directive.label.as_deref(), &tag);
             match route.map(|m| (m, &m.output)) {
                 Some((_, Output::Stdout)) => {
+                    crate::metrics::global()
+                        .events_emitted
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     sorted.stdout.extend_from_slice(&event);
                     sorted.stdout.push(b'\n');
                 }
                 Some((m, Output::ActivityTracker(_))) => {
+                    crate::metrics::global()
+                        .events_emitted
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let index = self
                         .config
                         .matches

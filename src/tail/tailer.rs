@@ -140,6 +140,7 @@ impl Tailer {
             self.collect_stale_positions();
         }
         self.orphans.clear();
+        self.publish_metrics();
         batch
     }
 
@@ -158,7 +159,23 @@ impl Tailer {
         });
         self.release_vanished(now);
         self.enforce_open_cap();
+        self.publish_metrics();
         Some(batch)
+    }
+
+    /// Publishes files tracked and unread bytes per file to the metrics.
+    fn publish_metrics(&self) {
+        let metrics = crate::metrics::global();
+        metrics.files_tracked.store(
+            self.files.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        metrics.set_lag(self.files.values().map(|w| {
+            (
+                w.path.display().to_string(),
+                w.last_seen.0.saturating_sub(w.next.offset),
+            )
+        }));
     }
 
     /// Whether a file was still being read (not at its end) after the last pass, or a
@@ -606,6 +623,7 @@ fn read_file(
     }
     let file = w.file.as_mut().expect("opened above");
     let size = file.metadata()?.len();
+    w.last_seen.0 = w.last_seen.0.max(size);
     if w.next.skipping_to.unwrap_or(w.next.offset) >= size {
         w.at_eof = true;
         return Ok(());
@@ -626,6 +644,14 @@ fn read_file(
     }
     w.at_eof = out.at_eof;
     w.next = out.next;
+    let metrics = crate::metrics::global();
+    metrics
+        .lines_read
+        .fetch_add(out.lines as u64, std::sync::atomic::Ordering::Relaxed);
+    metrics.bytes_read.fetch_add(
+        out.next.offset.saturating_sub(before.offset),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     if out.next.offset != before.offset {
         w.last_activity = now;
         w.marker = identity::marker(file, w.next.offset)?;

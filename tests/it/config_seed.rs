@@ -142,3 +142,32 @@ fn seed_configmap_with_real_values_passes_strict_but_for_the_retry_limit() {
     );
     assert_eq!(at.secret_key, "activity-tracker.ng.bluemix.net");
 }
+
+#[test]
+fn the_daemonset_configmap_passes_strict_checks() {
+    let yaml = std::fs::read_to_string(
+        crate::support::repo_root().join("deploy/kubernetes/configmap.yaml"),
+    )
+    .unwrap();
+    let body = yaml
+        .split("logging-activity-tracker.conf: |\n")
+        .nth(1)
+        .expect("the ConfigMap holds the file");
+    let text: String = body
+        .lines()
+        .map(|l| l.strip_prefix("    ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let strict = config::LoadOptions {
+        strict: true,
+        ..options()
+    };
+    let loaded = config::load_str(&text, "configmap.conf".as_ref(), &strict)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(loaded.config.system.http_port, Some(24231));
+    let SourceKind::Tail(tail) = &loaded.config.sources[0].kind;
+    assert_eq!(
+        tail.paths,
+        ["/var/log/at/**/*.log*", "/var/log/at-no-rotate/**/*.log*"]
+    );
+}

@@ -16,6 +16,7 @@ mod config_seed;
 mod demo;
 mod events_golden;
 mod events_props;
+mod ops;
 mod output_at;
 mod output_e2e;
 mod receiver;
