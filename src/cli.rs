@@ -200,6 +200,9 @@ enum Command {
         /// …for this long after start.
         #[arg(long, default_value = "30s", value_parser = duration_arg)]
         status_for: std::time::Duration,
+        /// Count events and distinct ids only (GET /sink), store nothing: for benchmarks.
+        #[arg(long)]
+        sink: bool,
     },
     /// Write seed-style audit events into per-pod files, rotating them.
     Generate {
@@ -285,7 +288,9 @@ pub fn main() -> ExitCode {
             latency,
             status,
             status_for,
+            sink,
         } => receiver(crate::receiver::ReceiverOptions {
+            sink,
             listen,
             secrets_dir,
             data_dir,

@@ -25,7 +25,10 @@ pub(crate) async fn run(path: &Path, mut config: Config, metrics_listen: SocketA
     let listen = config.system.http_port.map_or(metrics_listen, |port| {
         SocketAddr::from(([0, 0, 0, 0], port))
     });
-    crate::ops::serve(listen, shutdown.clone()).await?;
+    // Forwarding matters more than its metrics: a port in use is reported, not fatal.
+    if let Err(e) = crate::ops::serve(listen, shutdown.clone()).await {
+        error!("{e:#}; running without /metrics, /healthz and /readyz");
+    }
     let (reload_tx, mut reload_rx) = mpsc::channel::<&'static str>(4);
     let _watcher = watch_config(path, reload_tx.clone());
     let hup = listen_for_hangup(reload_tx)?;

@@ -179,7 +179,11 @@ impl Buffer {
     /// Appends records under `key` (not yet durable: see [`Buffer::sync`]). All or none
     /// of them are appended.
     pub fn append(&self, key: &str, records: &[&[u8]]) -> Result<(), AppendError> {
-        self.store.append(key, records)
+        if self.store.append(key, records)? {
+            // A chunk full by size is ready now, not at the next age check.
+            self.ready.notify_one();
+        }
+        Ok(())
     }
 
     /// Whether a group commit is due.
@@ -228,6 +232,9 @@ impl Buffer {
     /// Takes the next chunk to send, if one is due, with its records. Damaged records are
     /// set aside; a chunk that cannot be read at all goes to `backup/`.
     pub fn take(&self, now: Instant) -> Option<Taken> {
+        if let Err(e) = self.store.seal_full() {
+            error!(error = %e, "Sealing full chunks failed; will retry.");
+        }
         loop {
             let (id, key, attempts) = self.store.take(now)?;
             match self.store.read(&id) {

@@ -73,6 +73,9 @@ pub struct Counters {
 pub(super) struct State {
     seq: u64,
     open: HashMap<String, OpenChunk>,
+    /// Chunks full by size, waiting to be fsynced and given their `.meta` — done off the
+    /// append path, by the sender side ([`Store::seal_full`]).
+    full: Vec<(String, OpenChunk)>,
     queue: BTreeMap<ChunkId, Queued>,
     total: u64,
     unsynced: u64,
@@ -128,6 +131,7 @@ impl Store {
         let state = State {
             seq: 0,
             open: HashMap::new(),
+            full: Vec::new(),
             queue: BTreeMap::new(),
             total: 0,
             unsynced: 0,
@@ -188,7 +192,8 @@ impl Store {
         );
     }
 
-    pub(super) fn append(&self, key: &str, records: &[&[u8]]) -> Result<(), AppendError> {
+    /// Appends; returns whether a chunk was sealed to make room (it is ready to send).
+    pub(super) fn append(&self, key: &str, records: &[&[u8]]) -> Result<bool, AppendError> {
         let mut framed = Vec::with_capacity(records.iter().map(|r| r.len() + 8).sum());
         for r in records {
             chunk::frame(r, &mut framed);
@@ -204,8 +209,10 @@ impl Store {
                         .is_some_and(|max| c.records + records.len() as u64 > max))
         });
         if needs_new {
-            self.seal_locked(&mut s, key)?;
+            let full = s.open.remove(key).expect("needs_new implies an open chunk");
+            s.full.push((key.to_string(), full));
         }
+        let sealed = needs_new;
         if !s.open.contains_key(key) {
             s.seq += 1;
             let created_ms = now_ms();
@@ -237,7 +244,7 @@ impl Store {
         open.records += records.len() as u64;
         s.total += framed.len() as u64;
         s.unsynced += framed.len() as u64;
-        Ok(())
+        Ok(sealed)
     }
 
     /// Applies `total_limit_size` and `overflow_action` for `incoming` more bytes.
@@ -296,8 +303,64 @@ impl Store {
         Ok(())
     }
 
+    /// Seals the chunks that filled up: fsync and `.meta`, outside the lock, then queues them.
+    pub(super) fn seal_full(&self) -> io::Result<usize> {
+        let full = std::mem::take(&mut self.lock().full);
+        let count = full.len();
+        let mut failed = Vec::new();
+        let mut sealed = Vec::new();
+        for (key, chunk) in full {
+            let meta = Meta {
+                v: 1,
+                key: key.clone(),
+                state: ChunkState::Sealed,
+                created_ms: chunk.created_ms,
+                records: chunk.records,
+                bytes: chunk.len,
+                attempts: 0,
+                first_failure_ms: None,
+                next_attempt_ms: None,
+                backup_reason: None,
+            };
+            match chunk
+                .file
+                .sync_data()
+                .and_then(|()| chunk::write_meta(&self.meta_path(&chunk.id), &meta))
+            {
+                Ok(()) => sealed.push((key, chunk)),
+                Err(e) => failed.push((key, chunk, e)),
+            }
+        }
+        let mut s = self.lock();
+        for (key, chunk) in sealed {
+            s.queue.insert(
+                chunk.id.clone(),
+                Queued {
+                    key,
+                    bytes: chunk.len,
+                    records: chunk.records,
+                    attempts: 0,
+                    created_ms: chunk.created_ms,
+                    first_failure: None,
+                    next_attempt: Instant::now(),
+                    in_flight: false,
+                },
+            );
+        }
+        let mut first_error = None;
+        for (key, chunk, e) in failed {
+            s.full.push((key, chunk));
+            first_error.get_or_insert(e);
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(count),
+        }
+    }
+
     /// Seals open chunks older than `flush_interval` (all of them when `all`).
     pub(super) fn seal_due(&self, now: Instant, all: bool) -> io::Result<usize> {
+        let filled = self.seal_full()?;
         let mut s = self.lock();
         let due: Vec<String> = s
             .open
@@ -311,7 +374,7 @@ impl Store {
         for key in &due {
             self.seal_locked(&mut s, key)?;
         }
-        Ok(due.len())
+        Ok(due.len() + filled)
     }
 
     fn seal_locked(&self, s: &mut State, key: &str) -> io::Result<()> {

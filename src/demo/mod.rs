@@ -106,6 +106,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoSummary> {
         fail_rate: 0.0,
         latency: Duration::ZERO,
         status: None,
+        sink: false,
     };
     let (receiver, receiver_task) = receiver::start(receiver_opts, stop.clone()).await?;
     let text = demo_config(root, &format!("http://{}", receiver.addr));

@@ -77,6 +77,10 @@ impl Worker {
         let mut pending: Vec<Position> = Vec::new();
         let mut pending_since: Option<Instant> = None;
         let interval = worker.commit_interval();
+        // Group commits run beside the worker: it goes on appending while an fsync is under
+        // way, and commits that queue up meanwhile are merged into one.
+        let (commits, commit_rx) = tokio::sync::mpsc::unbounded_channel();
+        let committer = tokio::spawn(commit_loop(Arc::clone(&worker), commit_rx));
         loop {
             let wait = pending_since.map_or(Duration::from_secs(3600), |t| {
                 interval.saturating_sub(t.elapsed())
@@ -87,7 +91,7 @@ impl Worker {
                 if let Err(e) = worker.write(batch, &mut pending).await {
                     // Positions are not saved: the lines are read again after a restart.
                     error!(error = %e, "Writing a batch failed; its positions are not saved. Stopping this source.");
-                    return;
+                    break;
                 }
                 pending_since.get_or_insert_with(Instant::now);
             }
@@ -99,20 +103,15 @@ impl Worker {
                     .flatten()
                     .any(|b| b.sync_due(Instant::now()));
             if due && !pending.is_empty() {
-                let w = Arc::clone(&worker);
-                let positions = std::mem::take(&mut pending);
-                match tokio::task::spawn_blocking(move || w.commit(&positions)).await {
-                    Ok(Ok(())) => pending_since = None,
-                    Ok(Err(e)) => {
-                        error!(error = %e, "Group commit failed; positions are not saved (the lines will be read again after a restart).")
-                    }
-                    Err(e) => error!(error = %e, "Group commit task failed."),
-                }
+                let _ = commits.send(std::mem::take(&mut pending));
+                pending_since = None;
             }
             if closed {
-                return;
+                break;
             }
         }
+        drop(commits);
+        let _ = committer.await;
     }
 
     /// fsyncs every buffer, then saves the positions.
@@ -243,6 +242,32 @@ impl Worker {
             sorted.letters.push(letter);
         }
         sorted
+    }
+}
+
+/// Takes positions to save, merges whatever queued up while the previous commit ran, and
+/// commits (fsync of the buffers, then the positions) until the worker stops.
+async fn commit_loop(
+    worker: Arc<Worker>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Vec<Position>>,
+) {
+    while let Some(mut positions) = rx.recv().await {
+        while let Ok(more) = rx.try_recv() {
+            for p in more {
+                match positions.iter_mut().find(|q| q.key == p.key) {
+                    Some(q) => *q = p,
+                    None => positions.push(p),
+                }
+            }
+        }
+        let w = Arc::clone(&worker);
+        match tokio::task::spawn_blocking(move || w.commit(&positions)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                error!(error = %e, "Group commit failed; positions are not saved (the lines will be read again after a restart).")
+            }
+            Err(e) => error!(error = %e, "Group commit task failed."),
+        }
     }
 }
 

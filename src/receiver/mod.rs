@@ -55,6 +55,9 @@ pub struct ReceiverOptions {
     pub latency: Duration,
     /// Answer ingest requests with this status for the first `status_for` after start.
     pub status: Option<(u16, Duration)>,
+    /// Count events and distinct ids only, store nothing (for benchmarks); `GET /sink`
+    /// answers `{"events":N,"distinct":M,"requests":R}`.
+    pub sink: bool,
 }
 
 /// token → (service, project).
@@ -69,8 +72,17 @@ impl IntoResponse for Refused {
     }
 }
 
+/// What the sink mode counted.
+#[derive(Default)]
+struct SinkCounts {
+    events: u64,
+    requests: u64,
+    ids: std::collections::HashSet<String>,
+}
+
 #[derive(Clone)]
 struct App {
+    sink: Option<Arc<Mutex<SinkCounts>>>,
     store: EventStore,
     secrets_dir: PathBuf,
     tokens: Arc<Mutex<(Option<Instant>, Tokens)>>,
@@ -96,6 +108,7 @@ pub async fn start(
         .map_err(|e| anyhow::anyhow!("opening the store in {}: {e}", opts.data_dir.display()))?;
     let (live, _) = broadcast::channel(4096);
     let app = App {
+        sink: opts.sink.then(Arc::default),
         store: store.clone(),
         secrets_dir: opts.secrets_dir.clone(),
         tokens: Arc::default(),
@@ -108,6 +121,7 @@ pub async fn start(
         .route("/v3/events/download", get(download))
         .route("/v3/events/stream", get(stream))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/sink", get(sink_counts))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(app.clone());
     let listener = tokio::net::TcpListener::bind(opts.listen).await?;
@@ -122,6 +136,11 @@ pub async fn start(
     }
     info!(%addr, "Receiver listening.");
     let handle = tokio::spawn(async move {
+        // Without TCP_NODELAY a small answer waits on Nagle and delayed ACKs (tens of ms).
+        use axum::serve::ListenerExt;
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let serve = axum::serve(listener, router)
             .with_graceful_shutdown(async move { shutdown.cancelled().await });
         if let Err(e) = serve.await {
@@ -243,6 +262,9 @@ async fn ingest(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Resp
     } else {
         body
     };
+    if let Some(sink) = &app.sink {
+        return count_only(sink, &plain);
+    }
     let events: Vec<serde_json::Value> = match serde_json::from_slice(&plain) {
         Ok(v) => v,
         Err(e) => {
@@ -288,6 +310,57 @@ async fn ingest(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Resp
         }
         Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("store: {e}")).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct IdOnly<'a> {
+    #[serde(borrow, default)]
+    payload: Option<Inner<'a>>,
+    #[serde(borrow, default)]
+    id: Option<std::borrow::Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct Inner<'a> {
+    #[serde(borrow, default)]
+    id: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// Sink mode: counts events and distinct ids, skipping everything else in the body.
+fn count_only(sink: &Mutex<SinkCounts>, body: &[u8]) -> Response {
+    let events: Vec<IdOnly<'_>> = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("the body must be a JSON array of events: {e}"),
+            )
+                .into_response()
+        }
+    };
+    let mut counts = sink
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    counts.requests += 1;
+    counts.events += events.len() as u64;
+    for e in events {
+        if let Some(id) = e.payload.and_then(|p| p.id).or(e.id) {
+            counts.ids.insert(id.into_owned());
+        }
+    }
+    StatusCode::OK.into_response()
+}
+
+async fn sink_counts(State(app): State<App>) -> Response {
+    match &app.sink {
+        Some(sink) => {
+            let c = sink
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            Json(serde_json::json!({"events": c.events, "distinct": c.ids.len(), "requests": c.requests})).into_response()
+        }
+        None => (StatusCode::NOT_FOUND, "not in sink mode").into_response(),
     }
 }
 

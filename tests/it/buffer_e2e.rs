@@ -28,10 +28,23 @@ fn event(i: usize) -> String {
 
 fn start(conf: &Path) -> Child {
     binary()
-        .args(["--log-format", "json", "--log-level", "warn", "run", "-c"])
+        .args([
+            "--log-format",
+            "json",
+            "--log-level",
+            "warn",
+            "run",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "-c",
+        ])
         .arg(conf)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(if std::env::var_os("AT_TEST_LOGS").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
         .spawn()
         .unwrap()
 }
@@ -220,7 +233,14 @@ fn a_full_buffer_pauses_reading_and_loses_nothing() {
     )
     .unwrap();
     let mut daemon = binary()
-        .args(["--log-format", "json", "run", "-c"])
+        .args([
+            "--log-format",
+            "json",
+            "run",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "-c",
+        ])
         .arg(&conf)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

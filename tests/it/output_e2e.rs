@@ -123,7 +123,16 @@ fn rotated_and_added_tokens_are_used_without_restart_and_never_logged() {
     )
     .unwrap();
     let mut daemon = binary()
-        .args(["--log-format", "json", "--log-level", "debug", "run", "-c"])
+        .args([
+            "--log-format",
+            "json",
+            "--log-level",
+            "debug",
+            "run",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "-c",
+        ])
         .arg(&conf)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

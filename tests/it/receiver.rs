@@ -22,6 +22,7 @@ fn options(dir: &Path) -> ReceiverOptions {
         fail_rate: 0.0,
         latency: Duration::ZERO,
         status: None,
+        sink: false,
     }
 }
 

@@ -21,7 +21,14 @@ struct Daemon {
 
 fn start(conf: &Path) -> Daemon {
     let mut child = binary()
-        .args(["--log-format", "json", "run", "-c"])
+        .args([
+            "--log-format",
+            "json",
+            "run",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "-c",
+        ])
         .arg(conf)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
