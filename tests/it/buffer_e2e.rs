@@ -258,9 +258,17 @@ fn a_full_buffer_pauses_reading_and_loses_nothing() {
         .take(10_000)
         .any(|l| l.contains("Buffer full: reading pauses"));
     assert!(full, "no WARN about the full buffer");
-    let (code, listing, _) =
-        crate::support::run(binary().args(["buffer", "-c"]).arg(&conf).arg("list"));
-    assert_eq!(code, 0);
+    // Chunks full by size are sealed by the sender side shortly after: poll the listing.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let listing = loop {
+        let (code, listing, _) =
+            crate::support::run(binary().args(["buffer", "-c"]).arg(&conf).arg("list"));
+        assert_eq!(code, 0);
+        if listing.contains("queued") || Instant::now() > deadline {
+            break listing;
+        }
+        std::thread::park_timeout(Duration::from_millis(50));
+    };
     assert!(
         listing.contains("queued") && listing.contains("svc"),
         "{listing}"
