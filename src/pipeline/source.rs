@@ -165,12 +165,47 @@ impl Worker {
         Ok(())
     }
 
+    /// Checks, routes and sorts a batch's lines; a large batch is split across two threads
+    /// (the machine's cores), each half keeping its lines' order.
     fn sort(&self, batch: &Batch) -> Sorted {
+        let lines: Vec<crate::tail::Line<'_>> = batch.lines().collect();
+        let mut sorted = if lines.len() >= PARALLEL_FROM {
+            let (first, second) = lines.split_at(lines.len() / 2);
+            let (a, b) = std::thread::scope(|scope| {
+                let other = scope.spawn(|| self.sort_lines(second));
+                (self.sort_lines(first), other.join())
+            });
+            let mut a = a;
+            match b {
+                Ok(b) => a.merge(b),
+                Err(_) => a.merge(self.sort_lines(second)),
+            }
+            a
+        } else {
+            self.sort_lines(&lines)
+        };
+        let SourceKind::Tail(tail) = &self.config.sources[self.source].kind;
+        for (path, long) in &batch.long_lines {
+            let message = format!(
+                "line of {} bytes, longer than max_line_size {}",
+                long.len, tail.max_line_size
+            );
+            let mut letter = DeadLetter::new(Reason::LineTooLong, message, path, long.offset, b"");
+            letter.length = long.len;
+            sorted.letters.push(letter);
+        }
+        sorted
+    }
+
+    fn sort_lines(&self, lines: &[crate::tail::Line<'_>]) -> Sorted {
         let source = &self.config.sources[self.source];
         let SourceKind::Tail(tail) = &source.kind;
         let mut sorted = Sorted::default();
         let mut event = Vec::new();
-        for line in batch.lines() {
+        // Lines of one file share a tag, hence a route: look it up once per file.
+        let mut routes: Vec<(&std::path::Path, Option<usize>, String)> = Vec::new();
+        let (mut emitted, mut invalid) = (0u64, Vec::new());
+        for line in lines {
             event.clear();
             let origin = Origin {
                 key: line.key,
@@ -179,7 +214,7 @@ impl Worker {
             let accepted = match self.validator.check(line.bytes, origin, &mut event) {
                 Ok(a) => a,
                 Err(r) => {
-                    crate::metrics::global().invalid(r.reason.name());
+                    invalid.push(r.reason.name());
                     sorted.letters.push(DeadLetter::new(
                         r.reason,
                         r.to_string(),
@@ -190,26 +225,26 @@ impl Worker {
                     continue;
                 }
             };
-            let tag = tail.tag.expand(&line.path.to_string_lossy());
-            let route = self.config.route(source.directive.label.as_deref(), &tag);
-            match route.map(|m| (m, &m.output)) {
+            let (route, tag) = match routes.iter().find(|(p, _, _)| *p == line.path) {
+                Some((_, route, tag)) => (*route, tag.clone()),
+                None => {
+                    let tag = tail.tag.expand(&line.path.to_string_lossy());
+                    let route = self
+                        .config
+                        .route(source.directive.label.as_deref(), &tag)
+                        .and_then(|m| self.config.matches.iter().position(|x| std::ptr::eq(x, m)));
+                    routes.push((line.path, route, tag.clone()));
+                    (route, tag)
+                }
+            };
+            match route.map(|i| (i, &self.config.matches[i].output)) {
                 Some((_, Output::Stdout)) => {
-                    crate::metrics::global()
-                        .events_emitted
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    emitted += 1;
                     sorted.stdout.extend_from_slice(&event);
                     sorted.stdout.push(b'\n');
                 }
-                Some((m, Output::ActivityTracker(_))) => {
-                    crate::metrics::global()
-                        .events_emitted
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let index = self
-                        .config
-                        .matches
-                        .iter()
-                        .position(|x| std::ptr::eq(x, m))
-                        .expect("routed to one of them");
+                Some((index, Output::ActivityTracker(_))) => {
+                    emitted += 1;
                     match sorted
                         .buffered
                         .iter_mut()
@@ -232,16 +267,35 @@ impl Worker {
                 )),
             }
         }
-        for (path, long) in &batch.long_lines {
-            let message = format!(
-                "line of {} bytes, longer than max_line_size {}",
-                long.len, tail.max_line_size
-            );
-            let mut letter = DeadLetter::new(Reason::LineTooLong, message, path, long.offset, b"");
-            letter.length = long.len;
-            sorted.letters.push(letter);
+        let metrics = crate::metrics::global();
+        metrics
+            .events_emitted
+            .fetch_add(emitted, std::sync::atomic::Ordering::Relaxed);
+        for reason in invalid {
+            metrics.invalid(reason);
         }
         sorted
+    }
+}
+
+/// Batches with at least this many lines are checked on two threads.
+const PARALLEL_FROM: usize = 2000;
+
+impl Sorted {
+    /// Appends `other` (the later lines) to this one, keeping each output's order.
+    fn merge(&mut self, other: Sorted) {
+        self.stdout.extend_from_slice(&other.stdout);
+        self.letters.extend(other.letters);
+        for (index, key, records) in other.buffered {
+            match self
+                .buffered
+                .iter_mut()
+                .find(|(i, k, _)| *i == index && *k == key)
+            {
+                Some((_, _, mine)) => mine.extend(records),
+                None => self.buffered.push((index, key, records)),
+            }
+        }
     }
 }
 
