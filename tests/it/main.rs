@@ -7,6 +7,7 @@ mod support;
 mod buffer_cases;
 mod buffer_e2e;
 mod buffer_model;
+mod buffer_props;
 mod cli;
 mod cli_events;
 mod config_errors;
