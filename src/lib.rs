@@ -41,6 +41,7 @@ mod cli_tools;
 pub mod config;
 pub mod demo;
 pub mod event;
+pub mod fsutil;
 pub mod metrics;
 pub mod ops;
 pub mod output;

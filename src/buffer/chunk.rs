@@ -4,7 +4,7 @@
 //! `<id>.meta` (JSON, replaced whole by temp → fsync → rename). See the module
 //! documentation of [`super`] for the layout.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -99,22 +99,12 @@ pub fn create(path: &Path, key: &str, created_ms: u64) -> io::Result<(File, u64)
 
 /// Writes `meta` next to the chunk: temp file, fsync, rename, fsync of the directory.
 pub fn write_meta(path: &Path, meta: &Meta) -> io::Result<()> {
-    let tmp = path.with_extension("meta.tmp");
-    let mut file = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    serde_json::to_writer(&mut file, meta).map_err(io::Error::other)?;
-    file.sync_all()?;
-    fs::rename(&tmp, path)?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
+    crate::fsutil::replace_file(path, &serde_json::to_vec(meta).map_err(io::Error::other)?)
 }
 
 /// fsync of a directory, so that renames and creations in it are durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+    crate::fsutil::sync_dir(dir)
 }
 
 /// What reading a chunk file found.
@@ -232,20 +222,11 @@ pub fn write_whole(
     created_ms: u64,
     records: &[Vec<u8>],
 ) -> io::Result<u64> {
-    let tmp = path.with_extension("chunk.tmp");
     let mut data = header(key, created_ms);
     for r in records {
         frame(r, &mut data);
     }
-    let mut file = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    file.write_all(&data)?;
-    file.sync_all()?;
-    fs::rename(&tmp, path)?;
+    crate::fsutil::replace_file(path, &data)?;
     Ok(data.len() as u64)
 }
 
@@ -259,6 +240,7 @@ pub fn truncate(file: &mut File, len: u64) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn records_round_trip_and_damage_is_located() {

@@ -288,17 +288,7 @@ impl DeadLetterStore {
         if !removed {
             return Ok(());
         }
-        let tmp = self.dir.join(format!(".{day}.jsonl.tmp"));
-        let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        file.write_all(&kept)?;
-        file.sync_all()?;
-        fs::rename(&tmp, &path)?;
-        File::open(&self.dir)?.sync_all()
+        crate::fsutil::replace_file(&path, &kept)
     }
 }
 
