@@ -60,6 +60,24 @@ pub struct Meta {
     pub backup_reason: Option<String>,
 }
 
+impl Meta {
+    /// The metadata of a sealed chunk that has not been tried yet.
+    pub fn sealed(key: &str, created_ms: u64, records: u64, bytes: u64) -> Self {
+        Meta {
+            v: 1,
+            key: key.to_string(),
+            state: ChunkState::Sealed,
+            created_ms,
+            records,
+            bytes,
+            attempts: 0,
+            first_failure_ms: None,
+            next_attempt_ms: None,
+            backup_reason: None,
+        }
+    }
+}
+
 /// The header of a chunk file.
 fn header(key: &str, created_ms: u64) -> Vec<u8> {
     let mut h = Vec::with_capacity(24 + key.len());

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tracing::{error, info, warn};
 
-use super::chunk::{self, ChunkId, ChunkState, Meta};
+use super::chunk::{self, ChunkId, Meta};
 use super::retry::{Next, Policy};
 use super::{BufferOptions, Outcome};
 use crate::config::buffer::OverflowAction;
@@ -310,18 +310,7 @@ impl Store {
         let mut failed = Vec::new();
         let mut sealed = Vec::new();
         for (key, chunk) in full {
-            let meta = Meta {
-                v: 1,
-                key: key.clone(),
-                state: ChunkState::Sealed,
-                created_ms: chunk.created_ms,
-                records: chunk.records,
-                bytes: chunk.len,
-                attempts: 0,
-                first_failure_ms: None,
-                next_attempt_ms: None,
-                backup_reason: None,
-            };
+            let meta = Meta::sealed(&key, chunk.created_ms, chunk.records, chunk.len);
             match chunk
                 .file
                 .sync_data()
@@ -383,18 +372,7 @@ impl Store {
         };
         let sealed = (|| {
             open.file.sync_data()?;
-            let meta = Meta {
-                v: 1,
-                key: key.to_string(),
-                state: ChunkState::Sealed,
-                created_ms: open.created_ms,
-                records: open.records,
-                bytes: open.len,
-                attempts: 0,
-                first_failure_ms: None,
-                next_attempt_ms: None,
-                backup_reason: None,
-            };
+            let meta = Meta::sealed(key, open.created_ms, open.records, open.len);
             chunk::write_meta(&self.meta_path(&open.id), &meta)
         })();
         if let Err(e) = sealed {
@@ -520,18 +498,12 @@ impl Store {
                         entry.next_attempt = now + delay;
                         entry.in_flight = false;
                         let meta = Meta {
-                            v: 1,
-                            key: q.key.clone(),
-                            state: ChunkState::Sealed,
-                            created_ms: q.created_ms,
-                            records: q.records,
-                            bytes: q.bytes,
                             attempts,
                             first_failure_ms: Some(first.1),
                             next_attempt_ms: Some(
                                 now_ms() + u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
                             ),
-                            backup_reason: None,
+                            ..Meta::sealed(&q.key, q.created_ms, q.records, q.bytes)
                         };
                         drop(s);
                         chunk::write_meta(&self.meta_path(id), &meta)?;
@@ -562,16 +534,8 @@ impl Store {
             let half_id = format!("{id}{suffix}");
             let bytes = chunk::write_whole(&self.chunk_path(&half_id), &q.key, q.created_ms, part)?;
             let meta = Meta {
-                v: 1,
-                key: q.key.clone(),
-                state: ChunkState::Sealed,
-                created_ms: q.created_ms,
-                records: part.len() as u64,
-                bytes,
                 attempts: q.attempts,
-                first_failure_ms: None,
-                next_attempt_ms: None,
-                backup_reason: None,
+                ..Meta::sealed(&q.key, q.created_ms, part.len() as u64, bytes)
             };
             chunk::write_meta(&self.meta_path(&half_id), &meta)?;
             halves.push((half_id, bytes, part.len() as u64));
@@ -615,16 +579,10 @@ impl Store {
         s.total = s.total.saturating_sub(q.bytes);
         s.counters.backed_up += 1;
         let meta = Meta {
-            v: 1,
-            key: q.key.clone(),
-            state: ChunkState::Sealed,
-            created_ms: q.created_ms,
-            records: q.records,
-            bytes: q.bytes,
             attempts: q.attempts,
             first_failure_ms: q.first_failure.map(|f| f.1),
-            next_attempt_ms: None,
             backup_reason: Some(reason.to_string()),
+            ..Meta::sealed(&q.key, q.created_ms, q.records, q.bytes)
         };
         let moved = fs::rename(
             self.chunk_path(id),
