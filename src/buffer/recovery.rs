@@ -98,6 +98,11 @@ fn recover_chunk(store: &Store, id: &str, path: &Path) -> u64 {
         backup_reason: None,
     };
     if old.as_ref() != Some(&meta) {
+        // An open chunk's records may be in the page cache only (the process died, not the
+        // machine): made durable now, before positions read ahead of them are saved.
+        if let Err(e) = fs::File::open(path).and_then(|f| f.sync_all()) {
+            error!(file = %path.display(), error = %e, "Could not fsync a recovered chunk.");
+        }
         if let Err(e) = chunk::write_meta(&meta_path, &meta) {
             error!(file = %meta_path.display(), error = %e, "Could not write chunk metadata; the chunk is sent all the same.");
         }

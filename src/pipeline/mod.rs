@@ -24,7 +24,7 @@ use crate::config::{Config, Output, SourceKind};
 use crate::event::dead_letter::{DeadLetter, DeadLetterStore};
 use crate::event::Reason;
 use crate::output::at::AtSink;
-use crate::tail::{run as tail_run, PositionStore, TailOptions, Tailer};
+use crate::tail::{ahead, run as tail_run, PositionStore, TailOptions, Tailer};
 
 mod source;
 
@@ -86,12 +86,23 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     let mut threads = Vec::new();
     for (index, source) in config.sources.iter().enumerate() {
         let SourceKind::Tail(tail) = &source.kind;
+        let mut ahead = None;
         let store = match &tail.pos_file {
             Some(pos_file) => {
-                match open_positions(&PositionStore::dir_for(pos_file), &shutdown).await? {
-                    Some(store) => store,
-                    None => return Ok(()),
-                }
+                let Some(store) =
+                    open_positions(&PositionStore::dir_for(pos_file), &shutdown).await?
+                else {
+                    return Ok(());
+                };
+                // The buffers were recovered (and their chunks fsynced) above: what the
+                // previous process wrote to them may now count as saved.
+                let path = ahead::path_for(pos_file);
+                resume_ahead(&store, &path)?;
+                ahead = ahead::AheadFile::create(&path)
+                    .map_err(|e| warn!(file = %path.display(), error = %e, "Cannot record positions read ahead; a crash will re-send what was read after the last save."))
+                    .ok()
+                    .flatten();
+                store
             }
             None => {
                 warn!(
@@ -118,6 +129,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
             store,
             Arc::clone(&dead_letters),
             plain,
+            ahead,
         );
         sources.spawn(worker.run(rx));
     }
@@ -170,6 +182,34 @@ async fn open_positions(
             }
         }
     }
+}
+
+/// Saves the positions the previous process recorded as written downstream in this boot
+/// (see [`ahead`]), where they are past the saved ones for the same content.
+fn resume_ahead(store: &PositionStore, path: &std::path::Path) -> Result<()> {
+    let recorded = ahead::read_this_boot(path);
+    let mut newer = Vec::new();
+    for p in recorded {
+        let saved = store.get(p.key).context("reading saved positions")?;
+        let ahead_of_saved = saved.is_none_or(|s| {
+            s.head == p.checkpoint.head
+                && s.born == p.checkpoint.born
+                && s.offset < p.checkpoint.offset
+        });
+        if ahead_of_saved {
+            newer.push(p);
+        }
+    }
+    if !newer.is_empty() {
+        store
+            .commit(&newer)
+            .context("saving positions read ahead")?;
+        info!(
+            files = newer.len(),
+            "Resuming after a crash from what the previous process had written to its buffer."
+        );
+    }
+    Ok(())
 }
 
 /// Buffer sizes, chunk states, retries and the oldest event's age, read at scrape time.

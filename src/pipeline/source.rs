@@ -14,6 +14,7 @@ use crate::config::value::ConfigEnum;
 use crate::config::{Config, Output, SourceKind};
 use crate::event::dead_letter::{DeadLetter, DeadLetterStore};
 use crate::event::{Origin, Reason, Validator};
+use crate::tail::ahead::AheadFile;
 use crate::tail::{Batch, Position, PositionStore};
 
 /// Longest wait between two attempts to write to a full or failing disk.
@@ -27,6 +28,26 @@ pub(super) struct Worker {
     validator: Validator,
     /// The buffer of each `<match>`, by index (`None` for outputs without one).
     buffers: Vec<Option<Arc<Buffer>>>,
+    /// Positions written downstream but not yet saved, and the file that records them for
+    /// a restart after a crash of this process (see [`crate::tail::ahead`]).
+    ahead: std::sync::Mutex<Ahead>,
+}
+
+struct Ahead {
+    file: Option<AheadFile>,
+    unsaved: Vec<Position>,
+}
+
+impl Ahead {
+    fn record(&mut self) {
+        if let Some(file) = &mut self.file {
+            if let Err(e) = file.write(self.unsaved.iter()) {
+                // Only costs duplicates after a crash: the saved positions still hold.
+                warn!(error = %e, "Could not record positions read ahead; disabling that record.");
+                self.file = None;
+            }
+        }
+    }
 }
 
 /// A batch sorted by destination.
@@ -45,6 +66,7 @@ impl Worker {
         store: PositionStore,
         dead_letters: Arc<DeadLetterStore>,
         buffers: Vec<Option<Arc<Buffer>>>,
+        ahead: Option<AheadFile>,
     ) -> Self {
         let SourceKind::Tail(tail) = &config.sources[source].kind;
         let validator = Validator::new(tail.cadf_validation, tail.normalize_time);
@@ -55,6 +77,10 @@ impl Worker {
             dead_letters,
             validator,
             buffers,
+            ahead: std::sync::Mutex::new(Ahead {
+                file: ahead,
+                unsaved: Vec::new(),
+            }),
         }
     }
 
@@ -119,7 +145,23 @@ impl Worker {
         for b in self.buffers.iter().flatten() {
             b.sync()?;
         }
-        self.store.commit(positions).map_err(std::io::Error::other)
+        self.store
+            .commit(positions)
+            .map_err(std::io::Error::other)?;
+        let mut ahead = self.lock_ahead();
+        ahead.unsaved.retain(|u| {
+            !positions
+                .iter()
+                .any(|p| p.key == u.key && p.checkpoint.offset >= u.checkpoint.offset)
+        });
+        ahead.record();
+        Ok(())
+    }
+
+    fn lock_ahead(&self) -> std::sync::MutexGuard<'_, Ahead> {
+        self.ahead
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     async fn write(
@@ -156,12 +198,12 @@ impl Worker {
             );
             append_until_done(buffer, key, records).await;
         }
-        for p in batch.positions {
-            match pending.iter_mut().find(|q| q.key == p.key) {
-                Some(q) => *q = p,
-                None => pending.push(p),
-            }
+        if !batch.positions.is_empty() {
+            let mut ahead = self.lock_ahead();
+            merge_positions(&mut ahead.unsaved, batch.positions.iter().cloned());
+            ahead.record();
         }
+        merge_positions(pending, batch.positions);
         Ok(())
     }
 
@@ -299,6 +341,16 @@ impl Sorted {
     }
 }
 
+/// Later positions replace earlier ones of the same file.
+fn merge_positions(into: &mut Vec<Position>, later: impl IntoIterator<Item = Position>) {
+    for p in later {
+        match into.iter_mut().find(|q| q.key == p.key) {
+            Some(q) => *q = p,
+            None => into.push(p),
+        }
+    }
+}
+
 /// Takes positions to save, merges whatever queued up while the previous commit ran, and
 /// commits (fsync of the buffers, then the positions) until the worker stops.
 async fn commit_loop(
@@ -307,12 +359,7 @@ async fn commit_loop(
 ) {
     while let Some(mut positions) = rx.recv().await {
         while let Ok(more) = rx.try_recv() {
-            for p in more {
-                match positions.iter_mut().find(|q| q.key == p.key) {
-                    Some(q) => *q = p,
-                    None => positions.push(p),
-                }
-            }
+            merge_positions(&mut positions, more);
         }
         let w = Arc::clone(&worker);
         match tokio::task::spawn_blocking(move || w.commit(&positions)).await {
