@@ -22,6 +22,9 @@
 //!   regrown past the old offset between two looks is read again from its start; with
 //!   copytruncate, a copy that the globs match is found by content and finished from the
 //!   saved offset (fluentd resets to 0 and loses what the copy held).
+//! - Rotated names outside the globs (`app.log.1`) are looked for beside the file
+//!   ([`siblings`]): a file renamed while at-forwarder was down is finished from its saved
+//!   offset, and a copytruncate copy from the offset read in the original.
 //! - A file that appeared while at-forwarder was down is read from its start, even
 //!   without `read_from_head`: only on the very first start (no saved positions) are
 //!   existing files tailed from their end, as fluentd does.
@@ -41,6 +44,7 @@ pub mod lines;
 pub mod positions;
 pub mod report;
 pub mod run;
+pub mod siblings;
 pub mod tailer;
 
 pub use batch::{Batch, Line};

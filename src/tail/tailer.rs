@@ -21,6 +21,7 @@ use super::discovery::{Discovery, Found};
 use super::identity::{self, Digest, FileKey, HEAD_BYTES};
 use super::lines::{read_lines, ReadFrom};
 use super::positions::{Checkpoint, FluentdEntry, Position, PositionStore, PositionsError};
+use super::siblings::{self, Wanted};
 use super::TailOptions;
 
 /// A file being followed.
@@ -126,7 +127,8 @@ impl Tailer {
         for w in self.files.values_mut() {
             check_truncation(w);
         }
-        let found = self.discovery.scan();
+        let mut found = self.discovery.scan();
+        self.add_rotated_siblings(&mut found);
         if !self.fluentd.is_empty() {
             self.import_fluentd(&found);
         }
@@ -191,6 +193,43 @@ impl Tailer {
         self.files
             .values()
             .any(|w| !w.at_eof && (w.file.is_some() || w.vanished_since.is_none()))
+    }
+
+    /// Adds the files renamed out of the globs while at-forwarder was down (first scan),
+    /// and the copies of files just truncated (copytruncate), from the directories they
+    /// were in ([`siblings`]).
+    fn add_rotated_siblings(&self, found: &mut Vec<Found>) {
+        let present: std::collections::HashSet<FileKey> = found.iter().map(|f| f.key).collect();
+        let mut wanted = Vec::new();
+        if !self.scanned {
+            for (key, saved) in &self.saved {
+                let want = match found.iter().find(|f| f.key == *key) {
+                    None => Wanted::Renamed(*key),
+                    Some(f) if truncated_since(f, saved) => Wanted::CopyOf {
+                        offset: saved.offset,
+                        head: saved.head,
+                        marker: saved.marker,
+                    },
+                    Some(_) => continue,
+                };
+                wanted.push((saved.path.clone(), want));
+            }
+        }
+        for w in self.files.values().filter(|w| w.truncated) {
+            let copy = Wanted::CopyOf {
+                offset: w.next.offset,
+                head: w.head,
+                marker: w.marker,
+            };
+            wanted.push((w.path.clone(), copy));
+        }
+        if wanted.is_empty() {
+            return;
+        }
+        for f in siblings::find(&wanted, &present) {
+            info!(path = %f.path.display(), "Found a rotated file outside the globs that holds unread lines; reading it to its end.");
+            found.push(f);
+        }
     }
 
     /// Matches what the scan found with what is tracked: renamed files get their new

@@ -444,3 +444,82 @@ fn fluentd_pos_file_is_imported_once() {
     h.restart();
     assert_eq!(h.drain(), ids("newer", 0..1));
 }
+
+/// Globs that match only live files (`*.log`), as in the seed: rotated names such as
+/// `app.log.1` are outside them.
+fn live_only(o: &mut TailOptions) {
+    o.paths = vec![format!(
+        "{}/*.log",
+        o.paths[0].rsplit_once("/**").unwrap().0
+    )];
+}
+
+fn copytruncate(h: &Harness, name: &str, copy: &str) {
+    std::fs::copy(h.path(name), h.path(copy)).unwrap();
+    File::options()
+        .write(true)
+        .open(h.path(name))
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+}
+
+/// Renamed out of the globs while down (or killed): the saved identity is found beside
+/// its old name and finished from the saved offset.
+#[test]
+fn renamed_out_of_the_globs_while_down_is_finished() {
+    let mut h = Harness::new(live_only);
+    h.append("app.log", &lines("a", 0..5));
+    assert_eq!(h.drain(), ids("a", 0..5));
+    h.stop();
+    h.append("app.log", &lines("a", 5..9));
+    std::fs::rename(h.path("app.log"), h.path("app.log.1")).unwrap();
+    h.append("app.log", &lines("b", 0..2));
+    h.start();
+    assert_eq!(
+        sorted(h.drain()),
+        sorted([ids("a", 5..9), ids("b", 0..2)].concat())
+    );
+    // Drained, it is let go after rotate_wait like any rotated file.
+    h.now += Duration::from_secs(6);
+    h.poll(true);
+    h.poll(true);
+    assert_eq!(h.tailer.as_ref().unwrap().file_counts().0, 1);
+}
+
+/// copytruncate to a name outside the globs while running: the lines written between the
+/// last read and the truncation are read from the copy (fluentd loses them).
+#[test]
+fn copytruncate_to_a_name_outside_the_globs_loses_nothing() {
+    let mut h = Harness::new(live_only);
+    h.append("app.log", &lines("a", 0..5));
+    assert_eq!(h.drain(), ids("a", 0..5));
+    h.append("app.log", &lines("a", 5..8));
+    copytruncate(&h, "app.log", "app.log.1");
+    h.append("app.log", &lines("b", 0..2));
+    assert_eq!(
+        sorted(h.drain()),
+        sorted([ids("a", 5..8), ids("b", 0..2)].concat())
+    );
+    // An older rotated file beside it is not a copy and is not read.
+    h.append("app.log", &lines("b", 2..4));
+    copytruncate(&h, "app.log", "app.log.2");
+    assert_eq!(sorted(h.drain()), ids("b", 2..4));
+}
+
+/// The same while down: the copy outside the globs is found from the saved position.
+#[test]
+fn copytruncate_outside_the_globs_while_down_is_finished() {
+    let mut h = Harness::new(live_only);
+    h.append("app.log", &lines("a", 0..5));
+    assert_eq!(h.drain().len(), 5);
+    h.stop();
+    h.append("app.log", &lines("a", 5..7));
+    copytruncate(&h, "app.log", "app.log.1");
+    h.append("app.log", &lines("b", 0..3));
+    h.start();
+    assert_eq!(
+        sorted(h.drain()),
+        sorted([ids("a", 5..7), ids("b", 0..3)].concat())
+    );
+}
