@@ -200,7 +200,8 @@ enum Command {
         /// …for this long after start.
         #[arg(long, default_value = "30s", value_parser = duration_arg)]
         status_for: std::time::Duration,
-        /// Count events and distinct ids only (GET /sink), store nothing: for benchmarks.
+        /// Count events only, store nothing (GET /sink for totals, GET /sink/ids for the
+        /// times each id arrived; Idempotency-Key replays are not counted again).
         #[arg(long)]
         sink: bool,
     },

@@ -75,9 +75,14 @@ impl IntoResponse for Refused {
 /// What the sink mode counted.
 #[derive(Default)]
 struct SinkCounts {
+    /// Events counted (replays of an Idempotency-Key excluded).
     events: u64,
     requests: u64,
-    ids: std::collections::HashSet<String>,
+    /// Requests whose `<service>\0<Idempotency-Key>` was seen before: answered, not counted.
+    replays: u64,
+    /// Times each event id was counted.
+    ids: HashMap<String, u32>,
+    keys: std::collections::HashSet<String>,
 }
 
 #[derive(Clone)]
@@ -122,6 +127,7 @@ pub async fn start(
         .route("/v3/events/stream", get(stream))
         .route("/healthz", get(|| async { "ok" }))
         .route("/sink", get(sink_counts))
+        .route("/sink/ids", get(sink_ids))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(app.clone());
     let listener = tokio::net::TcpListener::bind(opts.listen).await?;
@@ -263,7 +269,11 @@ async fn ingest(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Resp
         body
     };
     if let Some(sink) = &app.sink {
-        return count_only(sink, &plain);
+        let key = headers
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .map(|k| format!("{service}\0{k}"));
+        return count_only(sink, key, &plain);
     }
     let events: Vec<serde_json::Value> = match serde_json::from_slice(&plain) {
         Ok(v) => v,
@@ -327,8 +337,10 @@ struct Inner<'a> {
     id: Option<std::borrow::Cow<'a, str>>,
 }
 
-/// Sink mode: counts events and distinct ids, skipping everything else in the body.
-fn count_only(sink: &Mutex<SinkCounts>, body: &[u8]) -> Response {
+/// Sink mode: counts events and distinct ids, skipping everything else in the body. A
+/// request whose Idempotency-Key was seen before is a replay (the wire contract: the
+/// endpoint answers it without storing again): counted as such, its events not.
+fn count_only(sink: &Mutex<SinkCounts>, key: Option<String>, body: &[u8]) -> Response {
     let events: Vec<IdOnly<'_>> = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(e) => {
@@ -343,10 +355,21 @@ fn count_only(sink: &Mutex<SinkCounts>, body: &[u8]) -> Response {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     counts.requests += 1;
+    if let Some(key) = key {
+        if !counts.keys.insert(key) {
+            counts.replays += 1;
+            return StatusCode::OK.into_response();
+        }
+    }
     counts.events += events.len() as u64;
     for e in events {
         if let Some(id) = e.payload.and_then(|p| p.id).or(e.id) {
-            counts.ids.insert(id.into_owned());
+            match counts.ids.get_mut(id.as_ref()) {
+                Some(n) => *n += 1,
+                None => {
+                    counts.ids.insert(id.into_owned(), 1);
+                }
+            }
         }
     }
     StatusCode::OK.into_response()
@@ -358,7 +381,20 @@ async fn sink_counts(State(app): State<App>) -> Response {
             let c = sink
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            Json(serde_json::json!({"events": c.events, "distinct": c.ids.len(), "requests": c.requests})).into_response()
+            Json(serde_json::json!({"events": c.events, "distinct": c.ids.len(), "requests": c.requests, "replays": c.replays})).into_response()
+        }
+        None => (StatusCode::NOT_FOUND, "not in sink mode").into_response(),
+    }
+}
+
+/// Sink mode: `{"<id>": times counted, …}`, for checks by id.
+async fn sink_ids(State(app): State<App>) -> Response {
+    match &app.sink {
+        Some(sink) => {
+            let c = sink
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            Json(&c.ids).into_response()
         }
         None => (StatusCode::NOT_FOUND, "not in sink mode").into_response(),
     }

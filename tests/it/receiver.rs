@@ -304,3 +304,32 @@ async fn injected_failures_answer_with_the_chosen_status() {
         503
     );
 }
+
+/// Sink mode counts by id and, like the store, does not count a replayed Idempotency-Key.
+#[tokio::test]
+async fn sink_counts_ids_and_skips_replays() {
+    let dir = tempfile::tempdir().unwrap();
+    let (client, stop) = start(ReceiverOptions {
+        sink: true,
+        ..options(dir.path())
+    })
+    .await;
+    let time = "2026-11-22T10:00:00.000+0000";
+    let batch = [
+        event("svc-a", "e1", time, "acc"),
+        event("svc-a", "e2", time, "acc"),
+    ];
+    assert_eq!(client.post("tok-a", "proj-a", "k1", &batch).await.0, 200);
+    assert_eq!(client.post("tok-a", "proj-a", "k1", &batch).await.0, 200);
+    let again = [event("svc-a", "e2", time, "acc")];
+    assert_eq!(client.post("tok-a", "proj-a", "k2", &again).await.0, 200);
+    assert_eq!(client.post("bad", "proj-a", "k3", &again).await.0, 401);
+    let totals: serde_json::Value = serde_json::from_str(&client.get("/sink").await.1).unwrap();
+    assert_eq!(
+        totals,
+        serde_json::json!({"events": 3, "distinct": 2, "requests": 3, "replays": 1})
+    );
+    let ids: serde_json::Value = serde_json::from_str(&client.get("/sink/ids").await.1).unwrap();
+    assert_eq!(ids, serde_json::json!({"e1": 1, "e2": 2}));
+    stop.cancel();
+}
