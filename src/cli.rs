@@ -225,12 +225,18 @@ enum Command {
         /// Rotate by copy and truncate instead of rename.
         #[arg(long)]
         copytruncate: bool,
+        /// Rotate only the first N files of each service by copy and truncate.
+        #[arg(long, default_value_t = 0)]
+        copytruncate_pods: usize,
         /// Stop after this long.
         #[arg(long, value_parser = duration_arg)]
         duration: Option<std::time::Duration>,
         /// Stop after this many events.
         #[arg(long)]
         count: Option<u64>,
+        /// 750–900-byte events (request and response data added), as in the benchmarks.
+        #[arg(long)]
+        wide: bool,
     },
     /// Show the saved tail positions: path, inode, offset, size, lag and state
     /// (active, rotated, gone) of every file each tail source has read.
@@ -308,8 +314,10 @@ pub fn main() -> ExitCode {
             pods,
             rotate_every,
             copytruncate,
+            copytruncate_pods,
             duration,
             count,
+            wide,
         } => generate(&crate::demo::generate::GenerateOptions {
             dir,
             rate,
@@ -317,8 +325,10 @@ pub fn main() -> ExitCode {
             pods,
             rotate_every,
             copytruncate,
+            copytruncate_pods,
             duration,
             count,
+            wide,
         }),
     }
 }

@@ -26,10 +26,16 @@ pub struct GenerateOptions {
     pub rotate_every: Option<u64>,
     /// Rotate by copy and truncate rather than rename.
     pub copytruncate: bool,
+    /// Rotate the first this many files of each service by copy and truncate, the others
+    /// by rename (when `copytruncate` is off).
+    pub copytruncate_pods: usize,
     /// Stop after this long.
     pub duration: Option<Duration>,
     /// Stop after this many events.
     pub count: Option<u64>,
+    /// Write 750–900-byte events (with request and response data, as the performance
+    /// workloads ask) instead of the seed's ~530-byte at-noisy shape.
+    pub wide: bool,
 }
 
 /// What was written.
@@ -46,6 +52,7 @@ struct Pod {
     file: File,
     lines: u64,
     rotations: u64,
+    copytruncate: bool,
 }
 
 /// The service name of service number `n`.
@@ -54,6 +61,22 @@ pub fn service_name(n: usize) -> String {
 }
 
 const ACTIONS: [&str; 5] = ["create", "update", "delete", "read", "list"];
+
+/// Event number `seq` of service `svc`, 750–900 bytes: [`event`] with the request and
+/// response data and correlation id that real services add.
+pub fn wide_event(svc: usize, seq: u64, now: Timestamp) -> String {
+    let mut e = event(svc, seq, now);
+    let service = service_name(svc);
+    // 0–79 more bytes, varying with seq, so sizes spread over the range.
+    let pad = "x".repeat(usize::try_from(seq % 80).unwrap_or(0));
+    let extra = format!(
+        r#","requestData":{{"method":"POST","path":"/v2/{service}/workers/{seq:010}","requestId":"req-{seq:016x}","userAgent":"{service}-client/1.4.2 (linux; amd64)"}},"responseData":{{"status":"accepted","workerId":"worker-{seq:010}","note":"{pad}"}},"correlationId":"corr-{:016x}-{seq:010}""#,
+        seq.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    );
+    // Inside payload: before its closing brace (the event ends with `}}`).
+    e.insert_str(e.len() - 2, &extra);
+    e
+}
 
 /// Event number `seq` of service `svc`: the seed's at-noisy event with its own id.
 pub fn event(svc: usize, seq: u64, now: Timestamp) -> String {
@@ -106,6 +129,7 @@ pub fn generate(
                     path,
                     lines: 0,
                     rotations: 0,
+                    copytruncate: opts.copytruncate || p < opts.copytruncate_pods,
                 },
             ));
         }
@@ -133,14 +157,20 @@ pub fn generate(
             let (svc, pod) = &mut pods[next % count];
             next += 1;
             seq[*svc] += 1;
-            let line = event(*svc, seq[*svc], now);
+            let mut line = if opts.wide {
+                wide_event(*svc, seq[*svc], now)
+            } else {
+                event(*svc, seq[*svc], now)
+            };
+            line.push('\n');
+            // One write per line: other writers appending to the same file (O_APPEND)
+            // never land inside it.
             pod.file.write_all(line.as_bytes())?;
-            pod.file.write_all(b"\n")?;
             pod.lines += 1;
             out.written += 1;
             progress.fetch_add(1, Ordering::Relaxed);
             if opts.rotate_every.is_some_and(|n| pod.lines >= n) {
-                rotate(pod, opts.copytruncate)?;
+                rotate(pod)?;
                 out.rotations += 1;
             }
         }
@@ -153,12 +183,12 @@ fn open(path: &Path) -> io::Result<File> {
 }
 
 /// logrotate's two ways: rename and reopen, or copy and truncate in place.
-fn rotate(pod: &mut Pod, copytruncate: bool) -> io::Result<()> {
+fn rotate(pod: &mut Pod) -> io::Result<()> {
     pod.rotations += 1;
     let mut name = pod.path.as_os_str().to_owned();
     name.push(format!(".{}", pod.rotations));
     let rotated = PathBuf::from(name);
-    if copytruncate {
+    if pod.copytruncate {
         fs::copy(&pod.path, &rotated)?;
         pod.file.set_len(0)?;
     } else {
@@ -199,6 +229,20 @@ mod tests {
             );
             assert!(r.is_ok(), "{line}: {r:?}");
         }
+        for seq in (1..200).chain([999_999_999]) {
+            let now = Timestamp {
+                secs: 1_763_787_600,
+                nanos: 320_000_000,
+            };
+            let wide = wide_event(2, seq, now);
+            assert!((750..=900).contains(&wide.len()), "{} bytes", wide.len());
+            let mut out = Vec::new();
+            let origin = Origin {
+                key: FileKey { dev: 0, ino: 0 },
+                offset: 0,
+            };
+            assert!(v.check(wide.as_bytes(), origin, &mut out).is_ok(), "{wide}");
+        }
         assert_eq!(
             go_time(Timestamp {
                 secs: 1_508_440_070,
@@ -218,8 +262,10 @@ mod tests {
             pods: 1,
             rotate_every: Some(10),
             copytruncate: false,
+            copytruncate_pods: 0,
             duration: None,
             count: Some(45),
+            wide: false,
         };
         let done = generate(&opts, &AtomicBool::new(false), &AtomicU64::new(0)).unwrap();
         assert_eq!(

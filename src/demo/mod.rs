@@ -130,8 +130,10 @@ pub async fn run(opts: DemoOptions) -> Result<DemoSummary> {
         pods: 2,
         rotate_every: Some(opts.rotate_every),
         copytruncate: false,
+        copytruncate_pods: 0,
         duration: Some(opts.duration),
         count: None,
+        wide: false,
     };
     let (w, h) = (Arc::clone(&written), Arc::clone(&halt));
     let generator = std::thread::spawn(move || generate::generate(&gen_opts, &h, &w));
