@@ -6,7 +6,9 @@
 //! A write to a known file reads just the open files; a create, rename or delete runs a
 //! scan. While a file has unread lines, passes follow each other at once; while a rotated
 //! file waits to be released, every second; otherwise the thread sleeps. A full sink
-//! blocks the thread: reading pauses, and the files are where data waits.
+//! pauses reading — the files are where data waits — but not looking: files are still
+//! discovered and opened every second, so one created and rotated out of the globs during
+//! a long pause is held open and read afterwards.
 
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -107,7 +109,7 @@ fn follow(
                 .poll_open(now, &paths)
                 .unwrap_or_else(|| tailer.poll(now))
         };
-        if !batch.is_empty() && sink.blocking_send(batch).is_err() {
+        if !batch.is_empty() && !send(&mut tailer, sink, rx, batch, &mut written) {
             return;
         }
         let wait = if tailer.unread() {
@@ -123,6 +125,49 @@ fn follow(
             None => return,
         }
     }
+}
+
+/// Sends `batch`; while the sink is full, files are still looked for once a second
+/// ([`Tailer::discover`]). `false`: stop.
+fn send(
+    tailer: &mut Tailer,
+    sink: &tokio::sync::mpsc::Sender<Batch>,
+    rx: &Receiver<Hint>,
+    batch: Batch,
+    written: &mut Vec<PathBuf>,
+) -> bool {
+    let mut queue = std::collections::VecDeque::from([batch]);
+    while let Some(batch) = queue.pop_front() {
+        let room = RUNTIME.with(|rt| {
+            rt.block_on(async { tokio::time::timeout(PAUSED_LOOK, sink.reserve()).await })
+        });
+        match room {
+            Ok(Ok(permit)) => permit.send(batch),
+            Ok(Err(_)) => return false,
+            Err(_) => {
+                queue.push_front(batch);
+                if wait_for_hints(rx, Duration::ZERO, written).is_none() {
+                    return false;
+                }
+                let found = tailer.discover(Instant::now());
+                if !found.is_empty() {
+                    queue.push_back(found);
+                }
+            }
+        }
+    }
+    true
+}
+
+/// While reading is paused, how often files are looked for.
+const PAUSED_LOOK: Duration = Duration::from_secs(1);
+
+thread_local! {
+    /// A runtime of the tail thread's own, to wait for room in the sink with a timeout.
+    static RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a current-thread runtime with a timer builds");
 }
 
 /// Waits up to `wait` for hints and takes every one pending. `Some(true)`: a scan is

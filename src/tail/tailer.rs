@@ -124,16 +124,7 @@ impl Tailer {
     /// A full pass: find files, detect truncation and rotation, read from every file.
     pub fn poll(&mut self, now: Instant) -> Batch {
         let mut batch = Batch::default();
-        for w in self.files.values_mut() {
-            check_truncation(w);
-        }
-        let mut found = self.discovery.scan();
-        self.add_rotated_siblings(&mut found);
-        if !self.fluentd.is_empty() {
-            self.import_fluentd(&found);
-        }
-        self.reconcile(found, now, &mut batch);
-        self.restart_truncated(&mut batch);
+        self.look(now, &mut batch);
         self.read_all(&mut batch, now, |_| true);
         self.release_vanished(now);
         self.enforce_open_cap();
@@ -144,6 +135,31 @@ impl Tailer {
         self.orphans.clear();
         self.publish_metrics();
         batch
+    }
+
+    /// Looks for files without reading any, while reading is paused (back-pressure): a
+    /// file created and rotated away meanwhile is opened now, so it is still there to be
+    /// read once reading resumes (the globs may not match its rotated name). The batch
+    /// holds positions only (where new files start).
+    pub fn discover(&mut self, now: Instant) -> Batch {
+        let mut batch = Batch::default();
+        self.look(now, &mut batch);
+        self.orphans.clear();
+        batch
+    }
+
+    /// Truncations, the scan, rotated siblings, new and vanished files.
+    fn look(&mut self, now: Instant, batch: &mut Batch) {
+        for w in self.files.values_mut() {
+            check_truncation(w);
+        }
+        let mut found = self.discovery.scan();
+        self.add_rotated_siblings(&mut found);
+        if !self.fluentd.is_empty() {
+            self.import_fluentd(&found);
+        }
+        self.reconcile(found, now, batch);
+        self.restart_truncated(batch);
     }
 
     /// A quick pass: read the files that are open or named in `changed`, without a scan.

@@ -78,3 +78,55 @@ async fn follows_writes_and_rotations_until_shutdown() {
         "the tail thread stops on shutdown"
     );
 }
+
+/// Reading paused by a full sink (back-pressure) for longer than files live under their
+/// name: a file created and rotated out of the globs meanwhile is still read afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_rotated_away_while_reading_is_paused_are_read_afterwards() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let opts = TailOptions {
+        read_lines_limit: 10,
+        rotate_wait: Duration::from_millis(200),
+        refresh_interval: Duration::from_secs(3600),
+        ..TailOptions::new(vec![format!("{}/*.log", logs.display())])
+    };
+    let store = PositionStore::open(&dir.path().join("pos.sled")).unwrap();
+    let tailer = Tailer::open(opts, store.clone()).unwrap();
+    // Room for one batch: the second one waits until the first is taken.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+    let shutdown = CancellationToken::new();
+    let thread = run::spawn(tailer, Duration::from_secs(3600), tx, shutdown.clone()).unwrap();
+    let lines = |prefix: &str| -> String {
+        (0..30)
+            .map(|i| format!("{{\"id\":\"{prefix}-{i}\"}}\n"))
+            .collect()
+    };
+    std::fs::write(logs.join("a.log"), lines("a")).unwrap();
+    // Nothing is taken yet: the channel fills, the tail thread waits with a batch in hand.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rx.capacity() > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(rx.capacity(), 0, "the sink fills");
+    // Three generations of b.log, each renamed away after the tailer had a chance to look.
+    for gen in 0..3 {
+        std::fs::write(logs.join("b.log"), lines(&format!("b{gen}"))).unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+        std::fs::rename(logs.join("b.log"), logs.join(format!("b.log.{gen}"))).unwrap();
+    }
+    let mut seen = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while seen.len() < 120 && Instant::now() < deadline {
+        if let Ok(Some(batch)) = tokio::time::timeout(Duration::from_millis(200), rx.recv()).await {
+            store.commit(&batch.positions).unwrap();
+            for line in batch.lines() {
+                seen.insert(String::from_utf8(line.bytes.to_vec()).unwrap());
+            }
+        }
+    }
+    assert_eq!(seen.len(), 120, "every generation of b.log is read");
+    shutdown.cancel();
+    let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+}
