@@ -75,7 +75,8 @@ fn matches(wanted: &Wanted, key: FileKey, path: &Path, size: u64) -> bool {
             head,
             marker,
         } => {
-            if offset == 0 || head.len == 0 || size < offset {
+            // At offset 0 (nothing read of it yet) the head alone names the content.
+            if head.len == 0 || size < offset.max(head.len) {
                 return false;
             }
             let Ok(file) = File::open(path) else {

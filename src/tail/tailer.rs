@@ -618,12 +618,39 @@ fn check_truncation(w: &mut Watched) -> bool {
         matches!((w.born, identity::birth_time(&meta)), (Some(a), Some(b)) if a != b);
     let changed_before = w.next.offset > 0
         && identity::marker(file, w.next.offset.min(meta.len())).ok() != Some(w.marker);
-    if meta.len() < w.next.offset || changed_before || born_changed {
+    if meta.len() < w.next.offset || changed_before || born_changed || head_replaced(w) {
         info!(path = %w.path.display(), size = meta.len(), offset = w.next.offset, "File truncated or replaced; reading it again from the start.");
         w.truncated = true;
         w.born = identity::birth_time(&meta);
     }
     w.truncated
+}
+
+/// Nothing read yet, so no marker to check: the head tells whether the content is still
+/// the one seen when tracking (re)started (a copytruncate while reading was paused), and
+/// grows with the file until it covers [`HEAD_BYTES`], so that the content can be
+/// recognised in its copy.
+fn head_replaced(w: &mut Watched) -> bool {
+    if w.next.offset > 0 {
+        return false;
+    }
+    let Some(file) = &w.file else { return false };
+    let size = file.metadata().map_or(0, |m| m.len());
+    let (replaced, grown) = match identity::head_of_len(file, size, w.head.len) {
+        Ok(Some(h)) if h == w.head => {
+            let grows = w.head.len < HEAD_BYTES && size > w.head.len;
+            (
+                false,
+                grows.then(|| identity::head(file, size).ok()).flatten(),
+            )
+        }
+        Ok(_) => (w.head.len > 0, None),
+        Err(_) => (false, None),
+    };
+    if let Some(h) = grown {
+        w.head = h;
+    }
+    replaced
 }
 
 fn restart_at(w: &mut Watched, offset: u64) {

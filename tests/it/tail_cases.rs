@@ -523,3 +523,25 @@ fn copytruncate_outside_the_globs_while_down_is_finished() {
         sorted([ids("a", 5..7), ids("b", 0..3)].concat())
     );
 }
+
+/// Two copytruncate rotations while reading is paused (the tailer only looks, as it does
+/// under back-pressure): the generation never read is recognised in its copy by its head.
+#[test]
+fn copytruncate_twice_while_reading_is_paused_loses_nothing() {
+    let mut h = Harness::new(live_only);
+    h.append("app.log", &lines("g0", 0..5));
+    assert_eq!(h.drain(), ids("g0", 0..5));
+    h.append("app.log", &lines("g0", 5..8));
+    copytruncate(&h, "app.log", "app.log.1");
+    h.append("app.log", &lines("g1", 0..6));
+    // Paused: files are looked at, not read.
+    let looked = h.tailer.as_mut().unwrap().discover(h.now);
+    assert_eq!(looked.lines().count(), 0);
+    copytruncate(&h, "app.log", "app.log.2");
+    h.append("app.log", &lines("g2", 0..4));
+    h.tailer.as_mut().unwrap().discover(h.now);
+    assert_eq!(
+        sorted(h.drain()),
+        sorted([ids("g0", 5..8), ids("g1", 0..6), ids("g2", 0..4)].concat())
+    );
+}
