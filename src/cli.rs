@@ -204,6 +204,10 @@ enum Command {
         /// times each id arrived; Idempotency-Key replays are not counted again).
         #[arg(long)]
         sink: bool,
+        /// With --sink: also measure each event's delay from its eventTime to its receipt
+        /// (GET /sink reports latency_ms p50, p99, max).
+        #[arg(long, requires = "sink")]
+        sink_latency: bool,
     },
     /// Write seed-style audit events into per-pod files, rotating them.
     Generate {
@@ -296,8 +300,10 @@ pub fn main() -> ExitCode {
             status,
             status_for,
             sink,
+            sink_latency,
         } => receiver(crate::receiver::ReceiverOptions {
             sink,
+            sink_latency,
             listen,
             secrets_dir,
             data_dir,

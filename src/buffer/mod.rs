@@ -60,6 +60,7 @@ pub mod engine;
 pub mod inspect;
 mod recovery;
 pub mod retry;
+mod seen;
 mod store;
 
 pub use engine::{deliver, Sink};
@@ -142,6 +143,8 @@ pub struct Taken {
 /// A disk buffer: shared by the writer (a pipeline worker) and the senders.
 pub struct Buffer {
     store: store::Store,
+    /// Records found at start-up, not appended again when read again.
+    recovered: seen::Recovered,
     /// Signalled when a chunk may have become ready to send.
     ready: Notify,
     /// Signalled when space was freed.
@@ -162,9 +165,11 @@ impl Buffer {
         let dirs = store::Dirs::new(&opts.path);
         dirs.create()?;
         let store = store::Store::new(opts, dirs);
-        recovery::recover(&store);
+        let recovered = seen::Recovered::new();
+        recovery::recover(&store, &recovered);
         Ok(Arc::new(Buffer {
             store,
+            recovered,
             ready: Notify::new(),
             space: Notify::new(),
         }))
@@ -174,6 +179,12 @@ impl Buffer {
     /// the caller, since one append never spans chunks and must fit the total limit.
     pub fn chunk_limit_size(&self) -> u64 {
         self.store.opts.chunk_limit_size
+    }
+
+    /// Drops from `records` those already in the buffer when it was opened (lines read
+    /// again after a crash; see `seen.rs`); returns how many.
+    pub fn skip_recovered(&self, records: &mut Vec<Vec<u8>>) -> usize {
+        self.recovered.remove_known(records)
     }
 
     /// Appends records under `key` (not yet durable: see [`Buffer::sync`]). All or none

@@ -6,9 +6,10 @@ use std::path::Path;
 use tracing::{error, warn};
 
 use super::chunk::{self, ChunkState, Meta};
+use super::seen::Recovered;
 use super::store::Store;
 
-pub(super) fn recover(store: &Store) {
+pub(super) fn recover(store: &Store, recovered: &Recovered) {
     let entries = match fs::read_dir(&store.dirs.chunks) {
         Ok(entries) => entries,
         Err(e) => {
@@ -31,14 +32,14 @@ pub(super) fn recover(store: &Store) {
                 let _ = fs::remove_file(&path);
             }
         } else if let Some(id) = name.strip_suffix(".chunk") {
-            quarantined += recover_chunk(store, id, &path);
+            quarantined += recover_chunk(store, recovered, id, &path);
         }
     }
     store.note_recovery(quarantined);
 }
 
 /// Returns the number of pieces quarantined.
-fn recover_chunk(store: &Store, id: &str, path: &Path) -> u64 {
+fn recover_chunk(store: &Store, recovered: &Recovered, id: &str, path: &Path) -> u64 {
     let meta_path = store.dirs.chunks.join(format!("{id}.meta"));
     let scan = match chunk::scan(path) {
         Ok(scan) => scan,
@@ -76,6 +77,7 @@ fn recover_chunk(store: &Store, id: &str, path: &Path) -> u64 {
             error!(file = %path.display(), error = %e, "Could not rewrite a repaired chunk; sending what can be read.");
         }
     }
+    recovered.add(&scan.records);
     if scan.records.is_empty() {
         let _ = fs::remove_file(path);
         let _ = fs::remove_file(&meta_path);

@@ -107,6 +107,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoSummary> {
         latency: Duration::ZERO,
         status: None,
         sink: false,
+        sink_latency: false,
     };
     let (receiver, receiver_task) = receiver::start(receiver_opts, stop.clone()).await?;
     let text = demo_config(root, &format!("http://{}", receiver.addr));

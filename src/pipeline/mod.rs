@@ -185,18 +185,19 @@ async fn open_positions(
 }
 
 /// Saves the positions the previous process recorded as written downstream in this boot
-/// (see [`ahead`]), where they are past the saved ones for the same content.
+/// (see [`ahead`]). The record holds, per file, the latest position written and not yet
+/// saved (a commit removes exactly what it saved), so where it differs from the saved one
+/// it is the newer — also for a new generation of a truncated file.
 fn resume_ahead(store: &PositionStore, path: &std::path::Path) -> Result<()> {
     let recorded = ahead::read_this_boot(path);
     let mut newer = Vec::new();
     for p in recorded {
         let saved = store.get(p.key).context("reading saved positions")?;
-        let ahead_of_saved = saved.is_none_or(|s| {
-            s.head == p.checkpoint.head
-                && s.born == p.checkpoint.born
-                && s.offset < p.checkpoint.offset
+        let c = &p.checkpoint;
+        let differs = saved.is_none_or(|s| {
+            (s.offset, s.head, s.marker, s.born) != (c.offset, c.head, c.marker, c.born)
         });
-        if ahead_of_saved {
+        if differs {
             newer.push(p);
         }
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::Receiver;
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
 use crate::buffer::{AppendError, Buffer};
 use crate::config::value::ConfigEnum;
@@ -149,10 +149,12 @@ impl Worker {
             .commit(positions)
             .map_err(std::io::Error::other)?;
         let mut ahead = self.lock_ahead();
+        // Only what this commit saved leaves the record: a later position of the same file
+        // (read on, or a new generation after a truncation) stays.
         ahead.unsaved.retain(|u| {
             !positions
                 .iter()
-                .any(|p| p.key == u.key && p.checkpoint.offset >= u.checkpoint.offset)
+                .any(|p| p.key == u.key && p.checkpoint == u.checkpoint)
         });
         ahead.record();
         Ok(())
@@ -376,7 +378,11 @@ async fn commit_loop(
 /// appends twice), waiting while the buffer is full (back-pressure: the tail thread pauses
 /// when this worker stops taking batches) and backing off on write errors such as a full
 /// disk.
-async fn append_until_done(buffer: Arc<Buffer>, key: String, records: Vec<Vec<u8>>) {
+async fn append_until_done(buffer: Arc<Buffer>, key: String, mut records: Vec<Vec<u8>>) {
+    let skipped = buffer.skip_recovered(&mut records);
+    if skipped > 0 {
+        info!(key = %key, records = skipped, "Lines read again after a crash were already in the buffer; not appended twice.");
+    }
     let limit = usize::try_from(buffer.chunk_limit_size()).unwrap_or(usize::MAX);
     let mut group = Vec::new();
     let mut size = 0;

@@ -58,6 +58,9 @@ pub struct ReceiverOptions {
     /// Count events and distinct ids only, store nothing (for benchmarks); `GET /sink`
     /// answers `{"events":N,"distinct":M,"requests":R}`.
     pub sink: bool,
+    /// In sink mode, also record each event's delay from its `eventTime` to its receipt
+    /// (`GET /sink` then reports `latency_ms` percentiles).
+    pub sink_latency: bool,
 }
 
 /// token → (service, project).
@@ -83,6 +86,8 @@ struct SinkCounts {
     /// Times each event id was counted.
     ids: HashMap<String, u32>,
     keys: std::collections::HashSet<String>,
+    /// Milliseconds from `eventTime` to receipt, when asked for.
+    latencies: Option<Vec<u32>>,
 }
 
 #[derive(Clone)]
@@ -113,7 +118,12 @@ pub async fn start(
         .map_err(|e| anyhow::anyhow!("opening the store in {}: {e}", opts.data_dir.display()))?;
     let (live, _) = broadcast::channel(4096);
     let app = App {
-        sink: opts.sink.then(Arc::default),
+        sink: opts.sink.then(|| {
+            Arc::new(Mutex::new(SinkCounts {
+                latencies: opts.sink_latency.then(Vec::new),
+                ..SinkCounts::default()
+            }))
+        }),
         store: store.clone(),
         secrets_dir: opts.secrets_dir.clone(),
         tokens: Arc::default(),
@@ -335,6 +345,8 @@ struct IdOnly<'a> {
 struct Inner<'a> {
     #[serde(borrow, default)]
     id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default, rename = "eventTime")]
+    event_time: Option<std::borrow::Cow<'a, str>>,
 }
 
 /// Sink mode: counts events and distinct ids, skipping everything else in the body. A
@@ -362,8 +374,20 @@ fn count_only(sink: &Mutex<SinkCounts>, key: Option<String>, body: &[u8]) -> Res
         }
     }
     counts.events += events.len() as u64;
+    let now = Timestamp::from(SystemTime::now());
     for e in events {
-        if let Some(id) = e.payload.and_then(|p| p.id).or(e.id) {
+        let (id, time) = match e.payload {
+            Some(p) => (p.id.or(e.id), p.event_time),
+            None => (e.id, None),
+        };
+        if let (Some(latencies), Some(t)) = (&mut counts.latencies, time) {
+            if let Ok(t) = crate::event::time::parse(&t) {
+                let ms = (now.secs - t.secs) * 1000
+                    + (i64::from(now.nanos) - i64::from(t.nanos)) / 1_000_000;
+                latencies.push(u32::try_from(ms.max(0)).unwrap_or(u32::MAX));
+            }
+        }
+        if let Some(id) = id {
             match counts.ids.get_mut(id.as_ref()) {
                 Some(n) => *n += 1,
                 None => {
@@ -381,7 +405,22 @@ async fn sink_counts(State(app): State<App>) -> Response {
             let c = sink
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            Json(serde_json::json!({"events": c.events, "distinct": c.ids.len(), "requests": c.requests, "replays": c.replays})).into_response()
+            let mut body = serde_json::json!({"events": c.events, "distinct": c.ids.len(), "requests": c.requests, "replays": c.replays});
+            if let Some(l) = &c.latencies {
+                let mut sorted = l.clone();
+                sorted.sort_unstable();
+                let at = |q: f64| {
+                    sorted
+                        .get(
+                            ((sorted.len() as f64 * q) as usize)
+                                .min(sorted.len().saturating_sub(1)),
+                        )
+                        .copied()
+                        .unwrap_or(0)
+                };
+                body["latency_ms"] = serde_json::json!({"n": sorted.len(), "p50": at(0.5), "p99": at(0.99), "max": sorted.last().copied().unwrap_or(0)});
+            }
+            Json(body).into_response()
         }
         None => (StatusCode::NOT_FOUND, "not in sink mode").into_response(),
     }

@@ -82,8 +82,10 @@ fn matches(wanted: &Wanted, key: FileKey, path: &Path, size: u64) -> bool {
             let Ok(file) = File::open(path) else {
                 return false;
             };
-            identity::head_of_len(&file, size, head.len).ok().flatten() == Some(head)
-                && identity::marker(&file, offset).ok() == Some(marker)
+            let head_ok = identity::head_of_len(&file, size, head.len).ok().flatten() == Some(head);
+            let marker_ok = head_ok && identity::marker(&file, offset).ok() == Some(marker);
+            tracing::debug!(path = %path.display(), offset, head_ok, marker_ok, "Is this the copy?");
+            marker_ok
         }
     }
 }

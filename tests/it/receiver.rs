@@ -23,6 +23,7 @@ fn options(dir: &Path) -> ReceiverOptions {
         latency: Duration::ZERO,
         status: None,
         sink: false,
+        sink_latency: false,
     }
 }
 
