@@ -69,7 +69,12 @@ pub struct Tailer {
     buf: Vec<u8>,
     /// Files whose permission error was already reported (`ignore_repeated_permission_error`).
     denied: std::collections::HashSet<PathBuf>,
+    /// Where the next pass starts reading (after a pass cut short by [`MAX_BATCH_BYTES`]).
+    first_read: FileKey,
 }
+
+/// Bytes of lines one pass reads at most (it ends at a file boundary past it).
+const MAX_BATCH_BYTES: usize = 8 << 20;
 
 impl Tailer {
     /// Loads the saved positions and prepares to follow the files of `opts`.
@@ -100,6 +105,7 @@ impl Tailer {
             scanned: false,
             buf: Vec::new(),
             denied: Default::default(),
+            first_read: FileKey { dev: 0, ino: 0 },
         })
     }
 
@@ -430,9 +436,28 @@ impl Tailer {
 
     fn read_all(&mut self, batch: &mut Batch, now: Instant, wanted: impl Fn(&Watched) -> bool) {
         let Tailer {
-            files, opts, buf, ..
+            files,
+            opts,
+            buf,
+            first_read,
+            ..
         } = self;
-        for w in files.values_mut().filter(|w| wanted(w)) {
+        // Memory in flight is bounded by bytes, not by files: with many rotated files
+        // draining at once, a pass stops at MAX_BATCH_BYTES, and the next one starts after
+        // the last file read, so that every file gets its turn.
+        let start = *first_read;
+        let order: Vec<FileKey> = files
+            .range(start..)
+            .chain(files.range(..start))
+            .filter(|(_, w)| wanted(w))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in order {
+            let w = files.get_mut(&key).expect("collected above");
+            if batch.bytes() >= MAX_BATCH_BYTES {
+                *first_read = key;
+                return;
+            }
             if let Err(e) = read_file(w, opts, buf, batch, now) {
                 warn!(path = %w.path.display(), error = %e, "Reading failed; will retry.");
                 w.file = None;
