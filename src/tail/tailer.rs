@@ -69,6 +69,9 @@ pub struct Tailer {
     buf: Vec<u8>,
     /// Files whose permission error was already reported (`ignore_repeated_permission_error`).
     denied: std::collections::HashSet<PathBuf>,
+    /// Saved positions whose content was replaced without its copy found yet: looked for
+    /// once more at the next pass.
+    lost_copies: Vec<Checkpoint>,
     /// Where the next pass starts reading (after a pass cut short by [`MAX_BATCH_BYTES`]).
     first_read: FileKey,
 }
@@ -106,6 +109,7 @@ impl Tailer {
             buf: Vec::new(),
             denied: Default::default(),
             first_read: FileKey { dev: 0, ino: 0 },
+            lost_copies: Vec::new(),
         })
     }
 
@@ -220,9 +224,20 @@ impl Tailer {
     /// Adds the files renamed out of the globs while at-forwarder was down (first scan),
     /// and the copies of files just truncated (copytruncate), from the directories they
     /// were in ([`siblings`]).
-    fn add_rotated_siblings(&self, found: &mut Vec<Found>) {
+    fn add_rotated_siblings(&mut self, found: &mut Vec<Found>) {
         let present: std::collections::HashSet<FileKey> = found.iter().map(|f| f.key).collect();
         let mut wanted = Vec::new();
+        // Saved contents replaced just before the last pass looked (a copytruncate racing
+        // with the start-up scan): their copies are looked for once more.
+        for c in std::mem::take(&mut self.lost_copies) {
+            let copy = Wanted::CopyOf {
+                offset: c.offset,
+                head: c.head,
+                marker: c.marker,
+            };
+            wanted.push((c.path.clone(), copy));
+            self.orphans.push(c);
+        }
         if !self.scanned {
             for (key, saved) in &self.saved {
                 let want = match found.iter().find(|f| f.key == *key) {
@@ -356,6 +371,7 @@ impl Tailer {
                 info!(path = %f.path.display(), offset, "Found the copy of a truncated file; finishing it from the saved offset.");
                 return Ok(offset);
             }
+            self.lost_copies.push(saved);
             return Ok(0);
         }
         if let Some(offset) = self.copy_of_truncated(file, size, None)? {
