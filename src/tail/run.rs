@@ -159,6 +159,9 @@ fn send(
     true
 }
 
+/// How long writes are let gather after a change notification before a pass reads them.
+const GATHER_WRITES: Duration = Duration::from_millis(50);
+
 /// While reading is paused, how often files are looked for.
 const PAUSED_LOOK: Duration = Duration::from_secs(1);
 
@@ -178,6 +181,12 @@ fn wait_for_hints(rx: &Receiver<Hint>, wait: Duration, written: &mut Vec<PathBuf
         Err(RecvTimeoutError::Timeout) => return Some(false),
         Err(RecvTimeoutError::Disconnected) => return None,
     };
+    if matches!(first, Hint::Written(_)) {
+        // Writers append line by line: reading at each notification would make a pass (and
+        // a batch, a buffer append, a position record) per few lines. Letting writes gather
+        // for a moment costs that much latency and saves most of the per-batch work.
+        std::thread::sleep(GATHER_WRITES);
+    }
     let mut scan = false;
     for hint in std::iter::once(first).chain(rx.try_iter()) {
         match hint {
