@@ -1,37 +1,61 @@
 #!/usr/bin/env bash
-# End-to-end benchmark W1 (backlog): EVENTS seed-style events pre-written across 8 files
-# (4 services × 2 pods), at-forwarder started with read_from_head and empty state, timed
-# until the counting-only receiver (`receiver --sink`) holds every distinct id. Reports
-# events/s, MB/s, the forwarder's user+sys CPU seconds per million events (/proc) and its
-# peak RSS (VmHWM).
+# End-to-end benchmarks of the performance issue, each printing its figures:
+#   w1       backlog: EVENTS (1,000,000) seed-style events of 750-900 bytes pre-written across
+#            8 files (4 services x 2 pods); at-forwarder starts with read_from_head and empty
+#            state; timed until the counting-only receiver (`receiver --sink`) holds every
+#            distinct id. events/s, MB/s, user+sys CPU-s per million events (/proc), peak RSS.
+#   ceiling  the same bytes posted by a trivial client (examples/ceiling.rs) to the same
+#            receiver: the loopback ceiling W1 is compared with.
+#   w2       live: 8 files, RATE (20,000) events/s for SECS (60) s, rename rotation every
+#            100,000 lines per file; CPU % of one core, peak RSS, latency p50/p99 from
+#            eventTime to receipt, lost events (must be 0).
+#   w3       idle: FILES (2,000) tracked files, no writes, for SECS (60) s: CPU %, RSS.
 #
-#   scripts/bench-e2e.sh                 # 1,000,000 events, compress none
-#   EVENTS=200000 COMPRESS=gzip scripts/bench-e2e.sh
+#   scripts/bench-e2e.sh                  # w1 and ceiling, compress none
+#   COMPRESS=gzip scripts/bench-e2e.sh w1
+#   scripts/bench-e2e.sh w2 w3
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EVENTS=${EVENTS:-1000000}
 COMPRESS=${COMPRESS:-none}
+RATE=${RATE:-20000}
+SECS=${SECS:-60}
+FILES=${FILES:-2000}
+workloads=("$@")
+[ ${#workloads[@]} -gt 0 ] || workloads=(w1 ceiling)
+cargo build --release --quiet --example ceiling
 cargo build --release --quiet
 BIN=$PWD/target/release/at-forwarder
+CEILING=$PWD/target/release/examples/ceiling
 dir=$(mktemp -d)
 cleanup() { kill "${fpid:-}" "${rpid:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$dir"; }
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+sink() { curl -sf "http://127.0.0.1:$rport/sink"; }
+field() { python3 -c "import json,sys; v=json.load(sys.stdin); print(v$1)"; }
 
-"$BIN" generate --dir "$dir/logs" --rate 1000000000 --services 4 --pods 2 --count "$EVENTS" >/dev/null
-bytes=$(du -sb "$dir/logs" | cut -f1)
-mkdir -p "$dir/secrets" "$dir/receiver"
+# The receiver (sink mode) and the services' Secret, shared by every workload.
+mkdir -p "$dir/secrets"
 services=$(for s in 0 1 2 3; do printf '{"service_name":"svc-%s","auth_token_value":"t%s","project_id":"p%s"},' $s $s $s; done)
 echo "{\"services\":[${services%,}]}" > "$dir/secrets/127.0.0.1"
-rport=$(free_port); mport=$(free_port)
-"$BIN" --log-level warn receiver --sink --listen "127.0.0.1:$rport" --secrets-dir "$dir/secrets" --data-dir "$dir/receiver" >/dev/null 2>&1 &
-rpid=$!
-until curl -sf "http://127.0.0.1:$rport/healthz" >/dev/null; do sleep 0.05; done
-cat > "$dir/at.conf" <<CONF
+start_receiver() {
+  kill "${rpid:-}" 2>/dev/null || true; wait "${rpid:-}" 2>/dev/null || true
+  rport=$(free_port)
+  "$BIN" --log-level warn receiver --sink --sink-latency --listen "127.0.0.1:$rport" \
+    --secrets-dir "$dir/secrets" --data-dir "$dir/receiver-$rport" >/dev/null 2>&1 &
+  rpid=$!
+  until curl -sf "http://127.0.0.1:$rport/healthz" >/dev/null; do sleep 0.05; done
+}
+
+# start_forwarder LOGS_DIR STATE_DIR: at-forwarder tailing LOGS_DIR/**/*.log into the receiver.
+start_forwarder() {
+  local logs=$1 state=$2
+  mkdir -p "$state"
+  cat > "$state/at.conf" <<CONF
 <source>
   @type tail
-  path $dir/logs/**/*.log*
-  pos_file $dir/state/at.pos
+  path $logs/**/*.log
+  pos_file $state/at.pos
   tag kubernetes.at.*
   format json
   read_from_head true
@@ -43,7 +67,7 @@ cat > "$dir/at.conf" <<CONF
   secrets_path $dir/secrets
   compress $COMPRESS
   <buffer>
-    path $dir/state/buffer
+    path $state/buffer
     chunk_limit_size 1m
     total_limit_size 800m
     flush_interval 1s
@@ -51,27 +75,114 @@ cat > "$dir/at.conf" <<CONF
   </buffer>
 </match>
 CONF
-mkdir -p "$dir/state"
-start=$(date +%s.%N)
-"$BIN" --log-level warn run -c "$dir/at.conf" --metrics-listen "127.0.0.1:$mport" 2>"$dir/forwarder.log" &
-fpid=$!
-distinct=0; tick=0
-while [ "$distinct" -lt "$EVENTS" ]; do
-  sleep 0.1; tick=$((tick+1)); if [ -n "${TRACE:-}" ] && [ $((tick % 3)) -eq 0 ]; then curl -sf "http://127.0.0.1:$mport/metrics" | grep -E "^at_forwarder_(read_lines_total|events_emitted_total|buffer_chunks|chunks_delivered_total|requests_total)" | tr "\n" " "; echo; fi
-  distinct=$(curl -sf "http://127.0.0.1:$rport/sink" | python3 -c 'import json,sys; print(json.load(sys.stdin)["distinct"])')
-  kill -0 "$fpid" 2>/dev/null || { echo "forwarder died:"; tail "$dir/forwarder.log"; exit 1; }
-done
-end=$(date +%s.%N)
-read -r utime stime < <(awk '{print $14, $15}' "/proc/$fpid/stat")
-hwm=$(awk '/VmHWM/ {print $2}' "/proc/$fpid/status")
-ticks=$(getconf CLK_TCK)
-python3 - "$EVENTS" "$bytes" "$start" "$end" "$utime" "$stime" "$ticks" "$hwm" "$COMPRESS" <<'PY'
+  "$BIN" --log-level warn run -c "$state/at.conf" --metrics-listen "127.0.0.1:$(free_port)" 2>"$state/forwarder.log" &
+  fpid=$!
+}
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+hwm_mib() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
+rss_mib() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
+TCK=$(getconf CLK_TCK)
+
+w1_files() {
+  [ -d "$dir/w1" ] || "$BIN" generate --dir "$dir/w1" --rate 1000000000 --services 4 --pods 2 --count "$EVENTS" --wide >/dev/null
+}
+
+w1() {
+  w1_files
+  local bytes; bytes=$(cat "$dir"/w1/*/*.log | wc -c)
+  start_receiver
+  local t0; t0=$(date +%s.%N)
+  start_forwarder "$dir/w1" "$dir/state-w1"
+  local distinct=0
+  while [ "$distinct" -lt "$EVENTS" ]; do
+    sleep 0.1
+    distinct=$(sink | field '["distinct"]')
+    kill -0 "$fpid" 2>/dev/null || { echo "forwarder died:"; tail "$dir/state-w1/forwarder.log"; exit 1; }
+  done
+  local t1; t1=$(date +%s.%N)
+  python3 - "$EVENTS" "$bytes" "$t0" "$t1" "$(cpu_ticks "$fpid")" "$TCK" "$(hwm_mib "$fpid")" "$COMPRESS" <<'PY'
 import sys
-events, size, start, end, ut, st, tck, hwm, comp = sys.argv[1:]
-events, size, secs = int(events), int(size), float(end) - float(start)
-cpu = (int(ut) + int(st)) / int(tck)
+events, size, t0, t1, ticks, tck, hwm, comp = sys.argv[1:]
+events, size, secs = int(events), int(size), float(t1) - float(t0)
+cpu = int(ticks) / int(tck)
 print(f"W1 backlog, compress {comp}: {events} events ({size/events:.0f} bytes avg) in {secs:.2f} s")
 print(f"  throughput     {events/secs:,.0f} events/s, {size/secs/1e6:.1f} MB/s")
 print(f"  forwarder CPU  {cpu:.2f} s user+sys = {cpu/events*1e6:.2f} CPU-s per million events")
-print(f"  peak RSS       {int(hwm)/1024:.1f} MiB")
+print(f"  peak RSS       {hwm} MiB")
 PY
+  kill "$fpid"; wait "$fpid" 2>/dev/null || true; fpid=
+}
+
+ceiling() {
+  w1_files
+  start_receiver
+  "$CEILING" "http://127.0.0.1:$rport" t0 p0 "$dir"/w1/*/*.log
+}
+
+w2() {
+  start_receiver
+  mkdir -p "$dir/w2"
+  start_forwarder "$dir/w2" "$dir/state-w2"
+  sleep 1
+  local c0; c0=$(cpu_ticks "$fpid")
+  "$BIN" generate --dir "$dir/w2" --rate "$RATE" --services 4 --pods 2 --rotate-every 100000 \
+    --duration "${SECS}s" --wide > "$dir/w2-generated.txt"
+  local c1; c1=$(cpu_ticks "$fpid")
+  local written; written=$(grep -o '[0-9]* events' "$dir/w2-generated.txt" | head -1 | cut -d' ' -f1)
+  local deadline=$((SECONDS + 60)) distinct=0
+  while [ "$distinct" -lt "$written" ] && [ $SECONDS -lt $deadline ]; do
+    sleep 0.2; distinct=$(sink | field '["distinct"]')
+  done
+  local totals; totals=$(sink)
+  python3 - "$written" "$distinct" "$c0" "$c1" "$TCK" "$SECS" "$(hwm_mib "$fpid")" "$totals" "$RATE" <<'PY'
+import json, sys
+written, distinct, c0, c1, tck, secs, hwm, totals, rate = sys.argv[1:]
+lat = json.loads(totals).get("latency_ms", {})
+cpu = (int(c1) - int(c0)) / int(tck) / float(secs) * 100
+print(f"W2 live: {rate} events/s for {secs} s in 8 files, rename rotation every 100,000 lines")
+print(f"  forwarder CPU  {cpu:.1f} % of one core while writing")
+print(f"  peak RSS       {hwm} MiB")
+print(f"  latency        p50 {lat.get('p50')} ms, p99 {lat.get('p99')} ms, max {lat.get('max')} ms (eventTime to receipt)")
+print(f"  delivered      {distinct} of {written} ({int(written) - int(distinct)} lost)")
+PY
+  kill "$fpid"; wait "$fpid" 2>/dev/null || true; fpid=
+}
+
+w3() {
+  start_receiver
+  mkdir -p "$dir/w3"
+  python3 - "$dir/w3" "$FILES" <<'PY'
+import os, sys
+root, n = sys.argv[1], int(sys.argv[2])
+for i in range(n):
+    d = os.path.join(root, f"svc-{i % 4}", f"pod-{i // 4 % 50}")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, f"f{i}.log"), "w") as f:
+        f.write('{"meta":{"serviceProviderName":"svc-%d","userAccountIds":["a"]},"payload":{"id":"idle-%d","action":"svc.x.read","outcome":"success","initiator":{"id":"u","typeURI":"t"},"target":{"id":"t","typeURI":"x/y"},"eventTime":"2026-11-22T05:00:00Z"}}\n' % (i % 4, i))
+PY
+  start_forwarder "$dir/w3" "$dir/state-w3"
+  local distinct=0 deadline=$((SECONDS + 120))
+  while [ "$distinct" -lt "$FILES" ] && [ $SECONDS -lt $deadline ]; do sleep 0.2; distinct=$(sink | field '["distinct"]'); done
+  sleep 5
+  local c0; c0=$(cpu_ticks "$fpid")
+  sleep "$SECS"
+  local c1; c1=$(cpu_ticks "$fpid")
+  python3 - "$FILES" "$c0" "$c1" "$TCK" "$SECS" "$(rss_mib "$fpid")" "$(hwm_mib "$fpid")" <<'PY'
+import sys
+files, c0, c1, tck, secs, rss, hwm = sys.argv[1:]
+cpu = (int(c1) - int(c0)) / int(tck) / float(secs) * 100
+print(f"W3 idle: {files} tracked files, no writes, {secs} s")
+print(f"  forwarder CPU  {cpu:.2f} % of one core")
+print(f"  RSS            {rss} MiB (peak {hwm} MiB, including reading them once)")
+PY
+  kill "$fpid"; wait "$fpid" 2>/dev/null || true; fpid=
+}
+
+for w in "${workloads[@]}"; do
+  case "$w" in
+    w1|w2|w3|ceiling) "$w" ;;
+    all) w1; ceiling; w2; w3 ;;
+    *) echo "unknown workload $w (w1, ceiling, w2, w3, all)" >&2; exit 2 ;;
+  esac
+done

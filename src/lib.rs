@@ -28,8 +28,10 @@
 //! 1. A saved tail position never runs ahead of data that is durable in the buffer: lines
 //!    are appended to a chunk, the chunk is fsynced, and only then are their positions saved.
 //! 2. A chunk is deleted only after the endpoint accepted it (2xx). Delivery is therefore
-//!    at-least-once; duplicates can happen only after a crash, for lines between the last
-//!    fsync and the position save.
+//!    at-least-once; duplicates can happen only after a crash, for lines read after the
+//!    last position save — after a crash of the machine; after a crash of the process
+//!    alone, positions recorded as written ([`tail::ahead`]) and the records found in the
+//!    buffer at start-up keep them from being sent twice.
 //! 3. Nothing is dropped silently: a line that cannot be delivered is kept on disk (a
 //!    dead-letter file or a backed-up chunk) with a reason an operator can see in a log
 //!    line and a metric.
