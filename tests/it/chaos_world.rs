@@ -74,12 +74,14 @@ impl World {
         for d in [&logs, &state, &buffer, &fwd_secrets, &rcv_secrets] {
             std::fs::create_dir_all(d).unwrap();
         }
-        let tmpfs = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={TMPFS_SIZE}"), "tmpfs"])
-            .arg(&buffer)
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
+        // AT_CHAOS_NO_TMPFS=1 runs the non-root variant (a total limit) as root too.
+        let tmpfs = std::env::var_os("AT_CHAOS_NO_TMPFS").is_none()
+            && Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={TMPFS_SIZE}"), "tmpfs"])
+                .arg(&buffer)
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
         let port = free_port();
         let receiver = binary()
             .args(["--log-level", "warn", "receiver", "--sink", "--listen"])
