@@ -112,8 +112,17 @@ async fn files_rotated_away_while_reading_is_paused_are_read_afterwards() {
     assert_eq!(rx.capacity(), 0, "the sink fills");
     // Three generations of b.log, each renamed away after the tailer had a chance to look.
     for gen in 0..3 {
-        std::fs::write(logs.join("b.log"), lines(&format!("b{gen}"))).unwrap();
-        std::thread::sleep(Duration::from_millis(1500));
+        let path = logs.join("b.log");
+        std::fs::write(&path, lines(&format!("b{gen}"))).unwrap();
+        // Renamed only once the paused tail thread holds it open (seen in /proc/self/fd).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !holds_open(&path) {
+            assert!(
+                Instant::now() < deadline,
+                "b.log is opened while reading is paused"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         std::fs::rename(logs.join("b.log"), logs.join(format!("b.log.{gen}"))).unwrap();
     }
     let mut seen = BTreeSet::new();
@@ -129,4 +138,12 @@ async fn files_rotated_away_while_reading_is_paused_are_read_afterwards() {
     assert_eq!(seen.len(), 120, "every generation of b.log is read");
     shutdown.cancel();
     let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+}
+
+/// Whether this process has `path` open.
+fn holds_open(path: &std::path::Path) -> bool {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .any(|target| target == path)
 }
