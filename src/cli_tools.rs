@@ -211,10 +211,10 @@ pub(crate) fn buffer(dirs: &[PathBuf], command: &BufferCommand) -> ExitCode {
                     let chunks = inspect::list(dir)?;
                     println!("{}:", dir.display());
                     for c in &chunks {
-                        let place = match (c.place, c.sealed) {
+                        let place = match (c.place, c.tried) {
                             (Place::Backup, _) => "backup",
                             (Place::Queue, true) => "queued",
-                            (Place::Queue, false) => "open",
+                            (Place::Queue, false) => "new",
                         };
                         let reason = c.meta.backup_reason.as_deref().unwrap_or("");
                         println!("  {}  {place:<6}  {:<24} {:>7} records {:>10} bytes  {:>6}s old  {} attempts  {reason}", c.id, c.meta.key, c.meta.records, c.meta.bytes, c.age_secs(), c.meta.attempts);

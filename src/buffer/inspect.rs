@@ -11,7 +11,7 @@ use super::store::{now_ms, Dirs};
 /// Where a chunk is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Place {
-    /// Open (no `.meta` yet) or sealed, waiting or being sent.
+    /// In `chunks/`: open or sealed, waiting or being sent.
     Queue,
     /// In `backup/`.
     Backup,
@@ -24,10 +24,11 @@ pub struct ChunkInfo {
     pub id: String,
     /// Queue or backup.
     pub place: Place,
-    /// Its key, records, size, attempts, reason (from `.meta`, or the header of an open chunk).
+    /// Its key, records, size, attempts, reason (from `.meta`, or read from the chunk file
+    /// of a chunk not tried yet).
     pub meta: Meta,
-    /// Whether it has a `.meta` (sealed) or not (open).
-    pub sealed: bool,
+    /// Whether it has a `.meta`: it was tried at least once (or split).
+    pub tried: bool,
 }
 
 impl ChunkInfo {
@@ -53,7 +54,7 @@ pub fn list(path: &Path) -> io::Result<Vec<ChunkInfo>> {
             let meta: Option<Meta> = fs::read(dir.join(format!("{id}.meta")))
                 .ok()
                 .and_then(|b| serde_json::from_slice(&b).ok());
-            let sealed = meta.is_some();
+            let tried = meta.is_some();
             let meta = match meta {
                 Some(m) => m,
                 None => match chunk::scan(&e.path()) {
@@ -76,7 +77,7 @@ pub fn list(path: &Path) -> io::Result<Vec<ChunkInfo>> {
                 id: id.to_string(),
                 place,
                 meta,
-                sealed,
+                tried,
             });
         }
     }

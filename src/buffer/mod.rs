@@ -9,10 +9,12 @@
 //!   CRC32C of the preceding 20 bytes and the key (u32 LE), the key (K bytes of UTF-8).
 //!   Each record: length (u32 LE), CRC32C of the payload (u32 LE), payload (the event as
 //!   forwarded). Appended to while open; never rewritten in place.
-//! - `chunks/<id>.meta` — JSON written when the chunk is sealed and after each failed
-//!   attempt: `{"v":1,"key","state":"sealed","created_ms","records","bytes","attempts",
-//!   "first_failure_ms","next_attempt_ms"}`; replaced by temp file → fsync → rename →
-//!   fsync of the directory. An open chunk has no `.meta`.
+//! - `chunks/<id>.meta` — JSON written after each failed attempt (and for the halves of
+//!   a split chunk): `{"v":1,"key","state":"sealed","created_ms","records","bytes",
+//!   "attempts","first_failure_ms","next_attempt_ms"}`; replaced by temp file → fsync →
+//!   rename → fsync of the directory. A chunk not tried yet, open or sealed, has none:
+//!   everything else it would hold is read from the chunk file (recovery scans every
+//!   chunk anyway), and skipping it saves two file creations per chunk.
 //! - `backup/` — chunks the endpoint rejected for good, whose retries ran out, or that
 //!   `drop_oldest_chunk` pushed out; their `.meta` carries `backup_reason`.
 //!   `at-forwarder buffer requeue` puts them back.
@@ -24,7 +26,7 @@
 //! # States
 //!
 //! open (receiving records) → sealed (by `chunk_limit_size`, `chunk_limit_records`, or age
-//! `flush_interval`; fsynced, `.meta` written) → in flight (in memory only) → deleted once
+//! `flush_interval`; fsynced) → in flight (in memory only) → deleted once
 //! the endpoint accepted it, or back to sealed with a later `next_attempt`, or moved to
 //! `backup/`. One chunk per key is in flight at a time, oldest first, so each service's
 //! events stay in order while a failing service never holds back another.
@@ -63,6 +65,7 @@ pub mod retry;
 mod seen;
 mod store;
 
+pub use chunk::Framed;
 pub use engine::{deliver, Sink};
 pub use store::{AppendError, Counters};
 
@@ -183,14 +186,29 @@ impl Buffer {
 
     /// Drops from `records` those already in the buffer when it was opened (lines read
     /// again after a crash; see `seen.rs`); returns how many.
-    pub fn skip_recovered(&self, records: &mut Vec<Vec<u8>>) -> usize {
+    pub fn skip_recovered(&self, records: &mut Framed) -> usize {
         self.recovered.remove_known(records)
     }
 
     /// Appends records under `key` (not yet durable: see [`Buffer::sync`]). All or none
     /// of them are appended.
     pub fn append(&self, key: &str, records: &[&[u8]]) -> Result<(), AppendError> {
-        if self.store.append(key, records)? {
+        let mut framed = Framed::default();
+        for r in records {
+            framed.push(r);
+        }
+        self.append_framed(key, framed.as_bytes(), framed.records())
+    }
+
+    /// Appends `records` records framed as [`Framed`] holds them (a whole `Framed`, or
+    /// one of its [`Framed::pieces`]). All or none of them are appended.
+    pub fn append_framed(
+        &self,
+        key: &str,
+        framed: &[u8],
+        records: usize,
+    ) -> Result<(), AppendError> {
+        if self.store.append(key, framed, records)? {
             // A chunk full by size is ready now, not at the next age check.
             self.ready.notify_one();
         }

@@ -105,6 +105,10 @@ fn recover_chunk(store: &Store, recovered: &Recovered, id: &str, path: &Path) ->
         if let Err(e) = fs::File::open(path).and_then(|f| f.sync_all()) {
             error!(file = %path.display(), error = %e, "Could not fsync a recovered chunk.");
         }
+    }
+    // A `.meta` keeps retry state; one that no longer matches the chunk (repaired) is
+    // rewritten. A chunk never tried needs none.
+    if old.as_ref().is_some_and(|old| old != &meta) {
         if let Err(e) = chunk::write_meta(&meta_path, &meta) {
             error!(file = %meta_path.display(), error = %e, "Could not write chunk metadata; the chunk is sent all the same.");
         }

@@ -13,6 +13,8 @@ use std::hash::BuildHasher;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use super::chunk::Framed;
+
 /// Records remembered at most.
 const MAX_REMEMBERED: usize = 1 << 20;
 /// How long they are remembered: the re-read after a restart happens well within it.
@@ -45,12 +47,12 @@ impl Recovered {
             if set.len() >= MAX_REMEMBERED {
                 return;
             }
-            set.insert(self.hasher.hash_one(r));
+            set.insert(self.hasher.hash_one(r.as_slice()));
         }
     }
 
     /// Drops from `records` those recovered at start-up (each once); returns how many.
-    pub(super) fn remove_known(&self, records: &mut Vec<Vec<u8>>) -> usize {
+    pub(super) fn remove_known(&self, records: &mut Framed) -> usize {
         let mut guard = self.lock();
         let Some((set, since)) = guard.as_mut() else {
             return 0;
@@ -59,9 +61,9 @@ impl Recovered {
             *guard = None;
             return 0;
         }
-        let before = records.len();
+        let before = records.records();
         records.retain(|r| !set.remove(&self.hasher.hash_one(r)));
-        before - records.len()
+        before - records.records()
     }
 }
 
@@ -71,11 +73,16 @@ mod tests {
 
     #[test]
     fn recovered_records_are_dropped_once_and_others_kept() {
+        let framed = |records: &[&[u8]]| {
+            let mut f = Framed::default();
+            records.iter().for_each(|r| f.push(r));
+            f
+        };
         let seen = Recovered::new();
-        assert_eq!(seen.remove_known(&mut vec![b"a".to_vec()]), 0);
+        assert_eq!(seen.remove_known(&mut framed(&[b"a"])), 0);
         seen.add(&[b"a".to_vec(), b"b".to_vec()]);
-        let mut batch = vec![b"a".to_vec(), b"c".to_vec(), b"a".to_vec()];
+        let mut batch = framed(&[b"a", b"c", b"a"]);
         assert_eq!(seen.remove_known(&mut batch), 1);
-        assert_eq!(batch, vec![b"c".to_vec(), b"a".to_vec()]);
+        assert_eq!(batch, framed(&[b"c", b"a"]));
     }
 }

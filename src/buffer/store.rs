@@ -73,8 +73,8 @@ pub struct Counters {
 pub(super) struct State {
     seq: u64,
     open: HashMap<String, OpenChunk>,
-    /// Chunks full by size, waiting to be fsynced and given their `.meta` — done off the
-    /// append path, by the sender side ([`Store::seal_full`]).
+    /// Chunks full by size, waiting to be fsynced — done off the append path, by the
+    /// sender side ([`Store::seal_full`]).
     full: Vec<(String, OpenChunk)>,
     queue: BTreeMap<ChunkId, Queued>,
     total: u64,
@@ -192,12 +192,14 @@ impl Store {
         );
     }
 
-    /// Appends; returns whether a chunk was sealed to make room (it is ready to send).
-    pub(super) fn append(&self, key: &str, records: &[&[u8]]) -> Result<bool, AppendError> {
-        let mut framed = Vec::with_capacity(records.iter().map(|r| r.len() + 8).sum());
-        for r in records {
-            chunk::frame(r, &mut framed);
-        }
+    /// Appends `records` records already framed (`framed`); returns whether a chunk was
+    /// sealed to make room (it is ready to send).
+    pub(super) fn append(
+        &self,
+        key: &str,
+        framed: &[u8],
+        records: usize,
+    ) -> Result<bool, AppendError> {
         let mut s = self.lock();
         self.make_room(&mut s, framed.len() as u64)?;
         let needs_new = s.open.get(key).is_some_and(|c| {
@@ -206,7 +208,7 @@ impl Store {
                     || self
                         .opts
                         .chunk_limit_records
-                        .is_some_and(|max| c.records + records.len() as u64 > max))
+                        .is_some_and(|max| c.records + records as u64 > max))
         });
         if needs_new {
             let full = s.open.remove(key).expect("needs_new implies an open chunk");
@@ -232,7 +234,7 @@ impl Store {
             );
         }
         let open = s.open.get_mut(key).expect("opened above");
-        if let Err(e) = open.file.write_all(&framed) {
+        if let Err(e) = open.file.write_all(framed) {
             // A partial append (a full disk) is cut back, so the file stays readable.
             let len = open.len;
             if let Err(e2) = chunk::truncate(&mut open.file, len) {
@@ -241,7 +243,7 @@ impl Store {
             return Err(AppendError::Io(e));
         }
         open.len += framed.len() as u64;
-        open.records += records.len() as u64;
+        open.records += records as u64;
         s.total += framed.len() as u64;
         s.unsynced += framed.len() as u64;
         Ok(sealed)
@@ -303,19 +305,16 @@ impl Store {
         Ok(())
     }
 
-    /// Seals the chunks that filled up: fsync and `.meta`, outside the lock, then queues them.
+    /// Seals the chunks that filled up: fsync outside the lock, then queues them. (No
+    /// `.meta` yet: recovery reads everything a fresh one would hold from the chunk itself,
+    /// so it is written only once there is retry state to keep.)
     pub(super) fn seal_full(&self) -> io::Result<usize> {
         let full = std::mem::take(&mut self.lock().full);
         let count = full.len();
         let mut failed = Vec::new();
         let mut sealed = Vec::new();
         for (key, chunk) in full {
-            let meta = Meta::sealed(&key, chunk.created_ms, chunk.records, chunk.len);
-            match chunk
-                .file
-                .sync_data()
-                .and_then(|()| chunk::write_meta(&self.meta_path(&chunk.id), &meta))
-            {
+            match chunk.file.sync_data() {
                 Ok(()) => sealed.push((key, chunk)),
                 Err(e) => failed.push((key, chunk, e)),
             }
@@ -370,12 +369,7 @@ impl Store {
         let Some(open) = s.open.remove(key) else {
             return Ok(());
         };
-        let sealed = (|| {
-            open.file.sync_data()?;
-            let meta = Meta::sealed(key, open.created_ms, open.records, open.len);
-            chunk::write_meta(&self.meta_path(&open.id), &meta)
-        })();
-        if let Err(e) = sealed {
+        if let Err(e) = open.file.sync_data() {
             // Keep it open: the records are still in the file, and sealing is retried.
             s.open.insert(key.to_string(), open);
             return Err(e);

@@ -154,68 +154,181 @@ pub(super) fn key_start(line: &str, value_at: usize, key: &str) -> Option<usize>
     Some(before.len())
 }
 
+/// Longest text an edit carries beyond the constant members: `"id":"<uuid>"` (43 bytes)
+/// and a quoted normal time (30 bytes) fit.
+const SHORT: usize = 64;
+
+/// A text built for one line (an id member, a normalised time), held inline: a line's
+/// edits allocate nothing.
+#[derive(Clone, Copy)]
+pub(super) struct Short {
+    buf: [u8; SHORT],
+    len: usize,
+}
+
+impl Default for Short {
+    fn default() -> Self {
+        Short {
+            buf: [0; SHORT],
+            len: 0,
+        }
+    }
+}
+
+impl Short {
+    pub(super) fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl std::fmt::Debug for Short {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&String::from_utf8_lossy(self.as_bytes()))
+    }
+}
+
+impl std::fmt::Write for Short {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        self.buf
+            .get_mut(self.len..end)
+            .ok_or(std::fmt::Error)?
+            .copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+/// What an edit writes.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Text {
+    /// A constant, such as a default member.
+    Static(&'static str),
+    /// Built for this line.
+    Short(Short),
+}
+
+impl Text {
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Text::Static(s) => s.as_bytes(),
+            Text::Short(s) => s.as_bytes(),
+        }
+    }
+}
+
+/// One edit: bytes `start..end` replaced by `text`; for an added member, whether the
+/// object already had members.
+#[derive(Debug, Clone, Copy)]
+struct Edit {
+    start: usize,
+    end: usize,
+    text: Text,
+    member: Option<bool>,
+}
+
+/// At most this many edits per line: four added members and a replaced time.
+const MAX_EDITS: usize = 6;
+
 /// Edits to make to a line: members added to objects, and replacements.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Edits {
-    /// (start, end, text, for an added member: whether the object already had members).
-    edits: Vec<(usize, usize, String, Option<bool>)>,
+    edits: [Edit; MAX_EDITS],
+    len: usize,
+}
+
+impl Default for Edits {
+    fn default() -> Self {
+        let none = Edit {
+            start: 0,
+            end: 0,
+            text: Text::Static(""),
+            member: None,
+        };
+        Edits {
+            edits: [none; MAX_EDITS],
+            len: 0,
+        }
+    }
 }
 
 impl Edits {
     pub(super) fn is_empty(&self) -> bool {
-        self.edits.is_empty()
+        self.len == 0
     }
 
-    /// Adds `"key":value` to an object, at `anchor`.
-    pub(super) fn insert_member(
-        &mut self,
-        line: &str,
-        anchor: Anchor,
-        key: &str,
-        value_json: &str,
-    ) {
+    fn push(&mut self, edit: Edit) {
+        // The checker makes at most MAX_EDITS edits per line; more would be a bug there.
+        assert!(
+            self.len < MAX_EDITS,
+            "more than {MAX_EDITS} edits to a line"
+        );
+        self.edits[self.len] = edit;
+        self.len += 1;
+    }
+
+    /// Adds a member (`"key":value`, written whole) to an object, at `anchor`.
+    pub(super) fn insert_member(&mut self, line: &str, anchor: Anchor, member: Text) {
         let (at, comma_after) = match anchor {
             Anchor::ObjectStart(open) => {
                 (open + 1, !line[open + 1..].trim_start().starts_with('}'))
             }
             Anchor::BeforeKey(at) => (at, true),
         };
-        self.edits
-            .push((at, at, format!("\"{key}\":{value_json}"), Some(comma_after)));
+        self.push(Edit {
+            start: at,
+            end: at,
+            text: member,
+            member: Some(comma_after),
+        });
     }
 
     /// Replaces `len` bytes at `at`.
-    pub(super) fn replace(&mut self, at: usize, len: usize, text: String) {
-        self.edits.push((at, at + len, text, None));
+    pub(super) fn replace(&mut self, at: usize, len: usize, text: Text) {
+        self.push(Edit {
+            start: at,
+            end: at + len,
+            text,
+            member: None,
+        });
     }
 
     /// The line with the edits applied, appended to `out`. Members added at one place are
     /// joined with commas, and followed by one when the object had members.
     pub(super) fn apply(mut self, line: &str, out: &mut Vec<u8>) {
-        self.edits.sort_by_key(|(start, _, _, _)| *start);
+        let edits = &mut self.edits[..self.len];
+        edits.sort_by_key(|e| e.start);
+        out.reserve(
+            line.len()
+                + edits
+                    .iter()
+                    .map(|e| e.text.as_bytes().len() + 1)
+                    .sum::<usize>(),
+        );
         let mut at = 0;
         let mut i = 0;
-        while i < self.edits.len() {
-            let (start, end, _, member) = &self.edits[i];
-            out.extend_from_slice(&line.as_bytes()[at..*start]);
-            if let Some(had_members) = *member {
+        while i < edits.len() {
+            let Edit {
+                start, end, member, ..
+            } = edits[i];
+            out.extend_from_slice(&line.as_bytes()[at..start]);
+            if let Some(had_members) = member {
                 let mut j = i;
-                while j < self.edits.len() && self.edits[j].0 == *start && self.edits[j].3.is_some()
-                {
+                while j < edits.len() && edits[j].start == start && edits[j].member.is_some() {
                     if j > i {
                         out.push(b',');
                     }
-                    out.extend_from_slice(self.edits[j].2.as_bytes());
+                    out.extend_from_slice(edits[j].text.as_bytes());
                     j += 1;
                 }
                 if had_members {
                     out.push(b',');
                 }
-                at = *start;
+                at = start;
                 i = j;
             } else {
-                out.extend_from_slice(self.edits[i].2.as_bytes());
-                at = *end;
+                out.extend_from_slice(edits[i].text.as_bytes());
+                at = end;
                 i += 1;
             }
         }

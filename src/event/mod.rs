@@ -16,6 +16,7 @@
 //! A line that fails is not forwarded: it goes to the [`dead_letter`] store with its reason.
 
 use std::borrow::Cow;
+use std::fmt::Write as _;
 
 use serde_json::value::RawValue;
 
@@ -30,6 +31,7 @@ pub mod time;
 
 use envelope::{
     is_object, offset_in, present, string, Anchor, Edits, Fields, Line, Meta, Parts, Routing,
+    Short, Text,
 };
 
 /// The CADF event `typeURI` Activity Tracker expects.
@@ -89,9 +91,10 @@ impl Rejection {
 
 /// A line that may be forwarded.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Accepted {
-    /// `meta.serviceProviderName`: whose token sends it.
-    pub service: String,
+pub struct Accepted<'a> {
+    /// `meta.serviceProviderName`: whose token sends it (borrowed from the line unless
+    /// written with escapes).
+    pub service: Cow<'a, str>,
     /// Whether the forwarded bytes differ from the line.
     pub changed: bool,
 }
@@ -123,12 +126,12 @@ impl Validator {
     }
 
     /// Checks `line`; when it may be forwarded, appends the bytes to forward to `out`.
-    pub fn check(
+    pub fn check<'a>(
         &self,
-        line: &[u8],
+        line: &'a [u8],
         origin: Origin,
         out: &mut Vec<u8>,
-    ) -> Result<Accepted, Rejection> {
+    ) -> Result<Accepted<'a>, Rejection> {
         let text = std::str::from_utf8(line).map_err(|e| {
             Rejection::one(
                 Reason::InvalidUtf8,
@@ -147,9 +150,9 @@ impl Validator {
             ));
         }
         if self.level == CadfValidation::Off {
-            let routing: Routing<'_> =
+            let routing: Routing<'a> =
                 serde_json::from_str(text).map_err(|e| explain_parse_error(text, &e))?;
-            let service = service_of(routing.meta.as_ref())?;
+            let service = service_of(routing.meta.map(|m| m.service))?;
             out.extend_from_slice(line);
             return Ok(Accepted {
                 service,
@@ -157,9 +160,9 @@ impl Validator {
             });
         }
         // One pass reads routing, payload and flat fields; a failure is explained after.
-        let parsed: Line<'_> =
+        let mut parsed: Line<'a> =
             serde_json::from_str(text).map_err(|e| explain_parse_error(text, &e))?;
-        let service = service_of(parsed.meta.as_ref())?;
+        let service = service_of(parsed.meta.as_mut().map(|m| m.service.take()))?;
         let (cadf, at) = match parsed.payload {
             Some(payload) => (payload, "payload."),
             None => (parsed.top_fields(), ""),
@@ -178,9 +181,12 @@ impl Validator {
             .expect("an accepted payload is an object in the line");
         self.complete(text, &cadf, anchor, origin, &mut edits);
         if let (true, Some((raw, t))) = (self.normalize_time, time) {
-            let normal = format!("\"{}\"", t.to_at_format());
-            if raw.get() != normal {
-                edits.replace(offset_in(text, raw), raw.get().len(), normal);
+            let mut normal = Short::default();
+            let written = write!(normal, "\"").and_then(|()| t.write_at_format(&mut normal));
+            if written.and_then(|()| write!(normal, "\"")).is_ok()
+                && raw.get().as_bytes() != normal.as_bytes()
+            {
+                edits.replace(offset_in(text, raw), raw.get().len(), Text::Short(normal));
             }
         }
         let changed = !edits.is_empty();
@@ -262,52 +268,55 @@ impl Validator {
         edits: &mut Edits,
     ) {
         if !present(cadf.observer) {
-            edits.insert_member(text, anchor, "observer", "{\"name\":\"ActivityTracker\"}");
+            edits.insert_member(
+                text,
+                anchor,
+                Text::Static(r#""observer":{"name":"ActivityTracker"}"#),
+            );
         } else if let Some(observer) = cadf.observer.filter(|o| is_object(o)) {
             if !observer_has_name(observer) {
                 edits.insert_member(
                     text,
                     Anchor::ObjectStart(offset_in(text, observer)),
-                    "name",
-                    "\"ActivityTracker\"",
+                    Text::Static(r#""name":"ActivityTracker""#),
                 );
             }
         }
         if !present(cadf.type_uri) {
-            edits.insert_member(text, anchor, "typeURI", &format!("\"{CADF_EVENT_URI}\""));
+            const MEMBER: &str = r#""typeURI":"http://schemas.dmtf.org/cloud/audit/1.0/event""#;
+            edits.insert_member(text, anchor, Text::Static(MEMBER));
         }
         if !present(cadf.event_type) {
-            edits.insert_member(text, anchor, "eventType", "\"activity\"");
+            edits.insert_member(text, anchor, Text::Static(r#""eventType":"activity""#));
         }
         if !present(cadf.id) {
-            edits.insert_member(
-                text,
-                anchor,
-                "id",
-                &format!("\"{}\"", derived_id(origin, text)),
-            );
+            let mut member = Short::default();
+            let id = derived_id(origin, text);
+            if write!(member, "\"id\":\"{id}\"").is_ok() {
+                edits.insert_member(text, anchor, Text::Short(member));
+            }
         }
     }
 }
 
-fn service_of(meta: Option<&Meta<'_>>) -> Result<String, Rejection> {
-    let Some(meta) = meta else {
+/// `meta.serviceProviderName`, trimmed; `meta` is `None` when the line has no `meta`.
+fn service_of(meta: Option<Option<Cow<'_, str>>>) -> Result<Cow<'_, str>, Rejection> {
+    let Some(service) = meta else {
         return Err(Rejection::one(Reason::MissingService, "missing meta"));
     };
-    match meta
-        .service
-        .as_deref()
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-    {
-        Some(service) => Ok(service.to_string()),
-        None => Err(Rejection::one(
+    let trimmed = match service {
+        Some(Cow::Borrowed(s)) => Cow::Borrowed(s.trim()),
+        Some(Cow::Owned(s)) => Cow::Owned(s.trim().to_string()),
+        None => Cow::Borrowed(""),
+    };
+    if trimmed.is_empty() {
+        return Err(Rejection::one(
             Reason::MissingService,
             "missing meta.serviceProviderName",
-        )),
+        ));
     }
+    Ok(trimmed)
 }
-
 /// The offset of the payload's `{`, read the slow way (for a payload whose `action` key
 /// is written with escapes).
 fn payload_start(text: &str) -> Option<Anchor> {
@@ -356,22 +365,17 @@ fn check_user_copy(
     log_source_crn: Option<&RawValue>,
     problems: &mut Vec<(Reason, String)>,
 ) {
-    let accounts: Option<Vec<Option<String>>> = meta
+    let accounts: Option<AccountIds> = meta
         .user_account_ids
         .filter(|r| present(Some(r)))
         .map(|r| serde_json::from_str(r.get()).unwrap_or_default());
-    if let Some(ids) = &accounts {
-        let good = ids
-            .iter()
-            .flatten()
-            .filter(|id| !id.trim().is_empty())
-            .count();
-        if ids.len() != 1 || good != 1 {
+    if let Some(ids) = accounts {
+        if ids.entries != 1 || ids.good != 1 {
             problems.push((
                 Reason::NoUserCopy,
                 format!(
                     "meta.userAccountIds must hold exactly one account id, found {}",
-                    ids.len()
+                    ids.entries
                 ),
             ));
         }
@@ -390,6 +394,67 @@ fn check_user_copy(
         Reason::NoUserCopy,
         format!("no user copy target: set meta.userAccountIds (one id), meta.userSpaceId with meta.userSpaceRegion, or logSourceCRN{detail}"),
     ));
+}
+
+/// `meta.userAccountIds` counted as it is read, without building the list (this runs
+/// for every event): its entries, and how many are non-blank strings. Anything but an
+/// array of strings and nulls reads as no entries.
+#[derive(Debug, Default)]
+struct AccountIds {
+    entries: usize,
+    good: usize,
+}
+
+impl<'de> serde::Deserialize<'de> for AccountIds {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Ids;
+        impl<'de> serde::de::Visitor<'de> for Ids {
+            type Value = AccountIds;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an array of account ids")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<AccountIds, A::Error> {
+                let mut ids = AccountIds::default();
+                while let Some(NonBlank(good)) = seq.next_element()? {
+                    ids.entries += 1;
+                    ids.good += usize::from(good);
+                }
+                Ok(ids)
+            }
+        }
+        d.deserialize_seq(Ids)
+    }
+}
+
+/// A string or null, read as whether it is a non-blank string.
+struct NonBlank(bool);
+
+impl<'de> serde::Deserialize<'de> for NonBlank {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Text;
+        impl<'de> serde::de::Visitor<'de> for Text {
+            type Value = NonBlank;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string or null")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<NonBlank, E> {
+                Ok(NonBlank(!v.trim().is_empty()))
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<NonBlank, E> {
+                Ok(NonBlank(false))
+            }
+            fn visit_none<E: serde::de::Error>(self) -> Result<NonBlank, E> {
+                Ok(NonBlank(false))
+            }
+            fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<NonBlank, D::Error> {
+                d.deserialize_str(Text)
+            }
+        }
+        d.deserialize_option(Text)
+    }
 }
 
 fn json_rejection(e: &serde_json::Error) -> Rejection {

@@ -8,7 +8,7 @@ const ORIGIN: Origin = Origin {
     offset: 300,
 };
 
-fn run(level: CadfValidation, line: &str) -> Result<(Accepted, String), Rejection> {
+fn run(level: CadfValidation, line: &str) -> Result<(Accepted<'_>, String), Rejection> {
     let mut out = Vec::new();
     let accepted = Validator::new(level, true).check(line.as_bytes(), ORIGIN, &mut out)?;
     Ok((accepted, String::from_utf8(out).unwrap()))

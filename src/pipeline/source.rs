@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::Receiver;
 use tracing::{error, info, warn};
 
-use crate::buffer::{AppendError, Buffer};
+use crate::buffer::{AppendError, Buffer, Framed};
 use crate::config::value::ConfigEnum;
 use crate::config::{Config, Output, SourceKind};
 use crate::event::dead_letter::{DeadLetter, DeadLetterStore};
@@ -55,8 +55,19 @@ impl Ahead {
 struct Sorted {
     stdout: Vec<u8>,
     /// (match index, key, records).
-    buffered: Vec<(usize, String, Vec<Vec<u8>>)>,
+    buffered: Vec<(usize, String, Framed)>,
     letters: Vec<DeadLetter>,
+}
+
+/// Records a first attempt could not append (the buffer was full or failing): what is
+/// left of one key's records, from piece `from` on.
+struct Unwritten {
+    buffer: Arc<Buffer>,
+    key: String,
+    records: Arc<Framed>,
+    pieces: Vec<(std::ops::Range<usize>, usize)>,
+    from: usize,
+    error: AppendError,
 }
 
 impl Worker {
@@ -171,34 +182,17 @@ impl Worker {
         batch: Batch,
         pending: &mut Vec<Position>,
     ) -> std::io::Result<()> {
+        // One hop to a blocking thread per batch: checks, dead letters, stdout, and a first
+        // attempt at every append (which succeeds unless the buffer is full or failing).
         let w = Arc::clone(self);
-        let (sorted, batch) = tokio::task::spawn_blocking(move || (w.sort(&batch), batch))
-            .await
-            .map_err(std::io::Error::other)?;
-        let w = Arc::clone(self);
-        let letters = sorted.letters;
-        let stdout = sorted.stdout;
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            w.dead_letters.append(&letters)?;
-            for l in &letters {
-                crate::metrics::global().dead_lettered(l.reason.name(), 1);
-            }
-            if !stdout.is_empty() {
-                let mut out = std::io::stdout().lock();
-                out.write_all(&stdout)?;
-                out.flush()?;
-            }
-            Ok(())
+        let (unwritten, batch) = tokio::task::spawn_blocking(move || {
+            let sorted = w.sort(&batch);
+            w.write_sorted(sorted).map(|unwritten| (unwritten, batch))
         })
         .await
         .map_err(std::io::Error::other)??;
-        for (m, key, records) in sorted.buffered {
-            let buffer = Arc::clone(
-                self.buffers[m]
-                    .as_ref()
-                    .expect("routed only to matches with a buffer"),
-            );
-            append_until_done(buffer, key, records).await;
+        for rest in unwritten {
+            append_until_done(rest).await;
         }
         if !batch.positions.is_empty() {
             let mut ahead = self.lock_ahead();
@@ -207,6 +201,48 @@ impl Worker {
         }
         merge_positions(pending, batch.positions);
         Ok(())
+    }
+
+    /// Writes a sorted batch: dead letters, stdout, then each key's records to its buffer;
+    /// returns what could not be appended yet.
+    fn write_sorted(&self, sorted: Sorted) -> std::io::Result<Vec<Unwritten>> {
+        self.dead_letters.append(&sorted.letters)?;
+        for l in &sorted.letters {
+            crate::metrics::global().dead_lettered(l.reason.name(), 1);
+        }
+        if !sorted.stdout.is_empty() {
+            let mut out = std::io::stdout().lock();
+            out.write_all(&sorted.stdout)?;
+            out.flush()?;
+        }
+        let mut unwritten = Vec::new();
+        for (m, key, mut records) in sorted.buffered {
+            let buffer = Arc::clone(
+                self.buffers[m]
+                    .as_ref()
+                    .expect("routed only to matches with a buffer"),
+            );
+            let skipped = buffer.skip_recovered(&mut records);
+            if skipped > 0 {
+                info!(key = %key, records = skipped, "Lines read again after a crash were already in the buffer; not appended twice.");
+            }
+            // Groups no larger than a chunk, each all-or-nothing, so a retry never appends
+            // twice.
+            let limit = usize::try_from(buffer.chunk_limit_size()).unwrap_or(usize::MAX);
+            let pieces = records.pieces(limit);
+            let (from, error) = append_pieces(&buffer, &key, &records, &pieces, 0);
+            if let Some(error) = error {
+                unwritten.push(Unwritten {
+                    buffer,
+                    key,
+                    records: Arc::new(records),
+                    pieces,
+                    from,
+                    error,
+                });
+            }
+        }
+        Ok(unwritten)
     }
 
     /// Checks, routes and sorts a batch's lines; a large batch is split across two threads
@@ -246,7 +282,8 @@ impl Worker {
         let SourceKind::Tail(tail) = &source.kind;
         let mut sorted = Sorted::default();
         let mut event = Vec::new();
-        // Lines of one file share a tag, hence a route: look it up once per file.
+        // Lines of one file share a tag, hence a route: look it up once per file (a batch's
+        // lines of one file share one path, compared by address).
         let mut routes: Vec<(&std::path::Path, Option<usize>, String)> = Vec::new();
         let (mut emitted, mut invalid) = (0u64, Vec::new());
         for line in lines {
@@ -269,18 +306,19 @@ impl Worker {
                     continue;
                 }
             };
-            let (route, tag) = match routes.iter().find(|(p, _, _)| *p == line.path) {
-                Some((_, route, tag)) => (*route, tag.clone()),
-                None => {
-                    let tag = tail.tag.expand(&line.path.to_string_lossy());
-                    let route = self
-                        .config
-                        .route(source.directive.label.as_deref(), &tag)
-                        .and_then(|m| self.config.matches.iter().position(|x| std::ptr::eq(x, m)));
-                    routes.push((line.path, route, tag.clone()));
-                    (route, tag)
-                }
-            };
+            let known = routes
+                .iter()
+                .position(|(p, _, _)| std::ptr::eq(*p, line.path));
+            let known = known.unwrap_or_else(|| {
+                let tag = tail.tag.expand(&line.path.to_string_lossy());
+                let route = self
+                    .config
+                    .route(source.directive.label.as_deref(), &tag)
+                    .and_then(|m| self.config.matches.iter().position(|x| std::ptr::eq(x, m)));
+                routes.push((line.path, route, tag));
+                routes.len() - 1
+            });
+            let (_, route, tag) = &routes[known];
             match route.map(|i| (i, &self.config.matches[i].output)) {
                 Some((_, Output::Stdout)) => {
                     emitted += 1;
@@ -294,11 +332,12 @@ impl Worker {
                         .iter_mut()
                         .find(|(i, k, _)| *i == index && *k == accepted.service)
                     {
-                        Some((_, _, records)) => records.push(event.clone()),
+                        Some((_, _, records)) => records.push(&event),
                         None => {
-                            sorted
-                                .buffered
-                                .push((index, accepted.service, vec![event.clone()]))
+                            let mut records = Framed::default();
+                            records.push(&event);
+                            let key = accepted.service.into_owned();
+                            sorted.buffered.push((index, key, records));
                         }
                     }
                 }
@@ -336,7 +375,7 @@ impl Sorted {
                 .iter_mut()
                 .find(|(i, k, _)| *i == index && *k == key)
             {
-                Some((_, _, mine)) => mine.extend(records),
+                Some((_, _, mine)) => mine.append(&records),
                 None => self.buffered.push((index, key, records)),
             }
         }
@@ -374,66 +413,73 @@ async fn commit_loop(
     }
 }
 
-/// Appends in groups no larger than a chunk (each all-or-nothing, so a retry never
-/// appends twice), waiting while the buffer is full (back-pressure: the tail thread pauses
-/// when this worker stops taking batches) and backing off on write errors such as a full
-/// disk.
-async fn append_until_done(buffer: Arc<Buffer>, key: String, mut records: Vec<Vec<u8>>) {
-    let skipped = buffer.skip_recovered(&mut records);
-    if skipped > 0 {
-        info!(key = %key, records = skipped, "Lines read again after a crash were already in the buffer; not appended twice.");
-    }
-    let limit = usize::try_from(buffer.chunk_limit_size()).unwrap_or(usize::MAX);
-    let mut group = Vec::new();
-    let mut size = 0;
-    for record in records {
-        if !group.is_empty() && size + record.len() + 8 > limit {
-            append_group(Arc::clone(&buffer), key.clone(), std::mem::take(&mut group)).await;
-            size = 0;
+/// Appends `pieces[from..]` of `records` in order, stopping at the first that fails;
+/// returns the index of the first piece not appended, and the error.
+fn append_pieces(
+    buffer: &Buffer,
+    key: &str,
+    records: &Framed,
+    pieces: &[(std::ops::Range<usize>, usize)],
+    from: usize,
+) -> (usize, Option<AppendError>) {
+    for (i, (range, count)) in pieces.iter().enumerate().skip(from) {
+        if let Err(e) = buffer.append_framed(key, &records.as_bytes()[range.clone()], *count) {
+            return (i, Some(e));
         }
-        size += record.len() + 8;
-        group.push(record);
     }
-    if !group.is_empty() {
-        append_group(buffer, key, group).await;
-    }
+    (pieces.len(), None)
 }
 
-async fn append_group(buffer: Arc<Buffer>, key: String, records: Vec<Vec<u8>>) {
-    let records = Arc::new(records);
+/// Appends what a first attempt left, waiting while the buffer is full (back-pressure: the
+/// tail thread pauses when this worker stops taking batches) and backing off on write
+/// errors such as a full disk.
+async fn append_until_done(rest: Unwritten) {
+    let Unwritten {
+        buffer,
+        key,
+        records,
+        pieces,
+        mut from,
+        error,
+    } = rest;
+    let pieces = Arc::new(pieces);
+    let mut error = Some(error);
     let mut backoff = Duration::from_millis(100);
     let mut reported = false;
-    loop {
-        let (b, k, r) = (Arc::clone(&buffer), key.clone(), Arc::clone(&records));
-        let result = tokio::task::spawn_blocking(move || {
-            let refs: Vec<&[u8]> = r.iter().map(Vec::as_slice).collect();
-            b.append(&k, &refs)
-        })
-        .await;
-        match result {
-            Ok(Ok(())) => {
-                if reported {
-                    warn!(key = %key, "Buffer accepting events again; reading resumes.");
-                }
-                return;
-            }
-            Ok(Err(AppendError::Full { total, limit })) => {
+    while let Some(e) = error.take() {
+        match e {
+            AppendError::Full { total, limit } => {
                 if !reported {
                     warn!(key = %key, total, limit, "Buffer full: reading pauses until chunks are delivered (overflow_action block).");
                     reported = true;
                 }
                 buffer.wait_for_space(Duration::from_secs(1)).await;
             }
-            Ok(Err(AppendError::Io(e))) => {
+            AppendError::Io(e) => {
                 error!(key = %key, error = %e, retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(0), "Cannot write to the buffer (disk full?); reading pauses, nothing is dropped.");
                 reported = true;
                 buffer.wait_for_space(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
+        }
+        let (b, k, r, p) = (
+            Arc::clone(&buffer),
+            key.clone(),
+            Arc::clone(&records),
+            Arc::clone(&pieces),
+        );
+        match tokio::task::spawn_blocking(move || append_pieces(&b, &k, &r, &p, from)).await {
+            Ok((next, e)) => {
+                from = next;
+                error = e;
+            }
             Err(e) => {
                 error!(error = %e, "Append task failed; retrying.");
-                buffer.wait_for_space(backoff).await;
+                error = Some(AppendError::Io(std::io::Error::other(e.to_string())));
             }
         }
+    }
+    if reported {
+        warn!(key = %key, "Buffer accepting events again; reading resumes.");
     }
 }

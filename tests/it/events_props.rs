@@ -19,7 +19,7 @@ fn check_any(level: CadfValidation, bytes: &[u8]) -> Result<(), TestCaseError> {
                 .map_err(|e| TestCaseError::fail(format!("accepted output is not JSON: {e}")))?;
             prop_assert_eq!(
                 v["meta"]["serviceProviderName"].as_str().map(str::trim),
-                Some(accepted.service.as_str())
+                Some(accepted.service.as_ref())
             );
         }
         Err(r) => prop_assert!(!r.problems.is_empty() && r.problems.iter().all(|p| !p.is_empty())),
