@@ -223,8 +223,8 @@ pub(crate) fn buffer(dirs: &[PathBuf], command: &BufferCommand) -> ExitCode {
                 }
                 BufferCommand::Show { id } => match inspect::records(dir, id) {
                     Ok(records) => {
-                        for r in records {
-                            println!("{}", String::from_utf8_lossy(&r));
+                        for r in &records {
+                            println!("{}", String::from_utf8_lossy(r));
                         }
                     }
                     Err(e) if e.kind() == io::ErrorKind::NotFound && dirs.len() > 1 => {}

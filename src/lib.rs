@@ -36,6 +36,9 @@
 //!    dead-letter file or a backed-up chunk) with a reason an operator can see in a log
 //!    line and a metric.
 
+// The library has no unsafe code; the binary sets one allocator parameter (src/main.rs).
+#![forbid(unsafe_code)]
+
 pub mod buffer;
 pub mod cli;
 mod cli_run;

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::records::Records;
+
 /// First bytes of every chunk file.
 pub const MAGIC: &[u8; 8] = b"ATFWCHNK";
 /// Format version written in the header.
@@ -102,86 +104,6 @@ pub fn frame(record: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(record);
 }
 
-/// Records framed as a chunk file holds them (length, CRC32C, payload each), built once by
-/// the writer: appending them is then a single copy into the file.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Framed {
-    bytes: Vec<u8>,
-    records: usize,
-}
-
-impl Framed {
-    /// Frames `record` after the others.
-    pub fn push(&mut self, record: &[u8]) {
-        frame(record, &mut self.bytes);
-        self.records += 1;
-    }
-
-    /// Number of records.
-    pub fn records(&self) -> usize {
-        self.records
-    }
-
-    /// True when there are none.
-    pub fn is_empty(&self) -> bool {
-        self.records == 0
-    }
-
-    /// The framed bytes.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes
-    }
-
-    /// The records' payloads, in order.
-    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
-        let mut at = 0;
-        std::iter::from_fn(move || {
-            let len = self.bytes.get(at..at + 4)?;
-            let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
-            let payload = &self.bytes[at + 8..at + 8 + len];
-            at += 8 + len;
-            Some(payload)
-        })
-    }
-
-    /// Moves `other`'s records after these.
-    pub fn append(&mut self, other: &Framed) {
-        self.bytes.extend_from_slice(&other.bytes);
-        self.records += other.records;
-    }
-
-    /// Keeps the records for which `keep` is true.
-    pub fn retain(&mut self, mut keep: impl FnMut(&[u8]) -> bool) {
-        let mut kept = Framed::default();
-        for record in self.iter() {
-            if keep(record) {
-                kept.push(record);
-            }
-        }
-        *self = kept;
-    }
-
-    /// Cuts the framed bytes into pieces of at most `limit` bytes (a record larger than
-    /// that alone), as byte ranges of [`Framed::as_bytes`] with their record counts.
-    pub fn pieces(&self, limit: usize) -> Vec<(std::ops::Range<usize>, usize)> {
-        let mut pieces = Vec::new();
-        let (mut start, mut at, mut count) = (0, 0, 0);
-        for record in self.iter() {
-            let size = record.len() + 8;
-            if count > 0 && at + size - start > limit {
-                pieces.push((start..at, count));
-                (start, count) = (at, 0);
-            }
-            at += size;
-            count += 1;
-        }
-        if count > 0 {
-            pieces.push((start..at, count));
-        }
-        pieces
-    }
-}
-
 /// Creates a chunk file with its header (not yet fsynced) and returns it open for appends.
 pub fn create(path: &Path, key: &str, created_ms: u64) -> io::Result<(File, u64)> {
     let mut file = OpenOptions::new()
@@ -213,7 +135,7 @@ pub struct Scan {
     /// Creation time from the header.
     pub created_ms: u64,
     /// Good records.
-    pub records: Vec<Vec<u8>>,
+    pub records: Records,
     /// Length of the file's good prefix (header and the records up to the first problem).
     pub good_len: u64,
     /// Records whose CRC failed, with their offsets (their framing was intact).
@@ -288,6 +210,7 @@ pub fn scan(path: &Path) -> Result<Scan, ChunkError> {
     };
     let mut at = 24 + key_len;
     scan.good_len = at as u64;
+    let mut spans = Vec::new();
     while at < data.len() {
         let Some(frame) = data.get(at..at + 8) else {
             break;
@@ -300,7 +223,7 @@ pub fn scan(path: &Path) -> Result<Scan, ChunkError> {
         }
         let payload = &data[at + 8..end];
         if crc32c::crc32c(payload) == crc {
-            scan.records.push(payload.to_vec());
+            spans.push(at + 8..end);
         } else {
             scan.corrupt.push((at as u64, payload.to_vec()));
         }
@@ -310,15 +233,16 @@ pub fn scan(path: &Path) -> Result<Scan, ChunkError> {
     if at < data.len() {
         scan.torn_tail = Some((at as u64, (data.len() - at) as u64));
     }
+    scan.records = Records::new(data, spans);
     Ok(scan)
 }
 
 /// Writes a chunk file holding `records` (temp, fsync, rename); returns its size.
-pub fn write_whole(
+pub fn write_whole<'a>(
     path: &Path,
     key: &str,
     created_ms: u64,
-    records: &[Vec<u8>],
+    records: impl IntoIterator<Item = &'a [u8]>,
 ) -> io::Result<u64> {
     let mut data = header(key, created_ms);
     for r in records {

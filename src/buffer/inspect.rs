@@ -6,6 +6,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::chunk::{self, Meta};
+use super::records::Records;
 use super::store::{now_ms, Dirs};
 
 /// Where a chunk is.
@@ -86,7 +87,7 @@ pub fn list(path: &Path) -> io::Result<Vec<ChunkInfo>> {
 }
 
 /// The records of one chunk.
-pub fn records(path: &Path, id: &str) -> io::Result<Vec<Vec<u8>>> {
+pub fn records(path: &Path, id: &str) -> io::Result<Records> {
     let dirs = Dirs::new(path);
     for dir in [&dirs.chunks, &dirs.backup] {
         let file = dir.join(format!("{id}.chunk"));

@@ -60,13 +60,14 @@ use crate::config::buffer::{BufferConfig, OverflowAction, RetryConfig};
 pub mod chunk;
 pub mod engine;
 pub mod inspect;
+mod records;
 mod recovery;
 pub mod retry;
 mod seen;
 mod store;
 
-pub use chunk::Framed;
 pub use engine::{deliver, Sink};
+pub use records::{Framed, Records};
 pub use store::{AppendError, Counters};
 
 /// Group-commit size: an fsync at least every this many bytes appended.
@@ -140,7 +141,7 @@ pub struct Taken {
     /// Failed attempts so far.
     pub attempts: u32,
     /// Its records.
-    pub records: Vec<Vec<u8>>,
+    pub records: Records,
 }
 
 /// A disk buffer: shared by the writer (a pipeline worker) and the senders.
@@ -302,7 +303,7 @@ impl Buffer {
         let result = match outcome {
             Outcome::Split if taken.records.len() <= 1 => {
                 warn!(chunk = %taken.id, "A single event is too large for the endpoint; dead-lettering it.");
-                if let Some(record) = taken.records.first() {
+                if let Some(record) = taken.records.get(0) {
                     dead_letter(record);
                 }
                 self.store.discard(&taken.id);

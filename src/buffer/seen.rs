@@ -13,7 +13,7 @@ use std::hash::BuildHasher;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::chunk::Framed;
+use super::records::{Framed, Records};
 
 /// Records remembered at most.
 const MAX_REMEMBERED: usize = 1 << 20;
@@ -40,14 +40,14 @@ impl Recovered {
     }
 
     /// Remembers the records of a recovered chunk.
-    pub(super) fn add(&self, records: &[Vec<u8>]) {
+    pub(super) fn add(&self, records: &Records) {
         let mut guard = self.lock();
         let (set, _) = guard.get_or_insert_with(|| (HashSet::new(), Instant::now()));
         for r in records {
             if set.len() >= MAX_REMEMBERED {
                 return;
             }
-            set.insert(self.hasher.hash_one(r.as_slice()));
+            set.insert(self.hasher.hash_one(r));
         }
     }
 
@@ -80,7 +80,7 @@ mod tests {
         };
         let seen = Recovered::new();
         assert_eq!(seen.remove_known(&mut framed(&[b"a"])), 0);
-        seen.add(&[b"a".to_vec(), b"b".to_vec()]);
+        seen.add(&["a", "b"].into_iter().collect());
         let mut batch = framed(&[b"a", b"c", b"a"]);
         assert_eq!(seen.remove_known(&mut batch), 1);
         assert_eq!(batch, framed(&[b"c", b"a"]));

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tracing::{error, info, warn};
 
 use super::chunk::{self, ChunkId, Meta};
+use super::records::Records;
 use super::retry::{Next, Policy};
 use super::{BufferOptions, Outcome};
 use crate::config::buffer::OverflowAction;
@@ -419,7 +420,7 @@ impl Store {
     }
 
     /// Reads a taken chunk's records, setting aside any that fail their CRC.
-    pub(super) fn read(&self, id: &str) -> io::Result<Vec<Vec<u8>>> {
+    pub(super) fn read(&self, id: &str) -> io::Result<Records> {
         let path = self.chunk_path(id);
         match chunk::scan(&path) {
             Ok(scan) => {
@@ -518,21 +519,23 @@ impl Store {
 
     /// Replaces a chunk by two holding its halves (an endpoint said the request was too
     /// large); the halves keep its place in the queue.
-    pub(super) fn split(&self, id: &str, records: &[Vec<u8>]) -> io::Result<()> {
+    pub(super) fn split(&self, id: &str, records: &Records) -> io::Result<()> {
         let Some(q) = self.lock().queue.get(id).cloned() else {
             return Ok(());
         };
         let mid = records.len() / 2;
         let mut halves = Vec::new();
-        for (suffix, part) in [("a", &records[..mid]), ("b", &records[mid..])] {
+        for (suffix, part) in [("a", 0..mid), ("b", mid..records.len())] {
             let half_id = format!("{id}{suffix}");
-            let bytes = chunk::write_whole(&self.chunk_path(&half_id), &q.key, q.created_ms, part)?;
+            let count = part.len() as u64;
+            let path = self.chunk_path(&half_id);
+            let bytes = chunk::write_whole(&path, &q.key, q.created_ms, records.range(part))?;
             let meta = Meta {
                 attempts: q.attempts,
-                ..Meta::sealed(&q.key, q.created_ms, part.len() as u64, bytes)
+                ..Meta::sealed(&q.key, q.created_ms, count, bytes)
             };
             chunk::write_meta(&self.meta_path(&half_id), &meta)?;
-            halves.push((half_id, bytes, part.len() as u64));
+            halves.push((half_id, bytes, count));
         }
         let mut s = self.lock();
         s.queue.remove(id);

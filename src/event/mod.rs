@@ -486,14 +486,10 @@ pub const MAX_DEPTH: usize = 64;
 
 /// The offset where nesting first exceeds [`MAX_DEPTH`], if it does.
 fn too_deep(line: &[u8]) -> Option<usize> {
-    // Fewer openers than the limit cannot nest beyond it (a count the compiler vectorises);
-    // only then is the line walked with string awareness.
-    let openers = line
-        .iter()
-        .fold(0usize, |n, b| n + usize::from(*b == b'{' || *b == b'['));
-    if openers <= MAX_DEPTH {
-        return None;
-    }
+    // No more openers than the limit cannot nest beyond it (found by a SIMD search; a
+    // counting loop here was a tenth of the forwarder's CPU); only then is the line walked
+    // with string awareness.
+    memchr::memchr2_iter(b'{', b'[', line).nth(MAX_DEPTH)?;
     let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
     for (i, b) in line.iter().enumerate() {
         if in_string {

@@ -131,3 +131,25 @@ fn every_problem_is_reported_at_once() {
         ]
     );
 }
+
+#[test]
+fn nesting_beyond_the_limit_is_refused_and_brackets_in_strings_do_not_count() {
+    let nested = |depth: usize| {
+        let inner = format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+        NOISY.replace(
+            r#""severity":"normal""#,
+            &format!(r#""severity":"normal","x":{inner}"#),
+        )
+    };
+    // The payload and the envelope are two levels: MAX_DEPTH in all passes.
+    assert!(run(Lenient, &nested(MAX_DEPTH - 2)).is_ok());
+    let r = run(Lenient, &nested(MAX_DEPTH - 1)).unwrap_err();
+    assert_eq!(r.reason, Reason::InvalidJson);
+    assert!(
+        r.problems[0].contains("nested deeper than 64 levels"),
+        "{r}"
+    );
+    let brackets = "[{".repeat(MAX_DEPTH);
+    let in_string = NOISY.replace("rbertram@us.ibm.com", &brackets);
+    assert!(run(Lenient, &in_string).is_ok());
+}

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::io::Write;
+use std::ops::Range;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -11,7 +12,7 @@ use anyhow::Context;
 use tracing::{error, info, warn};
 
 use super::secrets::Secrets;
-use crate::buffer::{Outcome, Sink, Taken};
+use crate::buffer::{Outcome, Records, Sink, Taken};
 use crate::config::output::{Compression, PluginLogLevel};
 use crate::config::AtOutput;
 
@@ -72,10 +73,10 @@ impl AtSink {
         self.secrets.reloads()
     }
 
-    fn body(&self, records: &[Vec<u8>]) -> std::io::Result<Vec<u8>> {
-        let mut json = Vec::with_capacity(records.iter().map(|r| r.len() + 1).sum::<usize>() + 2);
+    fn body(&self, records: &Records, part: Range<usize>) -> std::io::Result<Vec<u8>> {
+        let mut json = Vec::with_capacity(records.payload_bytes(part.clone()) + part.len() + 2);
         json.push(b'[');
-        for (i, r) in records.iter().enumerate() {
+        for (i, r) in records.range(part).enumerate() {
             if i > 0 {
                 json.push(b',');
             }
@@ -114,11 +115,12 @@ impl AtSink {
         }
     }
 
-    async fn post(&self, chunk: &Taken, part: &[Vec<u8>], key: &str) -> Outcome {
+    async fn post(&self, chunk: &Taken, part: Range<usize>, key: &str) -> Outcome {
         let Some(creds) = self.secrets.get(&chunk.key) else {
             return self.no_token(&chunk.key);
         };
-        let body = match self.body(part) {
+        let events = part.len();
+        let body = match self.body(&chunk.records, part.clone()) {
             Ok(body) => body,
             Err(e) => {
                 return Outcome::Retry {
@@ -140,7 +142,7 @@ impl AtSink {
             request = request.header("Content-Encoding", "gzip");
         }
         if self.debug {
-            for record in part {
+            for record in chunk.records.range(part) {
                 info!(service = %chunk.key, event = %String::from_utf8_lossy(record), "Sending event.");
             }
         }
@@ -173,7 +175,7 @@ impl AtSink {
                 .collect()
         };
         if self.debug {
-            info!(service = %chunk.key, status, events = part.len(), "Activity Tracker answered.");
+            info!(service = %chunk.key, status, events, "Activity Tracker answered.");
         }
         self.classify(status, retry_after, &message)
     }
@@ -219,14 +221,17 @@ impl AtSink {
 
 impl Sink for AtSink {
     async fn send(&self, chunk: &Taken) -> Outcome {
-        let parts: Vec<&[Vec<u8>]> = chunk.records.chunks(self.max_events.max(1)).collect();
-        for (i, part) in parts.iter().enumerate() {
+        let per = self.max_events.max(1);
+        let count = chunk.records.len();
+        let parts = count.div_ceil(per);
+        for i in 0..parts {
             // The same key for every retry of the same chunk, across restarts.
-            let key = if parts.len() == 1 {
+            let key = if parts == 1 {
                 chunk.id.clone()
             } else {
                 format!("{}-{i}", chunk.id)
             };
+            let part = i * per..count.min((i + 1) * per);
             let outcome = self.post(chunk, part, &key).await;
             if outcome != Outcome::Delivered {
                 return outcome;

@@ -29,7 +29,7 @@ use crate::tail::{ahead, run as tail_run, PositionStore, TailOptions, Tailer};
 mod source;
 
 /// Batches in flight between a tail thread and its worker.
-const BATCHES_IN_FLIGHT: usize = 4;
+const BATCHES_IN_FLIGHT: usize = 2;
 /// How long `flush_at_shutdown` may take.
 pub const FLUSH_DEADLINE: Duration = Duration::from_secs(25);
 

@@ -50,7 +50,7 @@ fn drain(buffer: &Buffer) -> Vec<String> {
         out.extend(
             t.records
                 .iter()
-                .map(|r| String::from_utf8(r.clone()).unwrap()),
+                .map(|r| String::from_utf8(r.to_vec()).unwrap()),
         );
         buffer.finish(&t, &Outcome::Delivered, |_| {}).unwrap();
     }

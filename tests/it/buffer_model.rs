@@ -113,7 +113,7 @@ impl Model {
         };
         if matches!(reply, Reply::Delivered) {
             for r in &taken.records {
-                *self.delivered.entry(r.clone()).or_default() += 1;
+                *self.delivered.entry(r.to_vec()).or_default() += 1;
             }
         }
         let mut dead = Vec::new();
@@ -204,7 +204,7 @@ impl Model {
         for e in std::fs::read_dir(self.dir.join("backup")).unwrap() {
             let p = e.unwrap().path();
             if p.extension().is_some_and(|e| e == "chunk") {
-                out.extend(chunk::scan(&p).unwrap().records);
+                out.extend(chunk::scan(&p).unwrap().records.iter().map(<[u8]>::to_vec));
             }
         }
         out

@@ -356,8 +356,8 @@ fn held_ids(buffer: &Path, key: &str) -> std::collections::BTreeSet<String> {
         if chunk.meta.key != key {
             continue;
         }
-        for record in inspect::records(buffer, &chunk.id).unwrap_or_default() {
-            let v: serde_json::Value = serde_json::from_slice(&record).unwrap();
+        for record in &inspect::records(buffer, &chunk.id).unwrap_or_default() {
+            let v: serde_json::Value = serde_json::from_slice(record).unwrap();
             ids.insert(v["payload"]["id"].as_str().unwrap_or("").to_string());
         }
     }

@@ -1,0 +1,256 @@
+//! Records in memory on their way into a chunk ([`Framed`]) and back out of one
+//! ([`Records`]); the framing on disk is [`super::chunk`]'s.
+
+use std::ops::Range;
+
+use super::chunk::frame;
+
+/// Records framed as a chunk file holds them (length, CRC32C, payload each), built once by
+/// the writer: appending them is then a single copy into the file.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Framed {
+    bytes: Vec<u8>,
+    /// Where each record's frame ends in `bytes` (cutting into pieces reads these, not
+    /// the frames spread over megabytes).
+    ends: Vec<usize>,
+}
+
+impl Framed {
+    /// Frames `record` after the others.
+    pub fn push(&mut self, record: &[u8]) {
+        frame(record, &mut self.bytes);
+        self.ends.push(self.bytes.len());
+    }
+
+    /// Number of records.
+    pub fn records(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The framed bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The records' payloads, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(&self.ends)
+            .map(|(start, end)| &self.bytes[start + 8..*end])
+    }
+
+    /// Moves `other`'s records after these.
+    pub fn append(&mut self, other: &Framed) {
+        let base = self.bytes.len();
+        self.bytes.extend_from_slice(&other.bytes);
+        self.ends.extend(other.ends.iter().map(|end| base + end));
+    }
+
+    /// Keeps the records for which `keep` is true.
+    pub fn retain(&mut self, mut keep: impl FnMut(&[u8]) -> bool) {
+        let mut kept = Framed::default();
+        for record in self.iter() {
+            if keep(record) {
+                kept.push(record);
+            }
+        }
+        *self = kept;
+    }
+
+    /// Cuts the framed bytes into pieces of at most `limit` bytes (a record larger than
+    /// that alone), as byte ranges of [`Framed::as_bytes`] with their record counts.
+    pub fn pieces(&self, limit: usize) -> Vec<(std::ops::Range<usize>, usize)> {
+        let mut pieces = Vec::new();
+        let (mut start, mut at, mut count) = (0, 0, 0);
+        for &end in &self.ends {
+            if count > 0 && end - start > limit {
+                pieces.push((start..at, count));
+                (start, count) = (at, 0);
+            }
+            at = end;
+            count += 1;
+        }
+        if count > 0 {
+            pieces.push((start..at, count));
+        }
+        pieces
+    }
+}
+
+/// The records of a chunk as read back: the file's bytes and where each payload lies in
+/// them (nothing copied or allocated per record).
+#[derive(Clone, Default)]
+pub struct Records {
+    data: Vec<u8>,
+    /// Payload ranges in `data`.
+    spans: Vec<Range<usize>>,
+}
+
+impl Records {
+    /// The records at `spans` of `data`.
+    pub(super) fn new(data: Vec<u8>, spans: Vec<Range<usize>>) -> Self {
+        Records { data, spans }
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// Record `i`.
+    pub fn get(&self, i: usize) -> Option<&[u8]> {
+        self.spans.get(i).map(|s| &self.data[s.clone()])
+    }
+
+    /// The records, in order.
+    pub fn iter(&self) -> Iter<'_> {
+        self.range(0..self.len())
+    }
+
+    /// Records `range`, in order.
+    pub fn range(&self, range: Range<usize>) -> Iter<'_> {
+        Iter {
+            data: &self.data,
+            spans: self.spans[range].iter(),
+        }
+    }
+
+    /// Bytes of the payloads of records `range`.
+    pub fn payload_bytes(&self, range: Range<usize>) -> usize {
+        self.spans[range].iter().map(ExactSizeIterator::len).sum()
+    }
+}
+
+impl std::fmt::Debug for Records {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.iter().map(String::from_utf8_lossy))
+            .finish()
+    }
+}
+
+/// Equal when the payloads are, wherever they lie.
+impl PartialEq for Records {
+    fn eq(&self, other: &Self) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Records {}
+
+impl<R: AsRef<[u8]>> PartialEq<Vec<R>> for Records {
+    fn eq(&self, other: &Vec<R>) -> bool {
+        self.iter().eq(other.iter().map(AsRef::as_ref))
+    }
+}
+
+impl<R: AsRef<[u8]>, const N: usize> PartialEq<[R; N]> for Records {
+    fn eq(&self, other: &[R; N]) -> bool {
+        self.iter().eq(other.iter().map(AsRef::as_ref))
+    }
+}
+
+impl<R: AsRef<[u8]>> FromIterator<R> for Records {
+    fn from_iter<I: IntoIterator<Item = R>>(records: I) -> Self {
+        let mut out = Records::default();
+        for r in records {
+            let start = out.data.len();
+            out.data.extend_from_slice(r.as_ref());
+            out.spans.push(start..out.data.len());
+        }
+        out
+    }
+}
+
+impl<'a> IntoIterator for &'a Records {
+    type Item = &'a [u8];
+    type IntoIter = Iter<'a>;
+    fn into_iter(self) -> Iter<'a> {
+        self.iter()
+    }
+}
+
+/// The payloads of [`Records`], in order.
+#[derive(Debug, Clone)]
+pub struct Iter<'a> {
+    data: &'a [u8],
+    spans: std::slice::Iter<'a, Range<usize>>,
+}
+
+impl<'a> Iterator for Iter<'a> {
+    type Item = &'a [u8];
+    fn next(&mut self) -> Option<&'a [u8]> {
+        self.spans.next().map(|s| &self.data[s.clone()])
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.spans.size_hint()
+    }
+}
+
+impl ExactSizeIterator for Iter<'_> {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buffer::chunk;
+    use std::io::Write;
+
+    #[test]
+    fn framed_records_cut_into_pieces_within_the_limit_and_read_back_whole() {
+        let mut a = Framed::default();
+        let mut b = Framed::default();
+        for (i, r) in ["one", "two", "three", "a longer fourth record"]
+            .iter()
+            .enumerate()
+        {
+            if i < 2 { &mut a } else { &mut b }.push(r.as_bytes());
+        }
+        a.append(&b);
+        let all: Vec<&[u8]> = a.iter().collect();
+        assert_eq!(
+            all,
+            [&b"one"[..], b"two", b"three", b"a longer fourth record"]
+        );
+        // 11 + 11 + 13 + 30 bytes framed: 24 holds two, the last (30) goes alone.
+        let pieces = a.pieces(24);
+        assert_eq!(pieces, [(0..22, 2), (22..35, 1), (35..65, 1)]);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.chunk");
+        let (mut file, _) = chunk::create(&path, "svc", 1).unwrap();
+        for (range, _) in &pieces {
+            file.write_all(&a.as_bytes()[range.clone()]).unwrap();
+        }
+        assert_eq!(
+            chunk::scan(&path)
+                .unwrap()
+                .records
+                .iter()
+                .collect::<Vec<_>>(),
+            all
+        );
+        a.retain(|r| r.len() == 3);
+        assert_eq!(a.iter().collect::<Vec<_>>(), [&b"one"[..], b"two"]);
+        assert_eq!(a.pieces(1 << 20), [(0..22, 2)]);
+    }
+
+    #[test]
+    fn records_read_back_compare_by_payload() {
+        let built: Records = ["a", "bc"].into_iter().collect();
+        let read = Records::new(b"..a..bc".to_vec(), vec![2..3, 5..7]);
+        assert_eq!(built, read);
+        assert_eq!(read.get(1), Some(&b"bc"[..]));
+        assert_eq!(read.payload_bytes(0..2), 3);
+        assert_ne!(built, ["a"]);
+    }
+}
