@@ -9,7 +9,7 @@
 #   w2       live: 8 files, RATE (20,000) events/s for SECS (60) s, rename rotation every
 #            100,000 lines per file; CPU % of one core, peak RSS, latency p50/p99 from
 #            eventTime to receipt, lost events (must be 0).
-#            PERF=FILE records a system-wide profile during W1 (perf record -g -a) into FILE.
+#            PERF=FILE records a system-wide profile during W1 or W2 (perf record -g -a).
 #   w3       idle: FILES (2,000) tracked files, no writes, for SECS (60) s: CPU %, RSS.
 #
 #   scripts/bench-e2e.sh                  # w1 and ceiling, compress none
@@ -132,9 +132,11 @@ w2() {
   start_forwarder "$dir/w2" "$dir/state-w2"
   sleep 1
   local c0; c0=$(cpu_ticks "$fpid")
+  if [ -n "${PERF:-}" ]; then perf record -q -F 999 -g -a -o "$PERF" 2>"$dir/perf.err" & ppid=$!; fi
   "$BIN" generate --dir "$dir/w2" --rate "$RATE" --services 4 --pods 2 --rotate-every 100000 \
     --duration "${SECS}s" --wide > "$dir/w2-generated.txt"
   local c1; c1=$(cpu_ticks "$fpid")
+  if [ -n "${ppid:-}" ]; then kill -TERM "$ppid"; wait "$ppid" || true; ppid=; fi
   local written; written=$(grep -o '[0-9]* events' "$dir/w2-generated.txt" | head -1 | cut -d' ' -f1)
   local deadline=$((SECONDS + 60)) distinct=0
   while [ "$distinct" -lt "$written" ] && [ $SECONDS -lt $deadline ]; do

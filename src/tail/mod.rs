@@ -46,6 +46,8 @@ pub mod report;
 pub mod run;
 pub mod siblings;
 pub mod tailer;
+#[cfg(target_os = "linux")]
+mod watch;
 
 pub use batch::{Batch, Line};
 pub use positions::{Position, PositionStore};

@@ -1,8 +1,8 @@
 //! Drives a [`Tailer`] on its own thread: file I/O is blocking, and a thread keeps it off
 //! the async runtime.
 //!
-//! Change notifications (inotify, through `notify`) are hints, never the only trigger: a
-//! full scan also runs every `refresh_interval`, and after a notification queue overflow.
+//! Change notifications ([`super::watch`]) are hints, never the only trigger: a full scan
+//! also runs every `refresh_interval`, and after a notification queue overflow.
 //! A write to a known file reads just the open files; a create, rename or delete runs a
 //! scan. While a file has unread lines, passes follow each other at once; while a rotated
 //! file waits to be released, every second; otherwise the thread sleeps. A full sink
@@ -15,9 +15,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use notify::{EventKind, RecursiveMode, Watcher};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
 
 use super::{Batch, Tailer};
 
@@ -48,45 +46,28 @@ pub fn spawn(
         let _ = stop.send(Hint::Stop);
     });
     let watcher = watch(&tailer.watch_roots(), tx);
+    let notified = watcher.is_some();
     std::thread::Builder::new()
         .name("tail".into())
         .spawn(move || {
             // Kept alive for as long as the loop runs.
             let _watcher = watcher;
-            follow(tailer, refresh_interval, &sink, &rx, _watcher.is_some());
+            follow(tailer, refresh_interval, &sink, &rx, notified);
         })
 }
 
-fn watch(roots: &[PathBuf], tx: mpsc::Sender<Hint>) -> Option<notify::RecommendedWatcher> {
-    let handler = move |event: notify::Result<notify::Event>| {
-        let hint = match event {
-            Ok(e)
-                if matches!(
-                    e.kind,
-                    EventKind::Modify(notify::event::ModifyKind::Data(_))
-                ) =>
-            {
-                Hint::Written(e.paths)
-            }
-            Ok(e) if matches!(e.kind, EventKind::Access(_)) => return,
-            Ok(_) | Err(_) => Hint::Structure,
-        };
-        let _ = tx.send(hint);
-    };
-    let mut watcher = match notify::recommended_watcher(handler) {
-        Ok(w) => w,
-        Err(e) => {
-            warn!(error = %e, "Change notification unavailable; polling files every second instead.");
-            return None;
-        }
-    };
-    for root in roots {
-        if let Err(e) = watcher.watch(root, RecursiveMode::Recursive) {
-            // A directory that does not exist yet is found by the periodic scan.
-            debug!(dir = %root.display(), error = %e, "Cannot watch directory.");
-        }
-    }
-    Some(watcher)
+#[cfg(target_os = "linux")]
+fn watch(roots: &[PathBuf], tx: mpsc::Sender<Hint>) -> Option<super::watch::Watch> {
+    super::watch::start(roots, move |changes| {
+        (!changes.structure || tx.send(Hint::Structure).is_ok())
+            && (changes.written.is_empty() || tx.send(Hint::Written(changes.written)).is_ok())
+    })
+}
+
+/// Elsewhere files are polled every second.
+#[cfg(not(target_os = "linux"))]
+fn watch(_roots: &[PathBuf], _tx: mpsc::Sender<Hint>) -> Option<()> {
+    None
 }
 
 fn follow(
@@ -159,9 +140,6 @@ fn send(
     true
 }
 
-/// How long writes are let gather after a change notification before a pass reads them.
-const GATHER_WRITES: Duration = Duration::from_millis(50);
-
 /// While reading is paused, how often files are looked for.
 const PAUSED_LOOK: Duration = Duration::from_secs(1);
 
@@ -181,12 +159,6 @@ fn wait_for_hints(rx: &Receiver<Hint>, wait: Duration, written: &mut Vec<PathBuf
         Err(RecvTimeoutError::Timeout) => return Some(false),
         Err(RecvTimeoutError::Disconnected) => return None,
     };
-    if matches!(first, Hint::Written(_)) {
-        // Writers append line by line: reading at each notification would make a pass (and
-        // a batch, a buffer append, a position record) per few lines. Letting writes gather
-        // for a moment costs that much latency and saves most of the per-batch work.
-        std::thread::sleep(GATHER_WRITES);
-    }
     let mut scan = false;
     for hint in std::iter::once(first).chain(rx.try_iter()) {
         match hint {
