@@ -6,6 +6,43 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+/// A JSON value as it is written in the line: its text, borrowed (it knows its place, so
+/// edits can be spliced next to it). Read by serde as a [`RawValue`], or by the fast
+/// path of [`super::scan`].
+#[derive(Clone, Copy)]
+pub(super) struct Raw<'a>(&'a str);
+
+impl<'a> Raw<'a> {
+    /// `text`, which must be one whole JSON value.
+    pub(super) fn new(text: &'a str) -> Self {
+        Raw(text)
+    }
+
+    /// The value's text.
+    pub(super) fn get(&self) -> &'a str {
+        self.0
+    }
+}
+
+impl std::fmt::Debug for Raw<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{:p}", self.0, self.0.as_ptr())
+    }
+}
+
+/// The same text at the same place.
+impl PartialEq for Raw<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self.0, other.0)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Raw<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <&'de RawValue>::deserialize(d).map(|r| Raw(r.get()))
+    }
+}
+
 /// Declares a struct holding, besides the given fields, the CADF fields checks read.
 macro_rules! with_cadf_fields {
     ($(#[$m:meta])* $vis:vis struct $name:ident<'a> { $($extra:tt)* }) => {
@@ -13,43 +50,43 @@ macro_rules! with_cadf_fields {
         $vis struct $name<'a> {
             $($extra)*
             #[serde(borrow)]
-            pub id: Option<&'a RawValue>,
+            pub id: Option<Raw<'a>>,
             #[serde(borrow, rename = "eventType")]
-            pub event_type: Option<&'a RawValue>,
+            pub event_type: Option<Raw<'a>>,
             #[serde(borrow, rename = "typeURI")]
-            pub type_uri: Option<&'a RawValue>,
+            pub type_uri: Option<Raw<'a>>,
             #[serde(borrow, rename = "eventTime")]
-            pub event_time: Option<&'a RawValue>,
+            pub event_time: Option<Raw<'a>>,
             #[serde(borrow)]
-            pub action: Option<&'a RawValue>,
+            pub action: Option<Raw<'a>>,
             #[serde(borrow)]
-            pub outcome: Option<&'a RawValue>,
+            pub outcome: Option<Raw<'a>>,
             #[serde(borrow)]
-            pub initiator: Option<&'a RawValue>,
+            pub initiator: Option<Raw<'a>>,
             #[serde(borrow)]
-            pub target: Option<&'a RawValue>,
+            pub target: Option<Raw<'a>>,
             #[serde(borrow)]
-            pub observer: Option<&'a RawValue>,
+            pub observer: Option<Raw<'a>>,
             #[serde(borrow)]
-            pub reason: Option<&'a RawValue>,
+            pub reason: Option<Raw<'a>>,
             #[serde(borrow)]
-            pub severity: Option<&'a RawValue>,
+            pub severity: Option<Raw<'a>>,
             #[serde(borrow)]
-            pub measurements: Option<&'a RawValue>,
+            pub measurements: Option<Raw<'a>>,
         }
     };
 }
 
 with_cadf_fields! {
     /// The CADF fields of a `payload` (or of the top level, in the flat form).
-    #[derive(Debug, Default, Clone, Copy, Deserialize)]
+    #[derive(Debug, Default, Clone, Copy, PartialEq, Deserialize)]
     #[serde(default)]
     pub(super) struct Fields<'a> {}
 }
 
 with_cadf_fields! {
     /// A whole line, read in one pass: routing, payload, and the flat form's fields.
-    #[derive(Debug, Default, Deserialize)]
+    #[derive(Debug, Default, PartialEq, Deserialize)]
     #[serde(default)]
     pub(super) struct Line<'a> {
         #[serde(borrow)]
@@ -57,7 +94,7 @@ with_cadf_fields! {
         #[serde(borrow)]
         pub payload: Option<Fields<'a>>,
         #[serde(borrow, rename = "logSourceCRN")]
-        pub log_source_crn: Option<&'a RawValue>,
+        pub log_source_crn: Option<Raw<'a>>,
     }
 }
 
@@ -94,43 +131,43 @@ pub(super) struct Routing<'a> {
 #[serde(default)]
 pub(super) struct Parts<'a> {
     #[serde(borrow)]
-    pub meta: Option<&'a RawValue>,
+    pub meta: Option<Raw<'a>>,
     #[serde(borrow)]
-    pub payload: Option<&'a RawValue>,
+    pub payload: Option<Raw<'a>>,
 }
 
 /// The routing object.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, PartialEq, Deserialize)]
 #[serde(default)]
 pub(super) struct Meta<'a> {
     #[serde(borrow, rename = "serviceProviderName")]
     pub service: Option<std::borrow::Cow<'a, str>>,
     #[serde(borrow, rename = "userAccountIds")]
-    pub user_account_ids: Option<&'a RawValue>,
+    pub user_account_ids: Option<Raw<'a>>,
     #[serde(borrow, rename = "userSpaceId")]
-    pub user_space_id: Option<&'a RawValue>,
+    pub user_space_id: Option<Raw<'a>>,
     #[serde(borrow, rename = "userSpaceRegion")]
-    pub user_space_region: Option<&'a RawValue>,
+    pub user_space_region: Option<Raw<'a>>,
 }
 
 /// Byte offset of a raw value within the line it was parsed from.
-pub(super) fn offset_in(line: &str, raw: &RawValue) -> usize {
+pub(super) fn offset_in(line: &str, raw: Raw<'_>) -> usize {
     raw.get().as_ptr() as usize - line.as_ptr() as usize
 }
 
 /// A raw value that is a non-empty string, as that string.
-pub(super) fn string<'a>(raw: Option<&'a RawValue>) -> Option<std::borrow::Cow<'a, str>> {
+pub(super) fn string<'a>(raw: Option<Raw<'a>>) -> Option<std::borrow::Cow<'a, str>> {
     let s: std::borrow::Cow<'a, str> = serde_json::from_str(raw?.get()).ok()?;
     (!s.trim().is_empty()).then_some(s)
 }
 
 /// Whether a raw value is present and not `null`.
-pub(super) fn present(raw: Option<&RawValue>) -> bool {
+pub(super) fn present(raw: Option<Raw<'_>>) -> bool {
     raw.is_some_and(|r| r.get() != "null")
 }
 
 /// Whether a raw value is a JSON object (possibly empty).
-pub(super) fn is_object(raw: &RawValue) -> bool {
+pub(super) fn is_object(raw: Raw<'_>) -> bool {
     raw.get().starts_with('{')
 }
 

@@ -18,8 +18,6 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
-use serde_json::value::RawValue;
-
 use crate::config::source::CadfValidation;
 use crate::tail::identity::{fnv1a, FileKey};
 
@@ -27,10 +25,11 @@ pub mod dead_letter;
 mod envelope;
 pub mod lint;
 mod rules;
+mod scan;
 pub mod time;
 
 use envelope::{
-    is_object, offset_in, present, string, Anchor, Edits, Fields, Line, Meta, Parts, Routing,
+    is_object, offset_in, present, string, Anchor, Edits, Fields, Line, Meta, Parts, Raw, Routing,
     Short, Text,
 };
 
@@ -143,25 +142,18 @@ impl Validator {
             let e = serde_json::from_str::<serde::de::IgnoredAny>(text).err();
             return Err(e.map_or_else(|| not_an_object(text), |e| json_rejection(&e)));
         }
-        if let Some(depth) = too_deep(line) {
-            return Err(Rejection::one(
-                Reason::InvalidJson,
-                format!("nested deeper than {MAX_DEPTH} levels (at byte {depth})"),
-            ));
-        }
+        let mut parsed = match scan::scan(text) {
+            Some(parsed) => parsed,
+            None => self.read_carefully(text)?,
+        };
         if self.level == CadfValidation::Off {
-            let routing: Routing<'a> =
-                serde_json::from_str(text).map_err(|e| explain_parse_error(text, &e))?;
-            let service = service_of(routing.meta.map(|m| m.service))?;
+            let service = service_of(parsed.meta.map(|m| m.service))?;
             out.extend_from_slice(line);
             return Ok(Accepted {
                 service,
                 changed: false,
             });
         }
-        // One pass reads routing, payload and flat fields; a failure is explained after.
-        let mut parsed: Line<'a> =
-            serde_json::from_str(text).map_err(|e| explain_parse_error(text, &e))?;
         let service = service_of(parsed.meta.as_mut().map(|m| m.service.take()))?;
         let (cadf, at) = match parsed.payload {
             Some(payload) => (payload, "payload."),
@@ -198,13 +190,33 @@ impl Validator {
         Ok(Accepted { service, changed })
     }
 
+    /// Reads a line the fast path gave up on, with serde_json; a failure is explained.
+    /// (`off` reads only the routing object, so that nothing else can fail.)
+    fn read_carefully<'a>(&self, text: &'a str) -> Result<Line<'a>, Rejection> {
+        if let Some(depth) = too_deep(text.as_bytes()) {
+            return Err(Rejection::one(
+                Reason::InvalidJson,
+                format!("nested deeper than {MAX_DEPTH} levels (at byte {depth})"),
+            ));
+        }
+        if self.level == CadfValidation::Off {
+            let routing: Routing<'a> =
+                serde_json::from_str(text).map_err(|e| explain_parse_error(text, &e))?;
+            return Ok(Line {
+                meta: routing.meta,
+                ..Line::default()
+            });
+        }
+        serde_json::from_str(text).map_err(|e| explain_parse_error(text, &e))
+    }
+
     /// Every problem at this level; on success, the parsed `eventTime`.
     fn problems<'a>(
         &self,
         line: &Line<'a>,
         cadf: &Fields<'a>,
         at: &str,
-    ) -> Result<Option<(&'a RawValue, time::Timestamp)>, Rejection> {
+    ) -> Result<Option<(Raw<'a>, time::Timestamp)>, Rejection> {
         let mut problems: Vec<(Reason, String)> = Vec::new();
         if let Some(meta) = &line.meta {
             check_user_copy(meta, line.log_source_crn, &mut problems);
@@ -221,7 +233,7 @@ impl Validator {
             }
         }
         let mut time = None;
-        if let Some(raw) = cadf.event_time.filter(|r| present(Some(r))) {
+        if let Some(raw) = cadf.event_time.filter(|r| present(Some(*r))) {
             let value: Option<Cow<'_, str>> = serde_json::from_str(raw.get()).ok();
             match value
                 .as_deref()
@@ -273,7 +285,7 @@ impl Validator {
                 anchor,
                 Text::Static(r#""observer":{"name":"ActivityTracker"}"#),
             );
-        } else if let Some(observer) = cadf.observer.filter(|o| is_object(o)) {
+        } else if let Some(observer) = cadf.observer.filter(|o| is_object(*o)) {
             if !observer_has_name(observer) {
                 edits.insert_member(
                     text,
@@ -323,7 +335,7 @@ fn payload_start(text: &str) -> Option<Anchor> {
     let parts: Parts<'_> = serde_json::from_str(text).ok()?;
     parts
         .payload
-        .filter(|p| is_object(p))
+        .filter(|p| is_object(*p))
         .map(|p| Anchor::ObjectStart(offset_in(text, p)))
 }
 
@@ -333,7 +345,7 @@ fn explain_parse_error(text: &str, e: &serde_json::Error) -> Rejection {
         return json_rejection(e);
     }
     if let Ok(parts) = serde_json::from_str::<Parts<'_>>(text) {
-        if let Some(meta) = parts.meta.filter(|m| present(Some(m))) {
+        if let Some(meta) = parts.meta.filter(|m| present(Some(*m))) {
             if !is_object(meta) {
                 return Rejection::one(Reason::MissingService, "meta is not an object");
             }
@@ -351,23 +363,23 @@ fn explain_parse_error(text: &str, e: &serde_json::Error) -> Rejection {
     json_rejection(e)
 }
 
-fn observer_has_name(observer: &RawValue) -> bool {
+fn observer_has_name(observer: Raw<'_>) -> bool {
     #[derive(serde::Deserialize)]
     struct Named<'a> {
         #[serde(borrow)]
-        name: Option<&'a RawValue>,
+        name: Option<Raw<'a>>,
     }
     serde_json::from_str::<Named<'_>>(observer.get()).is_ok_and(|n| present(n.name))
 }
 
 fn check_user_copy(
     meta: &Meta<'_>,
-    log_source_crn: Option<&RawValue>,
+    log_source_crn: Option<Raw<'_>>,
     problems: &mut Vec<(Reason, String)>,
 ) {
     let accounts: Option<AccountIds> = meta
         .user_account_ids
-        .filter(|r| present(Some(r)))
+        .filter(|r| present(Some(*r)))
         .map(|r| serde_json::from_str(r.get()).unwrap_or_default());
     if let Some(ids) = accounts {
         if ids.entries != 1 || ids.good != 1 {

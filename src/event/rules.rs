@@ -1,10 +1,9 @@
 //! The strict rules: CADF's (DSP0262, as pycadf applies them) and Activity Tracker's
 //! conventions, on top of what lenient checks.
 
-use serde_json::value::RawValue;
 use serde_json::Value;
 
-use super::envelope::{present, string, Fields};
+use super::envelope::{present, string, Fields, Raw};
 
 const EVENT_TYPES: [&str; 3] = ["activity", "monitor", "control"];
 const OUTCOMES: [&str; 4] = ["success", "failure", "pending", "unknown"];
@@ -17,7 +16,7 @@ const BAD_VERBS: [&str; 2] = ["info", "unknown"];
 pub(super) fn check(
     f: &Fields<'_>,
     at: &str,
-    log_source_crn: Option<&RawValue>,
+    log_source_crn: Option<Raw<'_>>,
     problems: &mut Vec<String>,
 ) {
     for (name, raw) in [
@@ -97,14 +96,14 @@ pub(super) fn check(
     }
 }
 
-fn non_empty_array(raw: Option<&RawValue>) -> bool {
+fn non_empty_array(raw: Option<Raw<'_>>) -> bool {
     raw.and_then(|r| serde_json::from_str::<Vec<Value>>(r.get()).ok())
         .is_some_and(|v| !v.is_empty())
 }
 
 /// A CADF resource has an `id` and a `typeURI`; an observer may instead be the shortform
 /// (`{"id":"target"}`) or, as Activity Tracker writes it, `{"name":"ActivityTracker"}`.
-fn resource_problem(raw: &RawValue, observer: bool) -> Option<String> {
+fn resource_problem(raw: Raw<'_>, observer: bool) -> Option<String> {
     let Ok(Value::Object(r)) = serde_json::from_str::<Value>(raw.get()) else {
         return Some("must be an object with id and typeURI".into());
     };
