@@ -11,7 +11,10 @@ use tracing::error;
 
 use super::{Buffer, Outcome, Taken};
 
-/// How often chunks are checked for age (sealing by `flush_interval`).
+/// How often sealing is tried regardless of deadlines (it is retried after a failure).
+/// Chunks are sealed when they come of age, at [`Buffer::next_seal`]: with a 1 s
+/// `flush_interval` the last chunks of a backlog waited up to half a second more when
+/// this tick was the only trigger.
 const SEAL_TICK: Duration = Duration::from_millis(500);
 
 /// An output that can send chunks.
@@ -49,10 +52,9 @@ pub async fn deliver<S: Sink>(
                 Arc::clone(&dead_letter),
             ));
         }
-        let due = buffer.next_due().map_or_else(
-            || Instant::now() + Duration::from_secs(3600),
-            |d| d.max(Instant::now()),
-        );
+        let later = Instant::now() + Duration::from_secs(3600);
+        let due = buffer.next_due().map_or(later, |d| d.max(Instant::now()));
+        let seal_at = buffer.next_seal().map_or(later, |d| d.max(Instant::now()));
         tokio::select! {
             () = stop.cancelled() => break,
             Some(done) = tasks.join_next(), if !tasks.is_empty() => {
@@ -62,15 +64,19 @@ pub async fn deliver<S: Sink>(
             }
             () = buffer.ready().notified() => {}
             () = tokio::time::sleep_until(due.into()) => {}
-            _ = seal_tick.tick() => {
-                let b = Arc::clone(&buffer);
-                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || b.seal_due(Instant::now(), false)).await {
-                    error!(error = %e, "Sealing chunks failed; will retry.");
-                }
-            }
+            () = tokio::time::sleep_until(seal_at.into()) => seal_due(&buffer).await,
+            _ = seal_tick.tick() => seal_due(&buffer).await,
         }
     }
     while tasks.join_next().await.is_some() {}
+}
+
+async fn seal_due(buffer: &Arc<Buffer>) {
+    let b = Arc::clone(buffer);
+    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || b.seal_due(Instant::now(), false)).await
+    {
+        error!(error = %e, "Sealing chunks failed; will retry.");
+    }
 }
 
 async fn send_one<S: Sink>(

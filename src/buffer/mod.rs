@@ -210,7 +210,7 @@ impl Buffer {
         records: usize,
     ) -> Result<(), AppendError> {
         if self.store.append(key, framed, records)? {
-            // A chunk full by size is ready now, not at the next age check.
+            // A chunk full by size is ready now, and a new one's age is to be watched.
             self.ready.notify_one();
         }
         Ok(())
@@ -326,6 +326,11 @@ impl Buffer {
         self.space.notify_waiters();
         self.ready.notify_one();
         result
+    }
+
+    /// When the oldest open chunk is to be sealed by age.
+    pub fn next_seal(&self) -> Option<Instant> {
+        self.store.next_seal()
     }
 
     /// When the next waiting chunk becomes due.

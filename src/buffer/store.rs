@@ -193,8 +193,9 @@ impl Store {
         );
     }
 
-    /// Appends `records` records already framed (`framed`); returns whether a chunk was
-    /// sealed to make room (it is ready to send).
+    /// Appends `records` records already framed (`framed`); returns whether the delivery
+    /// engine should look again: a chunk was sealed to make room (it is ready to send), or
+    /// one was opened (its `flush_interval` runs from now).
     pub(super) fn append(
         &self,
         key: &str,
@@ -215,8 +216,8 @@ impl Store {
             let full = s.open.remove(key).expect("needs_new implies an open chunk");
             s.full.push((key.to_string(), full));
         }
-        let sealed = needs_new;
-        if !s.open.contains_key(key) {
+        let opened = !s.open.contains_key(key);
+        if opened {
             s.seq += 1;
             let created_ms = now_ms();
             let id = format!("{created_ms:013}-{:08x}-{:06}", self.instance, s.seq);
@@ -247,7 +248,7 @@ impl Store {
         open.records += records as u64;
         s.total += framed.len() as u64;
         s.unsynced += framed.len() as u64;
-        Ok(sealed)
+        Ok(needs_new || opened)
     }
 
     /// Applies `total_limit_size` and `overflow_action` for `incoming` more bytes.
@@ -445,6 +446,16 @@ impl Store {
     }
 
     /// The next time a waiting chunk becomes due.
+    /// When the oldest open chunk with records comes of age (`flush_interval`).
+    pub(super) fn next_seal(&self) -> Option<Instant> {
+        let s = self.lock();
+        s.open
+            .values()
+            .filter(|c| c.records > 0)
+            .map(|c| c.created + self.opts.flush_interval)
+            .min()
+    }
+
     pub(super) fn next_due(&self) -> Option<Instant> {
         let s = self.lock();
         s.queue
