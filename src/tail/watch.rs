@@ -22,7 +22,9 @@ use tracing::{debug, warn};
 
 /// How long writes are let gather after the first notification of a burst. Reading at
 /// each one would make a pass (a batch, a buffer append, a position record) per few lines.
-pub(super) const GATHER_WRITES: Duration = Duration::from_millis(50);
+/// W2 (20,000 lines/s, 30 s): 10.7 % of a core and p99 277 ms at 50 ms; 9.7 % and 338 ms
+/// at 100 ms, well within the `flush_interval` + 1 s latency budget.
+pub(super) const GATHER_WRITES: Duration = Duration::from_millis(100);
 
 /// Directories deeper than this below a root are not watched (a symlink loop ends here).
 const MAX_DEPTH: usize = 32;
