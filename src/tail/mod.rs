@@ -5,7 +5,8 @@
 //! same file: device + inode, checked against a head hash, a marker before the saved
 //! offset and the birth time), [`lines`] (complete lines only, bounded memory),
 //! [`positions`] (the checkpointer, in sled, with its on-disk format), [`tailer`] (one
-//! synchronous pass over the files) and [`run`] (change notifications and timers).
+//! synchronous pass over the files), `watch` (inotify, read in bursts; Linux) and [`run`]
+//! (the thread that drives passes on notifications and timers).
 //!
 //! # Guarantees
 //!
