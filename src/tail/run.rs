@@ -1,7 +1,7 @@
 //! Drives a [`Tailer`] on its own thread: file I/O is blocking, and a thread keeps it off
 //! the async runtime.
 //!
-//! Change notifications ([`super::watch`]) are hints, never the only trigger: a full scan
+//! Change notifications (inotify, `super::watch`) are hints, never the only trigger: a full scan
 //! also runs every `refresh_interval`, and after a notification queue overflow.
 //! A write to a known file reads just the open files; a create, rename or delete runs a
 //! scan. While a file has unread lines, passes follow each other at once; while a rotated
