@@ -470,12 +470,18 @@ impl Tailer {
             .filter(|(_, w)| wanted(w))
             .map(|(k, _)| *k)
             .collect();
-        for key in order {
-            let w = files.get_mut(&key).expect("collected above");
+        for (i, key) in order.iter().enumerate() {
             if batch.bytes() >= MAX_BATCH_BYTES {
-                *first_read = key;
+                *first_read = *key;
+                // The files left for the next pass were not looked at: they may have grown
+                // since they were last at their end, and a rotated one "read to its end"
+                // on that old look would be let go with lines unread.
+                for left in &order[i..] {
+                    files.get_mut(left).expect("collected above").at_eof = false;
+                }
                 return;
             }
+            let w = files.get_mut(key).expect("collected above");
             if let Err(e) = read_file(w, opts, buf, batch, now) {
                 warn!(path = %w.path.display(), error = %e, "Reading failed; will retry.");
                 w.file = None;

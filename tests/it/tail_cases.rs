@@ -157,6 +157,55 @@ fn rename_rotation_drains_the_old_inode() {
     assert_eq!(h.tailer.as_ref().unwrap().file_counts().0, 1);
 }
 
+/// A pass stops at 2 MiB of lines: a rotated file that the pass did not reach may have
+/// grown since the pass before, and must not be let go as "read to its end" on that
+/// earlier look (found by the chaos suite: the rest of a rotated file was never read).
+#[test]
+fn a_rotated_file_a_full_pass_did_not_reach_is_not_let_go_unread() {
+    let mut h = Harness::new(|o| {
+        o.paths = vec![format!(
+            "{}/*.log",
+            o.paths[0].rsplit_once("/**").unwrap().0
+        )];
+        o.rotate_wait = Duration::ZERO;
+    });
+    h.append("x.log", &lines("x", 0..5));
+    h.append("y.log", &lines("y", 0..5));
+    assert_eq!(h.drain().len(), 10);
+    // Passes go through files in identity order: the first one gets more than a pass
+    // holds (1,000 lines of 3 KB), the second grows a little and is rotated away.
+    let ino = |name: &str| {
+        std::fs::metadata(h.path(name)).map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            m.ino()
+        })
+    };
+    let (big, small) = if ino("x.log").unwrap() < ino("y.log").unwrap() {
+        ("x", "y")
+    } else {
+        ("y", "x")
+    };
+    let filler = "f".repeat(3000);
+    let big_lines: String = (0..1000)
+        .map(|i| format!("{{\"id\":\"{big}-big-{i}\",\"f\":\"{filler}\"}}\n"))
+        .collect();
+    h.append(&format!("{small}.log"), &lines(small, 5..15));
+    h.append(&format!("{big}.log"), &big_lines);
+    std::fs::rename(
+        h.path(&format!("{small}.log")),
+        h.path(&format!("{small}.log.1")),
+    )
+    .unwrap();
+    let got = h.drain();
+    let rotated: Vec<String> = got
+        .iter()
+        .filter(|l| l.starts_with(&format!("{{\"id\":\"{small}-")))
+        .cloned()
+        .collect();
+    assert_eq!(rotated, ids(small, 5..15));
+    assert_eq!(got.len(), 1010);
+}
+
 /// §2.2: rotations while at-forwarder is down: positions are keyed by identity, so the
 /// renamed file resumes where it was and the new one is read whole.
 #[test]
