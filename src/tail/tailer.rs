@@ -5,12 +5,12 @@
 //! others). It never writes positions: the batch carries them, and the stage that makes
 //! the lines durable saves them ([`super::positions`]). Kept synchronous so that tests
 //! (the model test above all) drive it step by step; [`super::run`] drives it from
-//! change notifications and timers.
+//! change notifications and timers. Truncation and copytruncate detection live in
+//! `truncation`, the one-time import of fluentd's pos file in `fluentd`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -23,6 +23,12 @@ use super::lines::{read_lines, ReadFrom};
 use super::positions::{Checkpoint, FluentdEntry, Position, PositionStore, PositionsError};
 use super::siblings::{self, Wanted};
 use super::TailOptions;
+
+mod fluentd;
+mod truncation;
+
+use fluentd::read_fluentd_pos;
+use truncation::{check_truncation, end_of_last_line, restart_at, same_content, truncated_since};
 
 /// A file being followed.
 #[derive(Debug)]
@@ -386,72 +392,6 @@ impl Tailer {
         Ok(0)
     }
 
-    /// A file whose head and marker match a tracked file that was just truncated is the
-    /// copy made by copytruncate: it is read on from where the original was.
-    fn copy_of_truncated(
-        &mut self,
-        file: &File,
-        size: u64,
-        exclude: Option<FileKey>,
-    ) -> io::Result<Option<u64>> {
-        let candidate = |w: &&Watched| w.truncated && Some(w.key) != exclude;
-        let tracked = self
-            .files
-            .values()
-            .filter(candidate)
-            .map(|w| (w.next.offset, w.head, w.marker));
-        let orphans = self.orphans.iter().map(|c| (c.offset, c.head, c.marker));
-        for (i, (offset, head, marker)) in tracked.chain(orphans).enumerate() {
-            // Nothing read means nothing to continue: an offset of 0 proves nothing.
-            if offset == 0
-                || head.len == 0
-                || offset > size
-                || identity::head_of_len(file, size, head.len)? != Some(head)
-            {
-                continue;
-            }
-            if identity::marker(file, offset)? == marker {
-                let tracked_count = self.files.values().filter(candidate).count();
-                if let Some(j) = i.checked_sub(tracked_count) {
-                    self.orphans.remove(j);
-                }
-                return Ok(Some(offset));
-            }
-        }
-        Ok(None)
-    }
-
-    /// Starts truncated files over: from the start, or, when the file now holds a copy of
-    /// another truncated file (its inode was reused by the copy), from that file's offset.
-    fn restart_truncated(&mut self, batch: &mut Batch) {
-        let keys: Vec<FileKey> = self
-            .files
-            .values()
-            .filter(|w| w.truncated)
-            .map(|w| w.key)
-            .collect();
-        let mut starts = Vec::new();
-        for key in keys {
-            let w = &self.files[&key];
-            let Some(file) = w.file.as_ref().and_then(|f| f.try_clone().ok()) else {
-                continue;
-            };
-            let size = file.metadata().map_or(0, |m| m.len());
-            starts.push((
-                key,
-                self.copy_of_truncated(&file, size, Some(key))
-                    .ok()
-                    .flatten()
-                    .unwrap_or(0),
-            ));
-        }
-        for (key, offset) in starts {
-            let w = self.files.get_mut(&key).expect("collected above");
-            restart_at(w, offset);
-            batch.set_position(position(w));
-        }
-    }
-
     fn read_all(&mut self, batch: &mut Batch, now: Instant, wanted: impl Fn(&Watched) -> bool) {
         let Tailer {
             files,
@@ -582,138 +522,6 @@ impl Tailer {
             warn!(path = %path.display(), error = %e, "Cannot open file; will retry at the next scan.");
         }
     }
-
-    /// Turns fluentd's pos entries into saved positions for the files found by inode.
-    fn import_fluentd(&mut self, found: &[Found]) {
-        let entries = std::mem::take(&mut self.fluentd);
-        let mut imported = Vec::new();
-        for e in &entries {
-            let Some(f) = found.iter().find(|f| f.key.ino == e.ino) else {
-                continue;
-            };
-            let Ok(file) = File::open(&f.path) else {
-                continue;
-            };
-            let size = f.meta.len();
-            let offset = e.offset.min(size);
-            let (Ok(head), Ok(marker)) =
-                (identity::head(&file, size), identity::marker(&file, offset))
-            else {
-                continue;
-            };
-            let checkpoint = Checkpoint {
-                v: 1,
-                offset,
-                head,
-                marker,
-                born: identity::birth_time(&f.meta),
-                path: f.path.clone(),
-                seen: unix_now(),
-            };
-            self.saved.insert(f.key, checkpoint.clone());
-            imported.push(Position {
-                key: f.key,
-                checkpoint,
-            });
-        }
-        info!(
-            entries = entries.len(),
-            matched = imported.len(),
-            "Imported fluentd's pos file."
-        );
-        let path = self
-            .opts
-            .fluentd_pos_file
-            .clone()
-            .expect("entries come from a pos file");
-        if let Err(e) = self
-            .store
-            .commit(&imported)
-            .and_then(|()| self.store.mark_imported(&path))
-        {
-            warn!(error = %e, "Could not save the imported fluentd positions; they will be imported again at the next start.");
-        }
-    }
-}
-
-/// Flags a tracked file that shrank below the read position or whose bytes before it
-/// changed (truncated, possibly regrown; or, for a closed file, its inode reused). A closed
-/// file is looked at through its path and opened only when it changed. Returns the flag.
-fn check_truncation(w: &mut Watched) -> bool {
-    let meta = match &w.file {
-        Some(file) => file.metadata(),
-        None if w.vanished_since.is_some() => return false,
-        None => std::fs::metadata(&w.path),
-    };
-    let Ok(meta) = meta else { return false };
-    if FileKey::of(&meta) != w.key {
-        return false;
-    }
-    let seen = (meta.len(), meta.modified().ok());
-    if seen == w.last_seen {
-        return w.truncated;
-    }
-    w.last_seen = seen;
-    if w.file.is_none() {
-        match File::open(&w.path) {
-            Ok(file) if file.metadata().is_ok_and(|m| FileKey::of(&m) == w.key) => {
-                w.file = Some(file)
-            }
-            _ => return false,
-        }
-    }
-    let file = w.file.as_ref().expect("opened above");
-    let born_changed =
-        matches!((w.born, identity::birth_time(&meta)), (Some(a), Some(b)) if a != b);
-    let changed_before = w.next.offset > 0
-        && identity::marker(file, w.next.offset.min(meta.len())).ok() != Some(w.marker);
-    if meta.len() < w.next.offset || changed_before || born_changed || head_replaced(w) {
-        info!(path = %w.path.display(), size = meta.len(), offset = w.next.offset, "File truncated or replaced; reading it again from the start.");
-        w.truncated = true;
-        w.born = identity::birth_time(&meta);
-    }
-    w.truncated
-}
-
-/// Nothing read yet, so no marker to check: the head tells whether the content is still
-/// the one seen when tracking (re)started (a copytruncate while reading was paused), and
-/// grows with the file until it covers [`HEAD_BYTES`], so that the content can be
-/// recognised in its copy.
-fn head_replaced(w: &mut Watched) -> bool {
-    if w.next.offset > 0 {
-        return false;
-    }
-    let Some(file) = &w.file else { return false };
-    let size = file.metadata().map_or(0, |m| m.len());
-    let (replaced, grown) = match identity::head_of_len(file, size, w.head.len) {
-        Ok(Some(h)) if h == w.head => {
-            let grows = w.head.len < HEAD_BYTES && size > w.head.len;
-            (
-                false,
-                grows.then(|| identity::head(file, size).ok()).flatten(),
-            )
-        }
-        Ok(_) => (w.head.len > 0, None),
-        Err(_) => (false, None),
-    };
-    if let Some(h) = grown {
-        w.head = h;
-    }
-    replaced
-}
-
-fn restart_at(w: &mut Watched, offset: u64) {
-    w.truncated = false;
-    w.next = ReadFrom {
-        offset,
-        skipping_to: None,
-    };
-    w.at_eof = false;
-    if let Some(file) = &w.file {
-        let size = file.metadata().map_or(0, |m| m.len());
-        w.head = identity::head(file, size).unwrap_or_default();
-        w.marker = identity::marker(file, offset).unwrap_or_default();
-    }
 }
 
 fn read_file(
@@ -806,77 +614,6 @@ fn position(w: &Watched) -> Position {
             path: w.path.clone(),
             seen: unix_now(),
         },
-    }
-}
-
-/// Whether a found file is the one a saved position was taken from (same birth time where
-/// known), now truncated or rewritten.
-fn truncated_since(f: &Found, saved: &Checkpoint) -> bool {
-    let born = identity::birth_time(&f.meta);
-    if saved.born.is_some() && born.is_some() && saved.born != born {
-        return false;
-    }
-    let Ok(file) = File::open(&f.path) else {
-        return false;
-    };
-    !same_content(&file, f.meta.len(), born, saved).unwrap_or(true)
-}
-
-/// Whether a file still holds what a saved position describes.
-fn same_content(
-    file: &File,
-    size: u64,
-    born: Option<u128>,
-    saved: &Checkpoint,
-) -> io::Result<bool> {
-    if let (Some(a), Some(b)) = (born, saved.born) {
-        if a != b {
-            return Ok(false);
-        }
-    }
-    if size < saved.offset || identity::head_of_len(file, size, saved.head.len)? != Some(saved.head)
-    {
-        return Ok(false);
-    }
-    Ok(identity::marker(file, saved.offset)? == saved.marker)
-}
-
-/// Offset just past the last `\n` (0 when there is none): where tailing from the end
-/// starts without cutting a line in two.
-fn end_of_last_line(file: &File, size: u64) -> io::Result<u64> {
-    let mut end = size;
-    let mut buf = vec![0u8; 64 * 1024];
-    while end > 0 {
-        let start = end.saturating_sub(buf.len() as u64);
-        let chunk = &mut buf[..usize::try_from(end - start).expect("at most 64 KiB")];
-        file.read_exact_at(chunk, start)?;
-        if let Some(i) = chunk.iter().rposition(|b| *b == b'\n') {
-            return Ok(start + i as u64 + 1);
-        }
-        end = start;
-    }
-    Ok(0)
-}
-
-fn read_fluentd_pos(path: &Path) -> Vec<FluentdEntry> {
-    let Ok(meta) = std::fs::metadata(path) else {
-        return Vec::new();
-    };
-    if !meta.is_file() {
-        return Vec::new();
-    }
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
-            let (entries, bad) = super::positions::parse_fluentd_pos(&text);
-            for (line, text) in bad {
-                warn!(file = %path.display(), line, text, "Malformed line in fluentd's pos file, not imported.");
-            }
-            entries
-        }
-        Err(e) => {
-            warn!(file = %path.display(), error = %e, "Cannot read fluentd's pos file; not imported.");
-            Vec::new()
-        }
     }
 }
 
