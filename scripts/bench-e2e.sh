@@ -26,7 +26,10 @@ workloads=("$@")
 [ ${#workloads[@]} -gt 0 ] || workloads=(w1 ceiling)
 cargo build --release --quiet --example ceiling
 cargo build --release --quiet
-BIN=${AT_BIN:-$PWD/target/release/at-forwarder}
+# AT_BIN: the forwarder to measure (another build, for A/B runs); the receiver and the
+# generator are always this tree's.
+TOOL=$PWD/target/release/at-forwarder
+BIN=${AT_BIN:-$TOOL}
 CEILING=$PWD/target/release/examples/ceiling
 dir=$(mktemp -d)
 cleanup() { kill "${fpid:-}" "${rpid:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$dir"; }
@@ -45,7 +48,7 @@ echo "{\"services\":[${services%,}]}" > "$dir/secrets/127.0.0.1"
 start_receiver() {
   kill "${rpid:-}" 2>/dev/null || true; wait "${rpid:-}" 2>/dev/null || true
   rport=$(free_port)
-  "$BIN" --log-level warn receiver --sink --sink-latency --listen "127.0.0.1:$rport" \
+  "$TOOL" --log-level warn receiver --sink --sink-latency --listen "127.0.0.1:$rport" \
     --secrets-dir "$dir/secrets" --data-dir "$dir/receiver-$rport" >/dev/null 2>&1 &
   rpid=$!
   until curl -sf "http://127.0.0.1:$rport/healthz" >/dev/null; do sleep 0.05; done
@@ -89,7 +92,7 @@ rss_mib() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 TCK=$(getconf CLK_TCK)
 
 w1_files() {
-  [ -d "$dir/w1" ] || "$BIN" generate --dir "$dir/w1" --rate 1000000000 --services 4 --pods 2 --count "$EVENTS" --wide >/dev/null
+  [ -d "$dir/w1" ] || "$TOOL" generate --dir "$dir/w1" --rate 1000000000 --services 4 --pods 2 --count "$EVENTS" --wide >/dev/null
 }
 
 w1() {
@@ -133,7 +136,7 @@ w2() {
   sleep 1
   local c0; c0=$(cpu_ticks "$fpid")
   if [ -n "${PERF:-}" ]; then perf record -q -F 999 -g -a -o "$PERF" 2>"$dir/perf.err" & ppid=$!; fi
-  "$BIN" generate --dir "$dir/w2" --rate "$RATE" --services 4 --pods 2 --rotate-every 100000 \
+  "$TOOL" generate --dir "$dir/w2" --rate "$RATE" --services 4 --pods 2 --rotate-every 100000 \
     --duration "${SECS}s" --wide > "$dir/w2-generated.txt"
   local c1; c1=$(cpu_ticks "$fpid")
   if [ -n "${ppid:-}" ]; then kill -TERM "$ppid"; wait "$ppid" || true; ppid=; fi

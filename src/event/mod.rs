@@ -528,6 +528,41 @@ fn too_deep(line: &[u8]) -> Option<usize> {
     None
 }
 
+/// An event's `id` and `eventTime` as a request body carries them; see [`ids_and_times`].
+pub type IdAndTime<'a> = (Option<Cow<'a, str>>, Option<Cow<'a, str>>);
+
+/// The `id` (`payload.id`, else the top-level `id`) and `payload.eventTime` of each event
+/// in `body`, a JSON array of events as an Activity Tracker request carries them: what a
+/// receiver that only counts needs, read by the checker's fast scanner. `None` when the
+/// scanner gives up or one of those values is not a string (or null): the caller then
+/// reads the body with serde_json, which decides and explains.
+pub fn ids_and_times(body: &str) -> Option<Vec<IdAndTime<'_>>> {
+    let mut out = Vec::new();
+    scan::scan_array(body, |line| {
+        let (id, time) = match line.payload {
+            Some(p) => (p.id.or(line.id), p.event_time),
+            None => (line.id, None),
+        };
+        out.push((string_or_null(id)?, string_or_null(time)?));
+        Some(())
+    })?;
+    Some(out)
+}
+
+/// A raw value that is a string, as that string; `Some(None)` when absent or null, `None`
+/// when it is something else.
+fn string_or_null(raw: Option<envelope::Raw<'_>>) -> Option<Option<Cow<'_, str>>> {
+    let Some(text) = raw.map(|r| r.get()) else {
+        return Some(None);
+    };
+    let inner = text.strip_prefix('"')?.strip_suffix('"')?;
+    Some(Some(if inner.contains('\\') {
+        serde_json::from_str(text).ok()?
+    } else {
+        Cow::Borrowed(inner)
+    }))
+}
+
 /// An id for an event that has none, derived from where the line is and what it holds:
 /// reading the same line again (after a crash) gives the same id; two identical lines at
 /// different places get different ids. Shaped as a UUID (version 8, "custom"). Stable for

@@ -29,7 +29,10 @@ use tracing::{info, warn};
 
 use crate::event::time::Timestamp;
 
+mod sink;
 pub mod store;
+
+use sink::SinkCounts;
 
 pub use store::{EventStore, Ingested};
 
@@ -75,21 +78,6 @@ impl IntoResponse for Refused {
     }
 }
 
-/// What the sink mode counted.
-#[derive(Default)]
-struct SinkCounts {
-    /// Events counted (replays of an Idempotency-Key excluded).
-    events: u64,
-    requests: u64,
-    /// Requests whose `<service>\0<Idempotency-Key>` was seen before: answered, not counted.
-    replays: u64,
-    /// Times each event id was counted.
-    ids: HashMap<String, u32>,
-    keys: std::collections::HashSet<String>,
-    /// Milliseconds from `eventTime` to receipt, when asked for.
-    latencies: Option<Vec<u32>>,
-}
-
 #[derive(Clone)]
 struct App {
     sink: Option<Arc<Mutex<SinkCounts>>>,
@@ -118,12 +106,9 @@ pub async fn start(
         .map_err(|e| anyhow::anyhow!("opening the store in {}: {e}", opts.data_dir.display()))?;
     let (live, _) = broadcast::channel(4096);
     let app = App {
-        sink: opts.sink.then(|| {
-            Arc::new(Mutex::new(SinkCounts {
-                latencies: opts.sink_latency.then(Vec::new),
-                ..SinkCounts::default()
-            }))
-        }),
+        sink: opts
+            .sink
+            .then(|| Arc::new(Mutex::new(SinkCounts::new(opts.sink_latency)))),
         store: store.clone(),
         secrets_dir: opts.secrets_dir.clone(),
         tokens: Arc::default(),
@@ -136,8 +121,8 @@ pub async fn start(
         .route("/v3/events/download", get(download))
         .route("/v3/events/stream", get(stream))
         .route("/healthz", get(|| async { "ok" }))
-        .route("/sink", get(sink_counts))
-        .route("/sink/ids", get(sink_ids))
+        .route("/sink", get(sink::counts))
+        .route("/sink/ids", get(sink::ids))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(app.clone());
     let listener = tokio::net::TcpListener::bind(opts.listen).await?;
@@ -283,7 +268,7 @@ async fn ingest(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Resp
             .get("idempotency-key")
             .and_then(|v| v.to_str().ok())
             .map(|k| format!("{service}\0{k}"));
-        return count_only(sink, key, &plain);
+        return sink::count_only(sink, key, &plain);
     }
     let events: Vec<serde_json::Value> = match serde_json::from_slice(&plain) {
         Ok(v) => v,
@@ -330,112 +315,6 @@ async fn ingest(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Resp
         }
         Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("store: {e}")).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-    }
-}
-
-#[derive(Deserialize)]
-struct IdOnly<'a> {
-    #[serde(borrow, default)]
-    payload: Option<Inner<'a>>,
-    #[serde(borrow, default)]
-    id: Option<std::borrow::Cow<'a, str>>,
-}
-
-#[derive(Deserialize)]
-struct Inner<'a> {
-    #[serde(borrow, default)]
-    id: Option<std::borrow::Cow<'a, str>>,
-    #[serde(borrow, default, rename = "eventTime")]
-    event_time: Option<std::borrow::Cow<'a, str>>,
-}
-
-/// Sink mode: counts events and distinct ids, skipping everything else in the body. A
-/// request whose Idempotency-Key was seen before is a replay (the wire contract: the
-/// endpoint answers it without storing again): counted as such, its events not.
-fn count_only(sink: &Mutex<SinkCounts>, key: Option<String>, body: &[u8]) -> Response {
-    let events: Vec<IdOnly<'_>> = match serde_json::from_slice(body) {
-        Ok(v) => v,
-        Err(e) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                format!("the body must be a JSON array of events: {e}"),
-            )
-                .into_response()
-        }
-    };
-    let mut counts = sink
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    counts.requests += 1;
-    if let Some(key) = key {
-        if !counts.keys.insert(key) {
-            counts.replays += 1;
-            return StatusCode::OK.into_response();
-        }
-    }
-    counts.events += events.len() as u64;
-    let now = Timestamp::from(SystemTime::now());
-    for e in events {
-        let (id, time) = match e.payload {
-            Some(p) => (p.id.or(e.id), p.event_time),
-            None => (e.id, None),
-        };
-        if let (Some(latencies), Some(t)) = (&mut counts.latencies, time) {
-            if let Ok(t) = crate::event::time::parse(&t) {
-                let ms = (now.secs - t.secs) * 1000
-                    + (i64::from(now.nanos) - i64::from(t.nanos)) / 1_000_000;
-                latencies.push(u32::try_from(ms.max(0)).unwrap_or(u32::MAX));
-            }
-        }
-        if let Some(id) = id {
-            match counts.ids.get_mut(id.as_ref()) {
-                Some(n) => *n += 1,
-                None => {
-                    counts.ids.insert(id.into_owned(), 1);
-                }
-            }
-        }
-    }
-    StatusCode::OK.into_response()
-}
-
-async fn sink_counts(State(app): State<App>) -> Response {
-    match &app.sink {
-        Some(sink) => {
-            let c = sink
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let mut body = serde_json::json!({"events": c.events, "distinct": c.ids.len(), "requests": c.requests, "replays": c.replays});
-            if let Some(l) = &c.latencies {
-                let mut sorted = l.clone();
-                sorted.sort_unstable();
-                let at = |q: f64| {
-                    sorted
-                        .get(
-                            ((sorted.len() as f64 * q) as usize)
-                                .min(sorted.len().saturating_sub(1)),
-                        )
-                        .copied()
-                        .unwrap_or(0)
-                };
-                body["latency_ms"] = serde_json::json!({"n": sorted.len(), "p50": at(0.5), "p99": at(0.99), "max": sorted.last().copied().unwrap_or(0)});
-            }
-            Json(body).into_response()
-        }
-        None => (StatusCode::NOT_FOUND, "not in sink mode").into_response(),
-    }
-}
-
-/// Sink mode: `{"<id>": times counted, …}`, for checks by id.
-async fn sink_ids(State(app): State<App>) -> Response {
-    match &app.sink {
-        Some(sink) => {
-            let c = sink
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            Json(&c.ids).into_response()
-        }
-        None => (StatusCode::NOT_FOUND, "not in sink mode").into_response(),
     }
 }
 
