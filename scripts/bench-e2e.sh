@@ -10,6 +10,7 @@
 #            100,000 lines per file; CPU % of one core, peak RSS, latency p50/p99 from
 #            eventTime to receipt, lost events (must be 0).
 #            PERF=FILE records a system-wide profile during W1 or W2 (perf record -g -a).
+#            THREADS=1 prints W1's CPU seconds per forwarder thread.
 #   w3       idle: FILES (2,000) tracked files, no writes, for SECS (60) s: CPU %, RSS.
 #
 #   scripts/bench-e2e.sh                  # w1 and ceiling, compress none
@@ -120,7 +121,18 @@ print(f"  throughput     {events/secs:,.0f} events/s, {size/secs/1e6:.1f} MB/s")
 print(f"  forwarder CPU  {cpu:.2f} s user+sys = {cpu/events*1e6:.2f} CPU-s per million events")
 print(f"  peak RSS       {hwm} MiB")
 PY
+  echo "  receiver CPU   $(awk -v t="$TCK" '{printf "%.2f", ($14 + $15) / t}' "/proc/$rpid/stat") s (same machine)"
+  if [ -n "${THREADS:-}" ]; then thread_cpu "$fpid"; fi
   kill "$fpid"; wait "$fpid" 2>/dev/null || true; fpid=
+}
+
+# CPU seconds of each of a process's threads, grouped by name (THREADS=1): which one is
+# busy all along.
+thread_cpu() {
+  for t in /proc/"$1"/task/*; do
+    printf '%s %s\n' "$(cat "$t/comm")" "$(awk '{print $14 + $15}' "$t/stat")"
+  done | awk -v t="$TCK" '{n[$1]++; s[$1]+=$2; if ($2 > m[$1]) m[$1]=$2}
+    END {for (k in n) printf "  thread %-16s x%-3d %.2f s (busiest %.2f s)\n", k, n[k], s[k]/t, m[k]/t}'
 }
 
 ceiling() {

@@ -14,9 +14,11 @@ use tracing::{error, info, warn};
 
 use super::chunk::{self, ChunkId, Meta};
 use super::records::Records;
-use super::retry::{Next, Policy};
-use super::{BufferOptions, Outcome};
+use super::retry::Policy;
+use super::BufferOptions;
 use crate::config::buffer::OverflowAction;
+
+mod outcome;
 
 /// Why records could not be appended.
 #[derive(Debug, thiserror::Error)]
@@ -463,145 +465,6 @@ impl Store {
             .filter(|q| !q.in_flight)
             .map(|q| q.next_attempt)
             .min()
-    }
-
-    /// Applies a send's outcome to a taken chunk.
-    pub(super) fn finish(&self, id: &str, outcome: &Outcome, now: Instant) -> io::Result<()> {
-        let mut s = self.lock();
-        let Some(q) = s.queue.get(id).cloned() else {
-            return Ok(());
-        };
-        match outcome {
-            Outcome::Delivered => {
-                s.queue.remove(id);
-                s.total = s.total.saturating_sub(q.bytes);
-                s.counters.delivered += 1;
-                drop(s);
-                remove_quietly(&self.chunk_path(id));
-                remove_quietly(&self.meta_path(id));
-            }
-            // Splitting is done by the caller with the records in hand.
-            Outcome::Split => s.queue.get_mut(id).expect("present above").in_flight = false,
-            Outcome::Reject { reason } => {
-                error!(chunk = %id, key = %q.key, %reason, "Chunk rejected for good; moved to the backup directory.");
-                self.backup_locked(&mut s, id, reason);
-            }
-            Outcome::Retry { after, reason } => {
-                s.counters.retries += 1;
-                let attempts = q.attempts + 1;
-                let first = q.first_failure.unwrap_or((now, now_ms()));
-                match self.policy.next(
-                    attempts,
-                    now.saturating_duration_since(first.0),
-                    *after,
-                    fastrand::f64(),
-                ) {
-                    Next::RetryIn(delay) => {
-                        warn!(chunk = %id, key = %q.key, attempts, retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), %reason, "Send failed; will retry.");
-                        let entry = s.queue.get_mut(id).expect("present above");
-                        entry.attempts = attempts;
-                        entry.first_failure = Some(first);
-                        entry.next_attempt = now + delay;
-                        entry.in_flight = false;
-                        let meta = Meta {
-                            attempts,
-                            first_failure_ms: Some(first.1),
-                            next_attempt_ms: Some(
-                                now_ms() + u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-                            ),
-                            ..Meta::sealed(&q.key, q.created_ms, q.records, q.bytes)
-                        };
-                        drop(s);
-                        chunk::write_meta(&self.meta_path(id), &meta)?;
-                    }
-                    Next::GiveUp => {
-                        error!(chunk = %id, key = %q.key, attempts, %reason, "Retries exhausted; chunk moved to the backup directory.");
-                        self.backup_locked(
-                            &mut s,
-                            id,
-                            &format!("retries exhausted after {attempts} attempts: {reason}"),
-                        );
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Replaces a chunk by two holding its halves (an endpoint said the request was too
-    /// large); the halves keep its place in the queue.
-    pub(super) fn split(&self, id: &str, records: &Records) -> io::Result<()> {
-        let Some(q) = self.lock().queue.get(id).cloned() else {
-            return Ok(());
-        };
-        let mid = records.len() / 2;
-        let mut halves = Vec::new();
-        for (suffix, part) in [("a", 0..mid), ("b", mid..records.len())] {
-            let half_id = format!("{id}{suffix}");
-            let count = part.len() as u64;
-            let path = self.chunk_path(&half_id);
-            let bytes = chunk::write_whole(&path, &q.key, q.created_ms, records.range(part))?;
-            let meta = Meta {
-                attempts: q.attempts,
-                ..Meta::sealed(&q.key, q.created_ms, count, bytes)
-            };
-            chunk::write_meta(&self.meta_path(&half_id), &meta)?;
-            halves.push((half_id, bytes, count));
-        }
-        let mut s = self.lock();
-        s.queue.remove(id);
-        s.total = s.total.saturating_sub(q.bytes);
-        for (half_id, bytes, n) in halves {
-            s.total += bytes;
-            s.queue.insert(
-                half_id,
-                Queued {
-                    bytes,
-                    records: n,
-                    first_failure: None,
-                    next_attempt: Instant::now(),
-                    in_flight: false,
-                    ..q.clone()
-                },
-            );
-        }
-        drop(s);
-        remove_quietly(&self.chunk_path(id));
-        remove_quietly(&self.meta_path(id));
-        Ok(())
-    }
-
-    /// Removes a chunk whose only record was dead-lettered.
-    pub(super) fn discard(&self, id: &str) {
-        let mut s = self.lock();
-        if let Some(q) = s.queue.remove(id) {
-            s.total = s.total.saturating_sub(q.bytes);
-        }
-        drop(s);
-        remove_quietly(&self.chunk_path(id));
-        remove_quietly(&self.meta_path(id));
-    }
-
-    fn backup_locked(&self, s: &mut State, id: &str, reason: &str) {
-        let Some(q) = s.queue.remove(id) else { return };
-        s.total = s.total.saturating_sub(q.bytes);
-        s.counters.backed_up += 1;
-        let meta = Meta {
-            attempts: q.attempts,
-            first_failure_ms: q.first_failure.map(|f| f.1),
-            backup_reason: Some(reason.to_string()),
-            ..Meta::sealed(&q.key, q.created_ms, q.records, q.bytes)
-        };
-        let moved = fs::rename(
-            self.chunk_path(id),
-            self.dirs.backup.join(format!("{id}.chunk")),
-        )
-        .and_then(|()| chunk::write_meta(&self.dirs.backup.join(format!("{id}.meta")), &meta))
-        .and_then(|()| chunk::sync_dir(&self.dirs.backup));
-        remove_quietly(&self.meta_path(id));
-        if let Err(e) = moved {
-            error!(chunk = %id, error = %e, "Could not move a chunk to the backup directory; it stays in chunks/ and will be sent again after a restart.");
-        }
     }
 
     /// Bytes on disk, chunks queued, chunks open.
