@@ -10,7 +10,9 @@
 #            100,000 lines per file; CPU % of one core, peak RSS, latency p50/p99 from
 #            eventTime to receipt, lost events (must be 0).
 #            PERF=FILE records a system-wide profile during W1 or W2 (perf record -g -a).
-#            THREADS=1 prints W1's CPU seconds per forwarder thread.
+#            THREADS=1 prints W1's CPU seconds per forwarder thread; TIMELINE=1 prints,
+#            every poll, the machine's busy share, the forwarder's and the receiver's CPU
+#            (cores), lines read, events received and chunks queued and in flight.
 #   w3       idle: FILES (2,000) tracked files, no writes, for SECS (60) s: CPU %, RSS.
 #
 #   scripts/bench-e2e.sh                  # w1 and ceiling, compress none
@@ -83,7 +85,8 @@ start_forwarder() {
   </buffer>
 </match>
 CONF
-  "$BIN" --log-level warn run -c "$state/at.conf" --metrics-listen "127.0.0.1:$(free_port)" 2>"$state/forwarder.log" &
+  mport=$(free_port)
+  "$BIN" --log-level warn run -c "$state/at.conf" --metrics-listen "127.0.0.1:$mport" 2>"$state/forwarder.log" &
   fpid=$!
 }
 
@@ -103,27 +106,54 @@ w1() {
   local t0; t0=$(date +%s.%N)
   start_forwarder "$dir/w1" "$dir/state-w1"
   if [ -n "${PERF:-}" ]; then perf record -q -F 999 -g -a -o "$PERF" 2>"$dir/perf.err" & ppid=$!; fi
-  local distinct=0
+  local distinct=0 t99=
+  [ -z "${TIMELINE:-}" ] || echo "  s      busy  fwd-CPU recv-CPU  lines-read  received  queued in-flight"
   while [ "$distinct" -lt "$EVENTS" ]; do
     sleep 0.1
     distinct=$(distinct)
     kill -0 "$fpid" 2>/dev/null || { echo "forwarder died:"; tail "$dir/state-w1/forwarder.log"; exit 1; }
+    [ -n "$t99" ] || [ $((distinct * 100)) -lt $((EVENTS * 99)) ] || t99=$(date +%s.%N)
+    [ -z "${TIMELINE:-}" ] || timeline "$t0" "$distinct"
   done
   local t1; t1=$(date +%s.%N)
   if [ -n "${ppid:-}" ]; then kill -TERM "$ppid"; wait "$ppid" || true; cat "$dir/perf.err"; ppid=; fi
-  python3 - "$EVENTS" "$bytes" "$t0" "$t1" "$(cpu_ticks "$fpid")" "$TCK" "$(hwm_mib "$fpid")" "$COMPRESS" <<'PY'
+  python3 - "$EVENTS" "$bytes" "$t0" "$t1" "$(cpu_ticks "$fpid")" "$TCK" "$(hwm_mib "$fpid")" "$COMPRESS" "${t99:-$t1}" <<'PY'
 import sys
-events, size, t0, t1, ticks, tck, hwm, comp = sys.argv[1:]
+events, size, t0, t1, ticks, tck, hwm, comp, t99 = sys.argv[1:]
 events, size, secs = int(events), int(size), float(t1) - float(t0)
 cpu = int(ticks) / int(tck)
 print(f"W1 backlog, compress {comp}: {events} events ({size/events:.0f} bytes avg) in {secs:.2f} s")
 print(f"  throughput     {events/secs:,.0f} events/s, {size/secs/1e6:.1f} MB/s")
 print(f"  forwarder CPU  {cpu:.2f} s user+sys = {cpu/events*1e6:.2f} CPU-s per million events")
 print(f"  peak RSS       {hwm} MiB")
+print(f"  99 % received  after {float(t99) - float(t0):.2f} s (the last chunks wait for flush_interval, 1 s)")
 PY
   echo "  receiver CPU   $(awk -v t="$TCK" '{printf "%.2f", ($14 + $15) / t}' "/proc/$rpid/stat") s (same machine)"
   if [ -n "${THREADS:-}" ]; then thread_cpu "$fpid"; fi
   kill "$fpid"; wait "$fpid" 2>/dev/null || true; fpid=
+}
+
+# One line of W1's timeline (TIMELINE=1): the machine's busy share and each process's CPU
+# ticks since the last line, lines read, events received, chunks queued and in flight.
+timeline() {
+  local now cpu fcpu rcpu m
+  now=$(date +%s.%N)
+  cpu=$(awk '/^cpu /{print $2+$3+$4+$7+$8+$9, $5+$6}' /proc/stat)
+  fcpu=$(cpu_ticks "$fpid"); rcpu=$(cpu_ticks "$rpid")
+  m=$(curl -sf "http://127.0.0.1:$mport/metrics" | awk '
+    /^at_forwarder_read_lines_total/ {r=$2}
+    /^at_forwarder_buffer_chunks.*"queued"/ {q+=$2}
+    /^at_forwarder_buffer_chunks.*"in_flight"/ {f+=$2}
+    END {print r+0, q+0, f+0}')
+  if [ -n "${tl_prev:-}" ]; then
+    # previous: busy idle fwd recv time; now: busy idle fwd recv read queued in-flight time
+    echo "$tl_prev $cpu $fcpu $rcpu $m $now $1 $2" | awk -v tck="$TCK" '{
+      busy = $6 - $1; idle = $7 - $2; secs = $13 - $5;
+      printf "  %-6.2f %3.0f%%  %6.2f   %6.2f  %10d  %8d  %6d %6d\n", $13 - $14,
+        100 * busy / (busy + idle + 0.001), ($8 - $3) / tck / secs, ($9 - $4) / tck / secs,
+        $10, $15, $11, $12 }'
+  fi
+  tl_prev="$cpu $fcpu $rcpu $now"
 }
 
 # CPU seconds of each of a process's threads, grouped by name (THREADS=1): which one is
