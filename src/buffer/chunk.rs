@@ -233,7 +233,12 @@ pub fn scan(path: &Path) -> Result<Scan, ChunkError> {
     if at < data.len() {
         scan.torn_tail = Some((at as u64, (data.len() - at) as u64));
     }
-    scan.records = Records::new(data, spans);
+    let frames_start = 24 + key_len;
+    scan.records = if scan.corrupt.is_empty() && scan.torn_tail.is_none() {
+        Records::framed_as_json(data, spans, frames_start)
+    } else {
+        Records::new(data, spans)
+    };
     Ok(scan)
 }
 

@@ -3,6 +3,8 @@
 
 use std::ops::Range;
 
+use bytes::Bytes;
+
 use super::chunk::frame;
 
 /// Records framed as a chunk file holds them (length, CRC32C, payload each), built once by
@@ -87,15 +89,60 @@ impl Framed {
 /// them (nothing copied or allocated per record).
 #[derive(Clone, Default)]
 pub struct Records {
-    data: Vec<u8>,
+    data: Bytes,
     /// Payload ranges in `data`.
     spans: Vec<Range<usize>>,
+    /// Where `data` reads as a JSON array of all the records, when it does (see
+    /// [`Records::framed_as_json`]).
+    json: Option<Range<usize>>,
 }
 
 impl Records {
     /// The records at `spans` of `data`.
     pub(super) fn new(data: Vec<u8>, spans: Vec<Range<usize>>) -> Self {
-        Records { data, spans }
+        Records {
+            data: Bytes::from(data),
+            spans,
+            json: None,
+        }
+    }
+
+    /// The records of `data` whose frames run, intact and one after the other, from
+    /// `frames_start` to its end (each payload at one of `spans`), turned in place into a
+    /// JSON array: each 8-byte frame header is overwritten with `[` or `,` and seven
+    /// spaces, and a `]` added. A request body is then this buffer as it is, not a copy
+    /// of every record (2–3 % of the forwarder's CPU), at 7 bytes of whitespace per
+    /// record.
+    pub(super) fn framed_as_json(
+        mut data: Vec<u8>,
+        spans: Vec<Range<usize>>,
+        frames_start: usize,
+    ) -> Self {
+        let mut json = None;
+        if let Some(first) = spans.first() {
+            debug_assert_eq!(first.start, frames_start + 8);
+            for (i, span) in spans.iter().enumerate() {
+                let separator = if i == 0 { b"[       " } else { b",       " };
+                data[span.start - 8..span.start].copy_from_slice(separator);
+            }
+            data.push(b']');
+            json = Some(frames_start..data.len());
+        }
+        Records {
+            data: Bytes::from(data),
+            spans,
+            json,
+        }
+    }
+
+    /// Records `part` as a JSON array without copying them, when they are all of a
+    /// chunk read whole from its file.
+    pub fn json(&self, part: Range<usize>) -> Option<Bytes> {
+        let whole = part == (0..self.len());
+        self.json
+            .as_ref()
+            .filter(|_| whole)
+            .map(|range| self.data.slice(range.clone()))
     }
 
     /// Number of records.
@@ -163,13 +210,13 @@ impl<R: AsRef<[u8]>, const N: usize> PartialEq<[R; N]> for Records {
 
 impl<R: AsRef<[u8]>> FromIterator<R> for Records {
     fn from_iter<I: IntoIterator<Item = R>>(records: I) -> Self {
-        let mut out = Records::default();
+        let (mut data, mut spans) = (Vec::new(), Vec::new());
         for r in records {
-            let start = out.data.len();
-            out.data.extend_from_slice(r.as_ref());
-            out.spans.push(start..out.data.len());
+            let start = data.len();
+            data.extend_from_slice(r.as_ref());
+            spans.push(start..data.len());
         }
-        out
+        Records::new(data, spans)
     }
 }
 
@@ -242,6 +289,39 @@ mod tests {
         a.retain(|r| r.len() == 3);
         assert_eq!(a.iter().collect::<Vec<_>>(), [&b"one"[..], b"two"]);
         assert_eq!(a.pieces(1 << 20), [(0..22, 2)]);
+    }
+
+    #[test]
+    fn a_chunk_read_whole_is_its_own_request_body() {
+        let events = [r#"{"id":"a"}"#, r#"{"id":"b","x":[1,2]}"#, "{}"];
+        let mut framed = Framed::default();
+        for e in events {
+            framed.push(e.as_bytes());
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.chunk");
+        let (mut file, _) = chunk::create(&path, "svc", 1).unwrap();
+        file.write_all(framed.as_bytes()).unwrap();
+        let records = chunk::scan(&path).unwrap().records;
+        let body = records
+            .json(0..3)
+            .expect("a whole chunk is a JSON array as it is");
+        let parsed: Vec<serde_json::Value> = serde_json::from_slice(&body).unwrap();
+        let expected: Vec<serde_json::Value> = events
+            .iter()
+            .map(|e| serde_json::from_str(e).unwrap())
+            .collect();
+        assert_eq!(parsed, expected);
+        assert_eq!(records, events, "the payloads are untouched");
+        assert!(records.json(0..2).is_none(), "a part is built");
+        // A damaged record: the intact ones are read, but not as one body.
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(&path, bytes).unwrap();
+        let damaged = chunk::scan(&path).unwrap().records;
+        assert_eq!(damaged.len(), 2);
+        assert!(damaged.json(0..2).is_none());
     }
 
     #[test]

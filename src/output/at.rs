@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
+use bytes::Bytes;
 use tracing::{error, info, warn};
 
 use super::secrets::Secrets;
@@ -73,16 +74,19 @@ impl AtSink {
         self.secrets.reloads()
     }
 
-    fn body(&self, records: &Records, part: Range<usize>) -> std::io::Result<Vec<u8>> {
-        let mut json = Vec::with_capacity(records.payload_bytes(part.clone()) + part.len() + 2);
-        json.push(b'[');
-        for (i, r) in records.range(part).enumerate() {
-            if i > 0 {
-                json.push(b',');
+    fn body(&self, records: &Records, part: Range<usize>) -> std::io::Result<Bytes> {
+        let json = records.json(part.clone()).unwrap_or_else(|| {
+            let mut json = Vec::with_capacity(records.payload_bytes(part.clone()) + part.len() + 2);
+            json.push(b'[');
+            for (i, r) in records.range(part).enumerate() {
+                if i > 0 {
+                    json.push(b',');
+                }
+                json.extend_from_slice(r);
             }
-            json.extend_from_slice(r);
-        }
-        json.push(b']');
+            json.push(b']');
+            Bytes::from(json)
+        });
         if !self.compress {
             return Ok(json);
         }
@@ -91,7 +95,7 @@ impl AtSink {
             flate2::Compression::fast(),
         );
         gz.write_all(&json)?;
-        gz.finish()
+        gz.finish().map(Bytes::from)
     }
 
     fn no_token(&self, service: &str) -> Outcome {
