@@ -174,7 +174,12 @@ pub fn scan(path: &Path) -> Result<Scan, ChunkError> {
     };
     let mut data = Vec::new();
     File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut data))
+        .and_then(|mut f| {
+            // One byte to spare: the `]` that makes the records a request body in place.
+            let size = f.metadata()?.len();
+            data.reserve_exact(usize::try_from(size).unwrap_or(0).saturating_add(1));
+            f.read_to_end(&mut data)
+        })
         .map_err(io)?;
     let bad = |reason: &str| ChunkError::BadHeader {
         path: path.to_path_buf(),
