@@ -1,6 +1,6 @@
 //! The directive layer of fluentd's v1 configuration syntax: sections (`<name arg>` …
 //! `</name>`), parameters (`key value`) and `@include`, turned into a tree of
-//! [`Element`]s. Nothing here knows what a `<source>` is; [`super::build`] gives meaning.
+//! [`Element`]s. Nothing here knows what a `<source>` is; `config::build` gives meaning.
 
 use std::path::{Path, PathBuf};
 

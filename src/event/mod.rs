@@ -11,7 +11,7 @@
 //! |---|---|---|
 //! | `off` | a JSON object with `meta.serviceProviderName` (it selects the token) | none |
 //! | `lenient` (default) | and: a user copy target (`meta.userAccountIds` with exactly one id, or `meta.userSpaceId` with `meta.userSpaceRegion`, or `logSourceCRN`); `action`, `outcome`, `initiator`, `target` and a valid `eventTime` | missing `id` (derived from the file identity, offset and content, so a re-read gives the same id), `eventType` (`activity`), `typeURI` (the CADF event URI), `observer.name` (`ActivityTracker`); `eventTime` normalised when `normalize_time` |
-//! | `strict` | and: the CADF and Activity Tracker rules ([`rules`]): `id`, `eventType`, `typeURI`, `observer`, `severity` present; taxonomy values; reason for control and measurements for monitor events; resources with id and typeURI; `service.object.verb` actions; numeric `reason.reasonCode`; CRN shapes | `eventTime` normalised |
+//! | `strict` | and: the CADF and Activity Tracker rules (`event::rules`): `id`, `eventType`, `typeURI`, `observer`, `severity` present; taxonomy values; reason for control and measurements for monitor events; resources with id and typeURI; `service.object.verb` actions; numeric `reason.reasonCode`; CRN shapes | `eventTime` normalised |
 //!
 //! A line that fails is not forwarded: it goes to the [`dead_letter`] store with its reason.
 
