@@ -168,6 +168,12 @@ pub enum ChunkError {
 
 /// Reads every record of a chunk file, checking each CRC.
 pub fn scan(path: &Path) -> Result<Scan, ChunkError> {
+    scan_for_bodies(path, usize::MAX)
+}
+
+/// [`scan`], with the records of an intact chunk laid out in place as request bodies of
+/// `per_body` records (see [`Records::framed_as_json`]).
+pub fn scan_for_bodies(path: &Path, per_body: usize) -> Result<Scan, ChunkError> {
     let io = |source| ChunkError::Io {
         path: path.to_path_buf(),
         source,
@@ -240,7 +246,7 @@ pub fn scan(path: &Path) -> Result<Scan, ChunkError> {
     }
     let frames_start = 24 + key_len;
     scan.records = if scan.corrupt.is_empty() && scan.torn_tail.is_none() {
-        Records::framed_as_json(data, spans, frames_start)
+        Records::framed_as_json(data, spans, frames_start, per_body)
     } else {
         Records::new(data, spans)
     };

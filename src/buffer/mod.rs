@@ -328,6 +328,14 @@ impl Buffer {
         result
     }
 
+    /// Chunks read back to be sent are laid out in place as request bodies of `records`
+    /// records each (the output's events per request), so that sending copies nothing.
+    pub fn lay_out_bodies(&self, records: usize) {
+        self.store
+            .per_body
+            .store(records, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// When the oldest open chunk is to be sealed by age.
     pub fn next_seal(&self) -> Option<Instant> {
         self.store.next_seal()

@@ -92,9 +92,10 @@ pub struct Records {
     data: Bytes,
     /// Payload ranges in `data`.
     spans: Vec<Range<usize>>,
-    /// Where `data` reads as a JSON array of all the records, when it does (see
+    /// Where `data` reads as JSON arrays of `per_body` records each, when it does (see
     /// [`Records::framed_as_json`]).
-    json: Option<Range<usize>>,
+    bodies: Vec<Range<usize>>,
+    per_body: usize,
 }
 
 impl Records {
@@ -103,44 +104,63 @@ impl Records {
         Records {
             data: Bytes::from(data),
             spans,
-            json: None,
+            bodies: Vec::new(),
+            per_body: usize::MAX,
         }
     }
 
     /// The records of `data` whose frames run, intact and one after the other, from
-    /// `frames_start` to its end (each payload at one of `spans`), turned in place into a
-    /// JSON array: each 8-byte frame header is overwritten with `[` or `,` and seven
-    /// spaces, and a `]` added. A request body is then this buffer as it is, not a copy
-    /// of every record (2–3 % of the forwarder's CPU), at 7 bytes of whitespace per
-    /// record.
+    /// `frames_start` to its end (each payload at one of `spans`), turned in place into
+    /// JSON arrays of `per_body` records each (the last may hold fewer): each 8-byte frame
+    /// header is overwritten with `,` and seven spaces, the first with `[` and seven
+    /// spaces, one between two bodies with `]      [` (each body takes its part of it),
+    /// and a `]` is added. A request body is then a slice of this buffer, not a copy of
+    /// every record (2–3 % of the forwarder's CPU), at 7 bytes of whitespace per record.
     pub(super) fn framed_as_json(
         mut data: Vec<u8>,
         spans: Vec<Range<usize>>,
         frames_start: usize,
+        per_body: usize,
     ) -> Self {
-        let mut json = None;
+        let per = per_body.max(1);
+        let header = |span: &Range<usize>| span.start - 8;
+        let mut bodies = Vec::new();
         if let Some(first) = spans.first() {
-            debug_assert_eq!(first.start, frames_start + 8);
+            debug_assert_eq!(header(first), frames_start);
             for (i, span) in spans.iter().enumerate() {
-                let separator = if i == 0 { b"[       " } else { b",       " };
-                data[span.start - 8..span.start].copy_from_slice(separator);
+                let separator = match i {
+                    0 => b"[       ",
+                    _ if i % per == 0 => b"]      [",
+                    _ => b",       ",
+                };
+                data[header(span)..span.start].copy_from_slice(separator);
             }
             data.push(b']');
-            json = Some(frames_start..data.len());
+            for (p, part) in spans.chunks(per).enumerate() {
+                let start = header(&part[0]) + if p == 0 { 0 } else { 7 };
+                let end = spans
+                    .get((p + 1) * per)
+                    .map_or(data.len(), |next| header(next) + 1);
+                bodies.push(start..end);
+            }
         }
         Records {
             data: Bytes::from(data),
             spans,
-            json,
+            bodies,
+            per_body: per,
         }
     }
 
-    /// Records `part` as a JSON array without copying them, when they are all of a
-    /// chunk read whole from its file.
+    /// Records `part` as a JSON array without copying them, when the chunk was read
+    /// whole from its file and `part` is one of the bodies it was laid out in.
     pub fn json(&self, part: Range<usize>) -> Option<Bytes> {
-        let whole = part == (0..self.len());
-        self.json
-            .as_ref()
+        let per = self.per_body.max(1);
+        let whole =
+            part.start % per == 0 && part.end == part.start.saturating_add(per).min(self.len());
+        let index = part.start / per;
+        self.bodies
+            .get(index)
             .filter(|_| whole)
             .map(|range| self.data.slice(range.clone()))
     }
@@ -292,8 +312,14 @@ mod tests {
     }
 
     #[test]
-    fn a_chunk_read_whole_is_its_own_request_body() {
-        let events = [r#"{"id":"a"}"#, r#"{"id":"b","x":[1,2]}"#, "{}"];
+    fn a_chunk_read_whole_is_laid_out_as_its_request_bodies() {
+        let events = [
+            r#"{"id":"a"}"#,
+            r#"{"id":"b","x":[1,2]}"#,
+            "{}",
+            r#"{"id":"d"}"#,
+            r#""e""#,
+        ];
         let mut framed = Framed::default();
         for e in events {
             framed.push(e.as_bytes());
@@ -302,25 +328,32 @@ mod tests {
         let path = dir.path().join("j.chunk");
         let (mut file, _) = chunk::create(&path, "svc", 1).unwrap();
         file.write_all(framed.as_bytes()).unwrap();
-        let records = chunk::scan(&path).unwrap().records;
-        let body = records
-            .json(0..3)
-            .expect("a whole chunk is a JSON array as it is");
-        let parsed: Vec<serde_json::Value> = serde_json::from_slice(&body).unwrap();
-        let expected: Vec<serde_json::Value> = events
-            .iter()
-            .map(|e| serde_json::from_str(e).unwrap())
-            .collect();
-        assert_eq!(parsed, expected);
+        let parse =
+            |body: Bytes| -> Vec<serde_json::Value> { serde_json::from_slice(&body).unwrap() };
+        let expected = |part: Range<usize>| -> Vec<serde_json::Value> {
+            events[part]
+                .iter()
+                .map(|e| serde_json::from_str(e).unwrap())
+                .collect()
+        };
+        // One body of all (the default), and bodies of two records each.
+        let whole = chunk::scan(&path).unwrap().records;
+        assert_eq!(parse(whole.json(0..5).expect("one body")), expected(0..5));
+        assert!(whole.json(0..2).is_none(), "not laid out in parts");
+        let records = chunk::scan_for_bodies(&path, 2).unwrap().records;
+        for part in [0..2, 2..4, 4..5] {
+            let body = records.json(part.clone()).expect("a body as laid out");
+            assert_eq!(parse(body), expected(part));
+        }
+        assert!(records.json(1..3).is_none() && records.json(0..5).is_none());
         assert_eq!(records, events, "the payloads are untouched");
-        assert!(records.json(0..2).is_none(), "a part is built");
-        // A damaged record: the intact ones are read, but not as one body.
+        // A damaged record: the intact ones are read, but not as bodies.
         let mut bytes = std::fs::read(&path).unwrap();
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
         std::fs::write(&path, bytes).unwrap();
-        let damaged = chunk::scan(&path).unwrap().records;
-        assert_eq!(damaged.len(), 2);
+        let damaged = chunk::scan_for_bodies(&path, 2).unwrap().records;
+        assert_eq!(damaged.len(), 4);
         assert!(damaged.json(0..2).is_none());
     }
 

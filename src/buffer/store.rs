@@ -7,6 +7,7 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -122,6 +123,9 @@ pub(super) fn now_ms() -> u64 {
 
 pub(super) struct Store {
     pub opts: BufferOptions,
+    /// Records per request body chunks are laid out in when read back (see
+    /// [`Records::framed_as_json`]); the whole chunk until the output says.
+    pub per_body: AtomicUsize,
     pub dirs: Dirs,
     policy: Policy,
     instance: u32,
@@ -145,6 +149,7 @@ impl Store {
             opts,
             dirs,
             policy,
+            per_body: AtomicUsize::new(usize::MAX),
             instance: fastrand::u32(..),
             state: Mutex::new(state),
         }
@@ -425,7 +430,7 @@ impl Store {
     /// Reads a taken chunk's records, setting aside any that fail their CRC.
     pub(super) fn read(&self, id: &str) -> io::Result<Records> {
         let path = self.chunk_path(id);
-        match chunk::scan(&path) {
+        match chunk::scan_for_bodies(&path, self.per_body.load(Ordering::Relaxed)) {
             Ok(scan) => {
                 if !scan.corrupt.is_empty() || scan.torn_tail.is_some() {
                     error!(chunk = %path.display(), corrupt = scan.corrupt.len(), "Chunk damaged since it was written; sending the intact records, keeping the rest in quarantine.");

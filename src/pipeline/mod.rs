@@ -55,6 +55,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         let buffer = Buffer::open(BufferOptions::from_config(b))
             .with_context(|| format!("opening the buffer {}", b.path.display()))?;
         let sink = Arc::new(AtSink::new(at)?);
+        buffer.lay_out_bodies(usize::try_from(at.max_events_per_request).unwrap_or(usize::MAX));
         let dl = Arc::clone(&dead_letters);
         let dead_letter: buffer::engine::DeadLetterFn = Arc::new(move |taken, record| {
             let letter = DeadLetter::new(

@@ -3,9 +3,9 @@
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use at_forwarder::buffer::{Outcome, Sink, Taken};
+use at_forwarder::buffer::{Buffer, BufferOptions, Outcome, Sink, Taken};
 use at_forwarder::config::{self, Output};
 use at_forwarder::output::at::AtSink;
 
@@ -115,6 +115,62 @@ async fn uncompressed_bodies_and_request_size_limits() {
     );
     assert!(seen.iter().all(|r| r.header("Content-Encoding").is_none()));
     assert_eq!(String::from_utf8_lossy(&seen[2].body), "[{\"n\":5}]");
+}
+
+#[tokio::test]
+async fn chunks_read_back_are_sent_as_bodies_laid_out_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, seen) = recording(|_| Reply::status(200));
+    let sink = sink(
+        dir.path(),
+        &server.url(),
+        " compress none\n max_events_per_request 2",
+    );
+    let loaded = config::load_str(
+        &format!(
+            "<source>\n @type tail\n path /x/*.log\n tag t\n format json\n pos_file /x/p\n</source>\n<match t>\n @type ibmactivitytracker\n targetHost http://127.0.0.1:1\n service_region eu-de\n secrets_path /x\n <buffer>\n  path {}\n </buffer>\n</match>\n",
+            dir.path().join("buf").display()
+        ),
+        "t.conf".as_ref(),
+        &options(),
+    )
+    .unwrap();
+    let config = loaded.config.matches[0].buffer.as_ref().unwrap();
+    let buffer = Buffer::open(BufferOptions::from_config(config)).unwrap();
+    buffer.lay_out_bodies(2);
+    let records: Vec<String> = (1..=5).map(|n| format!("{{\"n\":{n}}}")).collect();
+    let refs: Vec<&[u8]> = records.iter().map(|r| r.as_bytes()).collect();
+    buffer.append("svc", &refs).unwrap();
+    buffer.sync().unwrap();
+    buffer.seal_due(Instant::now(), true).unwrap();
+    let taken = buffer.take(Instant::now()).expect("a sealed chunk");
+    assert_eq!(sink.send(&taken).await, Outcome::Delivered);
+    let seen = seen.lock().unwrap();
+    // The frame headers, overwritten where they lay: no record was copied.
+    let raw: Vec<String> = seen
+        .iter()
+        .map(|r| String::from_utf8(r.body.clone()).unwrap())
+        .collect();
+    assert_eq!(
+        raw,
+        [
+            "[       {\"n\":1},       {\"n\":2}]",
+            "[{\"n\":3},       {\"n\":4}]",
+            "[{\"n\":5}]",
+        ]
+    );
+    let bodies: Vec<serde_json::Value> = seen
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+    assert_eq!(
+        bodies,
+        [
+            serde_json::json!([{"n": 1}, {"n": 2}]),
+            serde_json::json!([{"n": 3}, {"n": 4}]),
+            serde_json::json!([{"n": 5}]),
+        ]
+    );
 }
 
 /// A check of an outcome.
