@@ -10,6 +10,7 @@
 #            100,000 lines per file; CPU % of one core, peak RSS, latency p50/p99 from
 #            eventTime to receipt, lost events (must be 0).
 #            PERF=FILE records a system-wide profile during W1 or W2 (perf record -g -a).
+#            MEMORY_LIMIT=SIZE sets the buffer's memory_limit_size (0: every chunk to disk).
 #            THREADS=1 prints W1's CPU seconds per forwarder thread; TIMELINE=1 prints,
 #            every poll, the machine's busy share, the forwarder's and the receiver's CPU
 #            (cores), lines read, events received and chunks queued and in flight.
@@ -81,7 +82,8 @@ start_forwarder() {
     chunk_limit_size 1m
     total_limit_size 800m
     flush_interval 1s
-    flush_thread_count 2
+    flush_thread_count 2${MEMORY_LIMIT:+
+    memory_limit_size $MEMORY_LIMIT}
   </buffer>
 </match>
 CONF

@@ -80,8 +80,13 @@ impl Meta {
     }
 }
 
+/// The length of a chunk file's header for `key`.
+pub fn header_len(key: &str) -> usize {
+    24 + key.len()
+}
+
 /// The header of a chunk file.
-fn header(key: &str, created_ms: u64) -> Vec<u8> {
+pub fn header(key: &str, created_ms: u64) -> Vec<u8> {
     let mut h = Vec::with_capacity(24 + key.len());
     h.extend_from_slice(MAGIC);
     h.extend_from_slice(&VERSION.to_le_bytes());

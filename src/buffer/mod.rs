@@ -88,6 +88,9 @@ pub struct BufferOptions {
     pub flush_interval: Duration,
     /// What to do at the total limit.
     pub overflow_action: OverflowAction,
+    /// Chunks are held in memory, up to this many bytes together, and written to disk
+    /// only when they cannot be delivered at once; 0 writes every chunk to disk.
+    pub memory_limit: u64,
     /// Group-commit size.
     pub sync_bytes: u64,
     /// When to retry and give up.
@@ -104,6 +107,7 @@ impl BufferOptions {
             total_limit_size: b.total_limit_size,
             flush_interval: b.flush_interval,
             overflow_action: b.overflow_action,
+            memory_limit: b.memory_limit_size,
             sync_bytes: SYNC_BYTES,
             retry: b.retry.clone(),
         }
@@ -182,7 +186,7 @@ impl Buffer {
     /// The size at which chunks are sealed; appends larger than it should be split by
     /// the caller, since one append never spans chunks and must fit the total limit.
     pub fn chunk_limit_size(&self) -> u64 {
-        self.store.opts.chunk_limit_size
+        self.store.chunk_limit()
     }
 
     /// Drops from `records` those already in the buffer when it was opened (lines read
@@ -209,11 +213,22 @@ impl Buffer {
         framed: &[u8],
         records: usize,
     ) -> Result<(), AppendError> {
-        if self.store.append(key, framed, records)? {
-            // A chunk full by size is ready now, and a new one's age is to be watched.
-            self.ready.notify_one();
+        match self.store.append(key, framed, records) {
+            Ok(true) => {
+                // A chunk full by size is ready now, and a new one's age is to be watched.
+                self.ready.notify_one();
+                Ok(())
+            }
+            Ok(false) => Ok(()),
+            Err(e @ AppendError::MemoryFull { .. }) => {
+                // Memory is full: what is open is sent now rather than at its age.
+                if self.store.seal_resident() > 0 {
+                    self.ready.notify_one();
+                }
+                Err(e)
+            }
+            Err(e) => Err(e),
         }
-        Ok(())
     }
 
     /// Whether a group commit is due.
@@ -230,6 +245,9 @@ impl Buffer {
     /// them ready to send.
     pub fn seal_due(&self, now: Instant, all: bool) -> std::io::Result<usize> {
         let sealed = self.store.seal_due(now, all)?;
+        if self.store.spill_failing()? > 0 {
+            self.space.notify_waiters();
+        }
         if sealed > 0 {
             self.ready.notify_waiters();
             self.ready.notify_one();
@@ -267,7 +285,11 @@ impl Buffer {
         }
         loop {
             let (id, key, attempts) = self.store.take(now)?;
-            match self.store.read(&id) {
+            let read = match self.store.take_resident(&id) {
+                Some(records) => Ok(records),
+                None => self.store.read(&id),
+            };
+            match read {
                 Ok(records) if records.is_empty() => self.store.discard(&id),
                 Ok(records) => {
                     return Some(Taken {
@@ -300,6 +322,11 @@ impl Buffer {
         dead_letter: impl FnOnce(&[u8]),
     ) -> std::io::Result<()> {
         let now = Instant::now();
+        if matches!(outcome, Outcome::Retry { .. } | Outcome::Reject { .. }) {
+            // A chunk held in memory goes to disk before it waits or is backed up; if
+            // that fails it stays in memory (and its lines' positions unsaved).
+            let _ = self.store.spill_taken(&taken.id, &taken.records);
+        }
         let result = match outcome {
             Outcome::Split if taken.records.len() <= 1 => {
                 warn!(chunk = %taken.id, "A single event is too large for the endpoint; dead-lettering it.");
@@ -312,6 +339,11 @@ impl Buffer {
             Outcome::Split => self.store.split(&taken.id, &taken.records),
             other => self.store.finish(&taken.id, other, now),
         };
+        if matches!(outcome, Outcome::Retry { .. }) {
+            if let Err(e) = self.store.spill_failing() {
+                error!(key = %taken.key, error = %e, "Could not write chunks waiting behind a failed one to disk; they stay in memory.");
+            }
+        }
         if result.is_err() {
             // The chunk stays in flight in memory: release it so it is retried.
             let _ = self.store.finish(
@@ -334,6 +366,73 @@ impl Buffer {
         self.store
             .per_body
             .store(records, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The generation of the last append: a writer notes it after appending records, and
+    /// may save their tail positions once [`Buffer::unsafe_floor`] is above it.
+    pub fn generation(&self) -> u64 {
+        self.store.generation()
+    }
+
+    /// Records appended at a generation below this are delivered or on disk (`u64::MAX`
+    /// when no chunk is held in memory only). See [`store`]'s `memory` module.
+    pub fn unsafe_floor(&self) -> u64 {
+        self.store.unsafe_floor()
+    }
+
+    /// [`Buffer::unsafe_floor`] per key; keys with no chunk in memory only are left out.
+    pub fn unsafe_floors(&self) -> Vec<(String, u64)> {
+        self.store.unsafe_floors()
+    }
+
+    /// Whether a chunk waits for a retry (deliveries are failing).
+    pub fn delivery_failing(&self) -> bool {
+        self.store.failing()
+    }
+
+    /// Bytes of chunks held in memory only.
+    pub fn memory(&self) -> u64 {
+        self.store.memory()
+    }
+
+    /// How long an append waits for deliveries to free memory before chunks are written
+    /// to disk instead: `flush_interval`, at most 5 s.
+    pub fn memory_wait(&self) -> Duration {
+        self.store.opts.flush_interval.min(Duration::from_secs(5))
+    }
+
+    /// Waits until a chunk's worth of memory is free, or `deadline`; returns whether it is.
+    pub async fn wait_for_memory(&self, deadline: Instant) -> bool {
+        let limit = self.store.opts.memory_limit;
+        let room = self.store.chunk_limit();
+        loop {
+            let freed = self.space.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if self.store.memory() + room <= limit {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            let _ = tokio::time::timeout(deadline - now, freed).await;
+        }
+    }
+
+    /// Writes chunks held in memory to disk, oldest first, until half the memory limit is
+    /// free (every one not being sent when `all`); returns how many.
+    pub fn spill(&self, all: bool) -> std::io::Result<usize> {
+        let spilled = self.store.spill(all)?;
+        if spilled > 0 {
+            self.space.notify_waiters();
+        }
+        Ok(spilled)
+    }
+
+    /// Signalled when a chunk left the buffer or memory (delivered, spilled, backed up).
+    pub fn progress(&self) -> &Notify {
+        &self.space
     }
 
     /// When the oldest open chunk is to be sealed by age.

@@ -19,6 +19,7 @@ use super::retry::Policy;
 use super::BufferOptions;
 use crate::config::buffer::OverflowAction;
 
+mod memory;
 mod outcome;
 
 /// Why records could not be appended.
@@ -36,15 +37,37 @@ pub enum AppendError {
     /// Writing failed (a full disk among others); nothing was appended.
     #[error("writing to the buffer failed: {0}")]
     Io(#[from] io::Error),
+    /// Chunks held in memory reached `memory_limit_size`: wait for deliveries, or spill
+    /// chunks to disk ([`super::Buffer::relieve_memory`]), then try again.
+    #[error("chunks in memory reached {limit} bytes")]
+    MemoryFull {
+        /// The limit.
+        limit: u64,
+    },
 }
 
 struct OpenChunk {
     id: ChunkId,
-    file: File,
+    /// The file of a chunk written through to disk; `None` for one held in memory.
+    file: Option<File>,
+    /// A chunk in memory: its bytes, laid out as its file would be.
+    data: Vec<u8>,
     len: u64,
     records: u64,
     created: Instant,
     created_ms: u64,
+    /// The append generation of its first record.
+    first_gen: u64,
+}
+
+/// A chunk that exists only in memory: not yet on disk, so the tail positions of its
+/// records must not be saved until it is delivered or spilled.
+#[derive(Debug, Clone)]
+struct Resident {
+    /// The append generation of its first record (see [`Store::unsafe_floor`]).
+    first_gen: u64,
+    /// Its bytes; `None` while a sender holds them.
+    data: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone)]
@@ -57,6 +80,8 @@ struct Queued {
     first_failure: Option<(Instant, u64)>,
     next_attempt: Instant,
     in_flight: bool,
+    /// Set while the chunk is in memory only.
+    resident: Option<Resident>,
 }
 
 /// Counts since start, for logs and metrics.
@@ -85,6 +110,10 @@ pub(super) struct State {
     unsynced: u64,
     last_sync: Instant,
     counters: Counters,
+    /// Appends so far: each append's generation (see [`Store::unsafe_floor`]).
+    generation: u64,
+    /// Bytes of chunks in memory only (open, queued or in flight).
+    memory: u64,
 }
 
 /// Where the buffer lives on disk.
@@ -144,6 +173,8 @@ impl Store {
             unsynced: 0,
             last_sync: Instant::now(),
             counters: Counters::default(),
+            generation: 0,
+            memory: 0,
         };
         Store {
             opts,
@@ -196,6 +227,7 @@ impl Store {
                 first_failure,
                 next_attempt: now + Duration::from_millis(wait_ms),
                 in_flight: false,
+                resident: None,
             },
         );
     }
@@ -209,11 +241,19 @@ impl Store {
         framed: &[u8],
         records: usize,
     ) -> Result<bool, AppendError> {
-        let mut s = self.lock();
-        self.make_room(&mut s, framed.len() as u64)?;
+        let mut guard = self.lock();
+        let s = &mut *guard;
+        self.make_room(s, framed.len() as u64)?;
+        let incoming = framed.len() as u64;
+        if self.in_memory() && s.memory > 0 && s.memory + incoming > self.opts.memory_limit {
+            return Err(AppendError::MemoryFull {
+                limit: self.opts.memory_limit,
+            });
+        }
+        let limit = self.chunk_limit();
         let needs_new = s.open.get(key).is_some_and(|c| {
             c.records > 0
-                && (c.len + framed.len() as u64 > self.opts.chunk_limit_size
+                && (c.len + incoming > limit
                     || self
                         .opts
                         .chunk_limit_records
@@ -221,41 +261,73 @@ impl Store {
         });
         if needs_new {
             let full = s.open.remove(key).expect("needs_new implies an open chunk");
-            s.full.push((key.to_string(), full));
+            if full.file.is_some() {
+                s.full.push((key.to_string(), full));
+            } else {
+                // Nothing to fsync: queued at once.
+                queue_resident(s, key, full);
+            }
         }
+        s.generation += 1;
         let opened = !s.open.contains_key(key);
         if opened {
-            s.seq += 1;
-            let created_ms = now_ms();
-            let id = format!("{created_ms:013}-{:08x}-{:06}", self.instance, s.seq);
-            let (file, len) = chunk::create(&self.chunk_path(&id), key, created_ms)?;
-            s.total += len;
-            s.open.insert(
-                key.to_string(),
-                OpenChunk {
-                    id,
-                    file,
-                    len,
-                    records: 0,
-                    created: Instant::now(),
-                    created_ms,
-                },
-            );
+            let open = self.open_chunk(s, key)?;
+            s.total += open.len;
+            if open.file.is_none() {
+                s.memory += open.len;
+            }
+            s.open.insert(key.to_string(), open);
         }
         let open = s.open.get_mut(key).expect("opened above");
-        if let Err(e) = open.file.write_all(framed) {
-            // A partial append (a full disk) is cut back, so the file stays readable.
-            let len = open.len;
-            if let Err(e2) = chunk::truncate(&mut open.file, len) {
-                error!(chunk = %open.id, error = %e2, "Could not cut back a partial append; recovery will at start-up.");
+        match &mut open.file {
+            Some(file) => {
+                if let Err(e) = file.write_all(framed) {
+                    // A partial append (a full disk) is cut back, so the file stays readable.
+                    if let Err(e2) = chunk::truncate(file, open.len) {
+                        error!(chunk = %open.id, error = %e2, "Could not cut back a partial append; recovery will at start-up.");
+                    }
+                    return Err(AppendError::Io(e));
+                }
+                s.unsynced += incoming;
             }
-            return Err(AppendError::Io(e));
+            None => {
+                open.data.extend_from_slice(framed);
+                s.memory += incoming;
+            }
         }
-        open.len += framed.len() as u64;
+        let open = s.open.get_mut(key).expect("opened above");
+        open.len += incoming;
         open.records += records as u64;
-        s.total += framed.len() as u64;
-        s.unsynced += framed.len() as u64;
+        s.total += incoming;
         Ok(needs_new || opened)
+    }
+
+    /// A new chunk for `key`: in memory when the buffer keeps chunks there, else a file.
+    fn open_chunk(&self, s: &mut State, key: &str) -> io::Result<OpenChunk> {
+        s.seq += 1;
+        let created_ms = now_ms();
+        let id = format!("{created_ms:013}-{:08x}-{:06}", self.instance, s.seq);
+        let (file, data, len) = if self.in_memory() {
+            let header = chunk::header(key, created_ms);
+            // Room for a full chunk and the `]` of its request bodies (see `Records`).
+            let capacity = usize::try_from(self.chunk_limit()).unwrap_or(0) + header.len() + 1;
+            let mut data = Vec::with_capacity(capacity);
+            data.extend_from_slice(&header);
+            (None, data, header.len() as u64)
+        } else {
+            let (file, len) = chunk::create(&self.chunk_path(&id), key, created_ms)?;
+            (Some(file), Vec::new(), len)
+        };
+        Ok(OpenChunk {
+            id,
+            file,
+            data,
+            len,
+            records: 0,
+            created: Instant::now(),
+            created_ms,
+            first_gen: s.generation,
+        })
     }
 
     /// Applies `total_limit_size` and `overflow_action` for `incoming` more bytes.
@@ -275,6 +347,13 @@ impl Store {
                         &id,
                         "dropped: total_limit_size reached (overflow_action drop_oldest_chunk)",
                     );
+                    if s.queue.contains_key(&id) {
+                        // It could not be written out (a failing disk): nothing was freed.
+                        return Err(AppendError::Full {
+                            total: s.total,
+                            limit: self.opts.total_limit_size,
+                        });
+                    }
                 }
                 _ => {
                     return Err(AppendError::Full {
@@ -301,7 +380,7 @@ impl Store {
             let s = self.lock();
             s.open
                 .values()
-                .map(|c| c.file.try_clone())
+                .filter_map(|c| c.file.as_ref().map(File::try_clone))
                 .collect::<io::Result<_>>()?
         };
         for f in &files {
@@ -323,7 +402,7 @@ impl Store {
         let mut failed = Vec::new();
         let mut sealed = Vec::new();
         for (key, chunk) in full {
-            match chunk.file.sync_data() {
+            match chunk.file.as_ref().map_or(Ok(()), File::sync_data) {
                 Ok(()) => sealed.push((key, chunk)),
                 Err(e) => failed.push((key, chunk, e)),
             }
@@ -341,6 +420,7 @@ impl Store {
                     first_failure: None,
                     next_attempt: Instant::now(),
                     in_flight: false,
+                    resident: None,
                 },
             );
         }
@@ -378,7 +458,11 @@ impl Store {
         let Some(open) = s.open.remove(key) else {
             return Ok(());
         };
-        if let Err(e) = open.file.sync_data() {
+        let Some(file) = &open.file else {
+            queue_resident(s, key, open);
+            return Ok(());
+        };
+        if let Err(e) = file.sync_data() {
             // Keep it open: the records are still in the file, and sealing is retried.
             s.open.insert(key.to_string(), open);
             return Err(e);
@@ -394,6 +478,7 @@ impl Store {
                 first_failure: None,
                 next_attempt: Instant::now(),
                 in_flight: false,
+                resident: None,
             },
         );
         Ok(())
@@ -511,6 +596,27 @@ impl Store {
             info!(quarantined, dir = %self.dirs.quarantine.display(), "Damaged chunk data set aside at start-up.");
         }
     }
+}
+
+/// Queues a chunk held in memory (sealing it needs no fsync).
+fn queue_resident(s: &mut State, key: &str, open: OpenChunk) {
+    s.queue.insert(
+        open.id,
+        Queued {
+            key: key.to_string(),
+            bytes: open.len,
+            records: open.records,
+            attempts: 0,
+            created_ms: open.created_ms,
+            first_failure: None,
+            next_attempt: Instant::now(),
+            in_flight: false,
+            resident: Some(Resident {
+                first_gen: open.first_gen,
+                data: Some(open.data),
+            }),
+        },
+    );
 }
 
 fn remove_quietly(path: &Path) {

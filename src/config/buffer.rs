@@ -17,6 +17,9 @@ use super::diag::{Diagnostic, Span};
 use super::section::{Section, Spanned};
 use super::value::config_enum;
 
+/// `memory_limit_size` when not set.
+pub const DEFAULT_MEMORY_LIMIT: u64 = 8 << 20;
+
 config_enum! {
     /// Where chunks are kept (`@type`).
     pub enum BufferType {
@@ -103,6 +106,11 @@ pub struct BufferConfig {
     pub flush_thread_count: u64,
     /// What happens when `total_limit_size` is reached (default block).
     pub overflow_action: OverflowAction,
+    /// Chunks held in memory together, at most (`memory_limit_size`, default 8 MiB; an
+    /// at-forwarder parameter): a chunk is written to disk only when it cannot be
+    /// delivered at once, and tail positions are saved once their lines are delivered or
+    /// on disk. 0 writes every chunk to disk as it fills.
+    pub memory_limit_size: u64,
     /// Retry policy.
     pub retry: RetryConfig,
     /// Time-key period (`timekey`), required by the `time` chunk key.
@@ -320,6 +328,9 @@ pub(super) fn build(
             .duration("timekey_wait")
             .map_or(Duration::from_secs(600), |v| v.value),
         chunk_limit_size: chunk_limit_size.map_or(256 << 20, |v| v.value),
+        memory_limit_size: s
+            .size("memory_limit_size")
+            .map_or(DEFAULT_MEMORY_LIMIT, |v| v.value),
         total_limit_size: total_limit_size.map_or(64 << 30, |v| v.value),
         chunk_keys: Vec::new(),
         path: PathBuf::new(),

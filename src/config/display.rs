@@ -168,6 +168,7 @@ fn describe_buffer(out: &mut String, b: &BufferConfig) {
         row(out, "  chunk_limit_records", r);
     }
     row(out, "  total_limit_size", size(b.total_limit_size));
+    row(out, "  memory_limit_size", size(b.memory_limit_size));
     row(out, "  flush_mode", b.flush_mode);
     row(out, "  flush_interval", duration(b.flush_interval));
     row(out, "  flush_at_shutdown", b.flush_at_shutdown);

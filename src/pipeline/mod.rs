@@ -26,6 +26,7 @@ use crate::event::Reason;
 use crate::output::at::AtSink;
 use crate::tail::{ahead, run as tail_run, PositionStore, TailOptions, Tailer};
 
+mod held;
 mod source;
 
 /// Batches in flight between a tail thread and its worker.

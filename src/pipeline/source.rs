@@ -17,6 +17,9 @@ use crate::event::{Origin, Reason, Validator};
 use crate::tail::ahead::AheadFile;
 use crate::tail::{Batch, Position, PositionStore};
 
+use super::held::{Held, Routes};
+use crate::tail::identity::FileKey;
+
 /// Longest wait between two attempts to write to a full or failing disk.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -50,6 +53,11 @@ impl Ahead {
     }
 }
 
+/// How long the end of a source waits for chunks being sent to be delivered or written
+/// to disk, so that its positions can be saved; after it, their lines are read again at
+/// the next start.
+const SAFE_DEADLINE: Duration = Duration::from_secs(10);
+
 /// A batch sorted by destination.
 #[derive(Default)]
 struct Sorted {
@@ -57,6 +65,8 @@ struct Sorted {
     /// (match index, key, records).
     buffered: Vec<(usize, String, Framed)>,
     letters: Vec<DeadLetter>,
+    /// Which keys each file's lines went to.
+    routes: Routes,
 }
 
 /// Records a first attempt could not append (the buffer was full or failing): what is
@@ -111,6 +121,8 @@ impl Worker {
 
     pub(super) async fn run(self, mut batches: Receiver<Batch>) {
         let worker = Arc::new(self);
+        // Batches written to the buffers whose records may still be in memory only.
+        let mut held = Held::default();
         let mut pending: Vec<Position> = Vec::new();
         let mut pending_since: Option<Instant> = None;
         let interval = worker.commit_interval();
@@ -118,18 +130,11 @@ impl Worker {
         // way, and commits that queue up meanwhile are merged into one.
         let (commits, commit_rx) = tokio::sync::mpsc::unbounded_channel();
         let committer = tokio::spawn(commit_loop(Arc::clone(&worker), commit_rx));
+        let mut closed = false;
         loop {
-            let wait = pending_since.map_or(Duration::from_secs(3600), |t| {
-                interval.saturating_sub(t.elapsed())
-            });
-            let next = tokio::time::timeout(wait, batches.recv()).await;
-            let closed = matches!(next, Ok(None));
-            if let Ok(Some(batch)) = next {
-                if let Err(e) = worker.write(batch, &mut pending).await {
-                    // Positions are not saved: the lines are read again after a restart.
-                    error!(error = %e, "Writing a batch failed; its positions are not saved. Stopping this source.");
-                    break;
-                }
+            // Registered before looking, so no delivery between the two goes unnoticed.
+            let progress = worker.progress();
+            if worker.release_safe(&mut held, &mut pending) {
                 pending_since.get_or_insert_with(Instant::now);
             }
             let due = closed
@@ -146,9 +151,91 @@ impl Worker {
             if closed {
                 break;
             }
+            let wait = pending_since.map_or(Duration::from_secs(3600), |t| {
+                interval.saturating_sub(t.elapsed())
+            });
+            tokio::select! {
+                next = batches.recv() => match next {
+                    Some(batch) => {
+                        if let Err(e) = worker.write(batch, &mut held).await {
+                            // Positions are not saved: the lines are read again after a restart.
+                            error!(error = %e, "Writing a batch failed; its positions are not saved. Stopping this source.");
+                            break;
+                        }
+                    }
+                    None => {
+                        closed = true;
+                        worker.make_safe(&held).await;
+                    }
+                },
+                () = progress, if !held.is_empty() => {}
+                () = tokio::time::sleep(wait) => {}
+            }
         }
         drop(commits);
         let _ = committer.await;
+    }
+
+    /// Resolves when a buffer reports progress (a chunk delivered or written to disk).
+    fn progress(&self) -> impl std::future::Future<Output = ()> + Unpin + '_ {
+        let mut waits: Vec<_> = self
+            .buffers
+            .iter()
+            .flatten()
+            .map(|b| {
+                let mut wait = Box::pin(b.progress().notified());
+                wait.as_mut().enable();
+                wait
+            })
+            .collect();
+        std::future::poll_fn(move |cx| {
+            let ready = waits
+                .iter_mut()
+                .any(|w| std::future::Future::poll(w.as_mut(), cx).is_ready());
+            if ready {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+    }
+
+    /// Moves the positions released by `held` to `pending` and to the record of
+    /// positions read ahead; returns whether any moved.
+    fn release_safe(&self, held: &mut Held, pending: &mut Vec<Position>) -> bool {
+        let released = held.release(&self.buffers);
+        if released.is_empty() {
+            return false;
+        }
+        let mut ahead = self.lock_ahead();
+        merge_positions(&mut ahead.unsaved, released.iter().cloned());
+        ahead.record();
+        drop(ahead);
+        merge_positions(pending, released);
+        true
+    }
+
+    /// At the end of the input: writes every chunk still in memory to disk, and waits (up
+    /// to [`SAFE_DEADLINE`]) for those being sent, so the positions of every batch written
+    /// can be saved.
+    async fn make_safe(&self, held: &Held) {
+        if held.is_empty() {
+            return;
+        }
+        for b in self.buffers.iter().flatten() {
+            let b = Arc::clone(b);
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || b.spill(true)).await {
+                error!(error = %e, "Could not write chunks held in memory to disk at shutdown; their lines are read again at the next start.");
+            }
+        }
+        let deadline = Instant::now() + SAFE_DEADLINE;
+        loop {
+            let progress = self.progress();
+            if held.all_safe(&self.buffers) || Instant::now() >= deadline {
+                return;
+            }
+            let _ = tokio::time::timeout_at(deadline.into(), progress).await;
+        }
     }
 
     /// fsyncs every buffer, then saves the positions.
@@ -177,29 +264,22 @@ impl Worker {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    async fn write(
-        self: &Arc<Self>,
-        batch: Batch,
-        pending: &mut Vec<Position>,
-    ) -> std::io::Result<()> {
+    async fn write(self: &Arc<Self>, batch: Batch, held: &mut Held) -> std::io::Result<()> {
         // One hop to a blocking thread per batch: checks, dead letters, stdout, and a first
         // attempt at every append (which succeeds unless the buffer is full or failing).
         let w = Arc::clone(self);
-        let (unwritten, batch) = tokio::task::spawn_blocking(move || {
-            let sorted = w.sort(&batch);
-            w.write_sorted(sorted).map(|unwritten| (unwritten, batch))
+        let (unwritten, routes, batch) = tokio::task::spawn_blocking(move || {
+            let mut sorted = w.sort(&batch);
+            let routes = std::mem::take(&mut sorted.routes);
+            w.write_sorted(sorted)
+                .map(|unwritten| (unwritten, routes, batch))
         })
         .await
         .map_err(std::io::Error::other)??;
         for rest in unwritten {
             append_until_done(rest).await;
         }
-        if !batch.positions.is_empty() {
-            let mut ahead = self.lock_ahead();
-            merge_positions(&mut ahead.unsaved, batch.positions.iter().cloned());
-            ahead.record();
-        }
-        merge_positions(pending, batch.positions);
+        held.push(&self.buffers, routes, batch.positions);
         Ok(())
     }
 
@@ -327,6 +407,7 @@ impl Worker {
                 }
                 Some((index, Output::ActivityTracker(_))) => {
                     emitted += 1;
+                    note_route(&mut sorted.routes, line.key, index, &accepted.service);
                     match sorted
                         .buffered
                         .iter_mut()
@@ -369,6 +450,9 @@ impl Sorted {
     fn merge(&mut self, other: Sorted) {
         self.stdout.extend_from_slice(&other.stdout);
         self.letters.extend(other.letters);
+        for (file, index, key) in other.routes {
+            note_route(&mut self.routes, file, index, &key);
+        }
         for (index, key, records) in other.buffered {
             match self
                 .buffered
@@ -380,6 +464,16 @@ impl Sorted {
             }
         }
     }
+}
+
+/// Notes that a line of `file` went to `key` of match `index` (once per batch).
+fn note_route(routes: &mut Routes, file: FileKey, index: usize, key: &str) {
+    let known = |(f, i, k): &(FileKey, usize, String)| *f == file && *i == index && k == key;
+    // Consecutive lines mostly share file and key: the last entry first.
+    if routes.last().is_some_and(known) || routes.iter().any(known) {
+        return;
+    }
+    routes.push((file, index, key.to_string()));
 }
 
 /// Later positions replace earlier ones of the same file.
@@ -446,8 +540,25 @@ async fn append_until_done(rest: Unwritten) {
     let mut error = Some(error);
     let mut backoff = Duration::from_millis(100);
     let mut reported = false;
+    let mut memory_deadline = None;
     while let Some(e) = error.take() {
         match e {
+            AppendError::MemoryFull { .. } => {
+                // Back-pressure while deliveries keep up; chunks go to disk when they do
+                // not (failing, or slower than reading for longer than the wait).
+                let deadline =
+                    *memory_deadline.get_or_insert_with(|| Instant::now() + buffer.memory_wait());
+                if buffer.delivery_failing() || !buffer.wait_for_memory(deadline).await {
+                    memory_deadline = None;
+                    let b = Arc::clone(&buffer);
+                    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || b.spill(false)).await {
+                        error!(key = %key, error = %e, retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(0), "Cannot write chunks held in memory to disk (disk full?); reading pauses, nothing is dropped.");
+                        reported = true;
+                        buffer.wait_for_space(backoff).await;
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                    }
+                }
+            }
             AppendError::Full { total, limit } => {
                 if !reported {
                     warn!(key = %key, total, limit, "Buffer full: reading pauses until chunks are delivered (overflow_action block).");

@@ -12,6 +12,7 @@ fn options(path: &Path) -> BufferOptions {
         path: path.to_path_buf(),
         chunk_limit_size: 1 << 20,
         chunk_limit_records: Some(3),
+        memory_limit: 0,
         total_limit_size: 1 << 30,
         flush_interval: Duration::from_secs(3600),
         overflow_action: OverflowAction::Block,

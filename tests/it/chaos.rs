@@ -429,6 +429,15 @@ fn chaos() {
     let totals: Totals = run.world.totals();
     let duplicates = check_by_id(&run.world, generated.written);
     check_dead_letters(&run.world.state, &run.hostile.written);
+    let want: std::collections::BTreeSet<String> = (1..=run.hostile.unknown_service)
+        .map(|n| format!("unknown-{n}"))
+        .collect();
+    // Chunks are held in memory until an attempt fails; then they wait on disk.
+    wait_until(
+        "the unknown service's events are on disk",
+        Duration::from_secs(60),
+        || held_ids(&run.world.buffer, "svc-unknown") == want,
+    );
     let held = held_ids(&run.world.buffer, "svc-unknown");
     let log = std::fs::read_to_string(run.world.log_path()).unwrap();
     let running = run.fwd.running();
@@ -463,9 +472,6 @@ fn chaos() {
         "{duplicates} duplicates of {} events",
         generated.written
     );
-    let want: std::collections::BTreeSet<String> = (1..=run.hostile.unknown_service)
-        .map(|n| format!("unknown-{n}"))
-        .collect();
     assert_eq!(
         held, want,
         "events of a service without a token wait in the buffer"

@@ -29,6 +29,10 @@ impl Store {
                 s.queue.remove(id);
                 s.total = s.total.saturating_sub(q.bytes);
                 s.counters.delivered += 1;
+                if q.resident.is_some() {
+                    s.memory = s.memory.saturating_sub(q.bytes);
+                    return Ok(());
+                }
                 drop(s);
                 remove_quietly(&self.chunk_path(id));
                 remove_quietly(&self.meta_path(id));
@@ -65,7 +69,11 @@ impl Store {
                             ..Meta::sealed(&q.key, q.created_ms, q.records, q.bytes)
                         };
                         drop(s);
-                        chunk::write_meta(&self.meta_path(id), &meta)?;
+                        // A chunk still in memory (it could not be spilled) has no file
+                        // for its `.meta` to describe.
+                        if q.resident.is_none() {
+                            chunk::write_meta(&self.meta_path(id), &meta)?;
+                        }
                     }
                     Next::GiveUp => {
                         error!(chunk = %id, key = %q.key, attempts, %reason, "Retries exhausted; chunk moved to the backup directory.");
@@ -104,6 +112,9 @@ impl Store {
         let mut s = self.lock();
         s.queue.remove(id);
         s.total = s.total.saturating_sub(q.bytes);
+        if q.resident.is_some() {
+            s.memory = s.memory.saturating_sub(q.bytes);
+        }
         for (half_id, bytes, n) in halves {
             s.total += bytes;
             s.queue.insert(
@@ -114,6 +125,7 @@ impl Store {
                     first_failure: None,
                     next_attempt: Instant::now(),
                     in_flight: false,
+                    resident: None,
                     ..q.clone()
                 },
             );
@@ -129,6 +141,10 @@ impl Store {
         let mut s = self.lock();
         if let Some(q) = s.queue.remove(id) {
             s.total = s.total.saturating_sub(q.bytes);
+            if q.resident.is_some() {
+                s.memory = s.memory.saturating_sub(q.bytes);
+                return;
+            }
         }
         drop(s);
         remove_quietly(&self.chunk_path(id));
@@ -136,6 +152,15 @@ impl Store {
     }
 
     pub(super) fn backup_locked(&self, s: &mut State, id: &str, reason: &str) {
+        // A chunk in memory is written to disk first; if that fails it stays queued.
+        if self.spill_locked(s, id).is_err()
+            || s.queue.get(id).is_some_and(|q| q.resident.is_some())
+        {
+            if let Some(q) = s.queue.get_mut(id) {
+                q.in_flight = false;
+            }
+            return;
+        }
         let Some(q) = s.queue.remove(id) else { return };
         s.total = s.total.saturating_sub(q.bytes);
         s.counters.backed_up += 1;

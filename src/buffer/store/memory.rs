@@ -1,0 +1,235 @@
+//! Chunks held in memory (`memory_limit_size` above 0): a chunk lives only in memory
+//! while it is open, queued and sent, and is written to disk — *spilled* — only when it
+//! cannot be delivered at once: a failed attempt, a rejection, memory full for longer
+//! than the wait the pipeline allows, or shutdown. Its bytes are laid out exactly as its
+//! file would be, so a spill is one write (temp file, fsync, rename, fsync of the
+//! directory) and everything after it treats the chunk as any other on disk.
+//!
+//! A chunk in memory is not durable, so the tail positions of its records must not be
+//! saved until it is delivered or spilled. Every append has a *generation*; each chunk
+//! in memory remembers the generation of its first record. A writer that notes
+//! [`Store::generation`] after appending a batch may save that batch's positions once
+//! [`Store::unsafe_floor`] is above the generation it noted: every chunk that could hold
+//! one of its records has then been delivered or is on disk.
+
+use std::io;
+
+use tracing::{error, warn};
+
+use super::{chunk, queue_resident, Records, State, Store};
+
+impl Store {
+    /// Whether new chunks are held in memory.
+    pub(in crate::buffer) fn in_memory(&self) -> bool {
+        self.opts.memory_limit > 0
+    }
+
+    /// The size at which chunks are sealed: `chunk_limit_size`, and at most a quarter of
+    /// `memory_limit_size` for chunks in memory, so several keys' chunks fit together.
+    pub(in crate::buffer) fn chunk_limit(&self) -> u64 {
+        if self.in_memory() {
+            self.opts
+                .chunk_limit_size
+                .min((self.opts.memory_limit / 4).max(1))
+        } else {
+            self.opts.chunk_limit_size
+        }
+    }
+
+    /// The generation of the last append.
+    pub(in crate::buffer) fn generation(&self) -> u64 {
+        self.lock().generation
+    }
+
+    /// The lowest first generation among chunks in memory only (`u64::MAX` when there
+    /// are none): records appended at a generation below it are delivered or on disk.
+    pub(in crate::buffer) fn unsafe_floor(&self) -> u64 {
+        let s = self.lock();
+        let open = s
+            .open
+            .values()
+            .filter(|c| c.file.is_none() && c.records > 0)
+            .map(|c| c.first_gen);
+        let queued = s
+            .queue
+            .values()
+            .filter_map(|q| q.resident.as_ref().map(|r| r.first_gen));
+        open.chain(queued).min().unwrap_or(u64::MAX)
+    }
+
+    /// Writes to disk the queued chunks in memory of keys whose oldest chunk waits for a
+    /// retry: they would wait behind it (one chunk per key in flight), holding memory and
+    /// their lines' positions for as long as the endpoint fails.
+    pub(in crate::buffer) fn spill_failing(&self) -> io::Result<usize> {
+        let mut s = self.lock();
+        let mut failing: Vec<&str> = Vec::new();
+        for q in s.queue.values().filter(|q| q.attempts > 0) {
+            if !failing.contains(&q.key.as_str()) {
+                failing.push(&q.key);
+            }
+        }
+        if failing.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<String> = (s.queue.iter())
+            .filter(|(_, q)| {
+                !q.in_flight
+                    && failing.contains(&q.key.as_str())
+                    && q.resident.as_ref().is_some_and(|r| r.data.is_some())
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &ids {
+            self.spill_locked(&mut s, id)?;
+        }
+        Ok(ids.len())
+    }
+
+    /// Whether a chunk waits for a retry.
+    pub(in crate::buffer) fn failing(&self) -> bool {
+        self.lock().queue.values().any(|q| q.attempts > 0)
+    }
+
+    /// [`Store::unsafe_floor`] per key (keys without chunks in memory are left out).
+    pub(in crate::buffer) fn unsafe_floors(&self) -> Vec<(String, u64)> {
+        let s = self.lock();
+        let mut floors: Vec<(String, u64)> = Vec::new();
+        let open = (s.open.iter())
+            .filter(|(_, c)| c.file.is_none() && c.records > 0)
+            .map(|(k, c)| (k, c.first_gen));
+        let queued =
+            (s.queue.values()).filter_map(|q| q.resident.as_ref().map(|r| (&q.key, r.first_gen)));
+        for (key, generation) in open.chain(queued) {
+            match floors.iter_mut().find(|(k, _)| k == key) {
+                Some((_, f)) => *f = (*f).min(generation),
+                None => floors.push((key.clone(), generation)),
+            }
+        }
+        floors
+    }
+
+    /// Bytes of chunks in memory only.
+    pub(in crate::buffer) fn memory(&self) -> u64 {
+        self.lock().memory
+    }
+
+    /// A taken chunk's records straight from memory, laid out as request bodies (no
+    /// CRCs to check: the bytes never left this process). `None` if it is on disk.
+    pub(in crate::buffer) fn take_resident(&self, id: &str) -> Option<Records> {
+        let mut s = self.lock();
+        let q = s.queue.get_mut(id)?;
+        let frames_start = chunk::header_len(&q.key);
+        let data = q.resident.as_mut()?.data.take()?;
+        drop(s);
+        let mut spans = Vec::new();
+        let mut at = frames_start;
+        while let Some(frame) = data.get(at..at + 8) {
+            let len = u32::from_le_bytes(frame[..4].try_into().expect("4 bytes")) as usize;
+            spans.push(at + 8..at + 8 + len);
+            at += 8 + len;
+        }
+        let per_body = self.per_body.load(std::sync::atomic::Ordering::Relaxed);
+        Some(Records::framed_as_json(data, spans, frames_start, per_body))
+    }
+
+    /// Writes a taken chunk held in memory to disk from its records (its bytes were laid
+    /// out as request bodies), before a retry or a move to `backup/`. Nothing to do for a
+    /// chunk already on disk. On failure the bytes stay in memory and the error is returned.
+    pub(in crate::buffer) fn spill_taken(&self, id: &str, records: &Records) -> io::Result<()> {
+        let mut s = self.lock();
+        let Some(q) = s.queue.get(id) else {
+            return Ok(());
+        };
+        if q.resident.is_none() {
+            return Ok(());
+        }
+        let mut data = chunk::header(&q.key, q.created_ms);
+        for r in records {
+            chunk::frame(r, &mut data);
+        }
+        let q = s.queue.get_mut(id).expect("present above");
+        if let Some(r) = &mut q.resident {
+            r.data = Some(data);
+        }
+        self.spill_locked(&mut s, id)
+    }
+
+    /// Writes a queued chunk held in memory to its file; it counts as on disk afterwards.
+    pub(super) fn spill_locked(&self, s: &mut State, id: &str) -> io::Result<()> {
+        let Some(q) = s.queue.get_mut(id) else {
+            return Ok(());
+        };
+        let Some(data) = q.resident.as_mut().and_then(|r| r.data.take()) else {
+            return Ok(());
+        };
+        match crate::fsutil::replace_file(&self.chunk_path(id), &data) {
+            Ok(()) => {
+                q.resident = None;
+                s.memory = s.memory.saturating_sub(data.len() as u64);
+                Ok(())
+            }
+            Err(e) => {
+                if let Some(r) = &mut q.resident {
+                    r.data = Some(data);
+                }
+                error!(chunk = %id, error = %e, "Could not write a chunk held in memory to disk; it stays in memory and its lines' positions are not saved.");
+                Err(e)
+            }
+        }
+    }
+
+    /// Seals every open chunk held in memory (no fsync needed); returns how many.
+    pub(in crate::buffer) fn seal_resident(&self) -> usize {
+        let mut s = self.lock();
+        seal_open_resident(&mut s)
+    }
+
+    /// Frees memory by writing chunks to disk, oldest first, until at most half of
+    /// `memory_limit_size` is held (all of them when `all`, at shutdown): queued chunks
+    /// first, then open ones, sealed for it. Chunks being sent stay. Returns how many
+    /// were written.
+    pub(in crate::buffer) fn spill(&self, all: bool) -> io::Result<usize> {
+        let mut s = self.lock();
+        let target = if all { 0 } else { self.opts.memory_limit / 2 };
+        let mut spilled = 0;
+        for seal_open in [false, true] {
+            if seal_open && s.memory > target {
+                seal_open_resident(&mut s);
+            }
+            let ids: Vec<String> = (s.queue.iter())
+                .filter(|(_, q)| {
+                    !q.in_flight && q.resident.as_ref().is_some_and(|r| r.data.is_some())
+                })
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in ids {
+                if s.memory <= target {
+                    break;
+                }
+                self.spill_locked(&mut s, &id)?;
+                spilled += 1;
+            }
+        }
+        if spilled > 0 && !all {
+            warn!(
+                chunks = spilled,
+                limit = self.opts.memory_limit,
+                "Chunks waited in memory too long (delivery is slow or failing); written to disk."
+            );
+        }
+        Ok(spilled)
+    }
+}
+
+/// Queues every open chunk held in memory; returns how many.
+fn seal_open_resident(s: &mut State) -> usize {
+    let keys: Vec<String> = (s.open.iter())
+        .filter(|(_, c)| c.file.is_none() && c.records > 0)
+        .map(|(k, _)| k.clone())
+        .collect();
+    for key in &keys {
+        let open = s.open.remove(key).expect("listed above");
+        queue_resident(s, key, open);
+    }
+    keys.len()
+}
