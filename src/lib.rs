@@ -8,12 +8,13 @@
 //! # Data flow
 //!
 //! ```text
-//!   /var/log/at/**/*.log ──▶ tail ──▶ event ──▶ buffer (disk) ──▶ output ──▶ Activity Tracker
+//!   /var/log/at/**/*.log ──▶ tail ──▶ event ──▶ buffer ──▶ output ──▶ Activity Tracker
 //!        (files)            │ lines   │ parse,    │ chunks per     │ token per      (HTTPS, per
-//!                           │ by inode│ validate, │ service,       │ service from   regional
-//!                           │         │ normalise │ fsync, retry   │ the Secret     endpoint)
-//!                           ▼         ▼           │                │
-//!                  positions (sled) ◀── saved only after the chunk holding those lines is fsynced
+//!                           │ by inode│ validate, │ service, in    │ service from   regional
+//!                           │         │ normalise │ memory; disk   │ the Secret     endpoint)
+//!                           ▼         ▼           │ when delivery  │
+//!                           │         │           │ fails; retry   │
+//!                  positions (sled) ◀── saved once the lines before them are delivered or fsynced
 //!                                 dead letters ◀── lines that can never be sent, with a reason
 //! ```
 //!
@@ -25,13 +26,20 @@
 //!
 //! # Delivery invariants
 //!
-//! 1. A saved tail position never runs ahead of data that is durable in the buffer: lines
-//!    are appended to a chunk, the chunk is fsynced, and only then are their positions saved.
+//! 1. A saved tail position never runs ahead of data that is delivered or durable in the
+//!    buffer. Chunks are held in memory (up to `memory_limit_size`) and written to disk
+//!    only when they cannot be delivered at once; a file's position is saved once every
+//!    chunk holding its lines up to there was accepted by the endpoint or fsynced (with
+//!    `memory_limit_size 0`, every chunk is fsynced first). Until then the file itself is
+//!    the buffer.
 //! 2. A chunk is deleted only after the endpoint accepted it (2xx). Delivery is therefore
 //!    at-least-once; duplicates can happen only after a crash, for lines read after the
-//!    last position save — after a crash of the machine; after a crash of the process
-//!    alone, positions recorded as written ([`tail::ahead`]) and the records found in the
-//!    buffer at start-up keep them from being sent twice.
+//!    last position save: what had not been delivered is read again and sent once, but a
+//!    chunk being sent at the moment of the crash, and lines of a file delivered for one
+//!    service while another service's chunk holding its earlier lines was still in memory,
+//!    arrive twice. Positions recorded as safe ([`tail::ahead`]), chunks re-sent from
+//!    disk with their Idempotency-Key and the records found in the buffer at start-up keep
+//!    the rest from being sent twice.
 //! 3. Nothing is dropped silently: a line that cannot be delivered is kept on disk (a
 //!    dead-letter file or a backed-up chunk) with a reason an operator can see in a log
 //!    line and a metric.

@@ -177,7 +177,7 @@ pub fn scan(path: &Path) -> Result<Scan, ChunkError> {
 }
 
 /// [`scan`], with the records of an intact chunk laid out in place as request bodies of
-/// `per_body` records (see [`Records::framed_as_json`]).
+/// `per_body` records (see `Records::framed_as_json`).
 pub fn scan_for_bodies(path: &Path, per_body: usize) -> Result<Scan, ChunkError> {
     let io = |source| ChunkError::Io {
         path: path.to_path_buf(),

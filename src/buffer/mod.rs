@@ -1,4 +1,7 @@
-//! The disk buffer: where events wait, in chunks per key, until the endpoint takes them.
+//! The buffer: where events wait, in chunks per key, until the endpoint takes them — in
+//! memory while they can be delivered at once (see `store/memory.rs`: what is held there,
+//! when it is written to disk, and how writers learn that their records are safe), on
+//! disk, in the layout below, when they cannot, or with `memory_limit_size 0` always.
 //!
 //! # Layout on disk (version 1)
 //!
@@ -26,16 +29,21 @@
 //! # States
 //!
 //! open (receiving records) → sealed (by `chunk_limit_size`, `chunk_limit_records`, or age
-//! `flush_interval`; fsynced) → in flight (in memory only) → deleted once
+//! `flush_interval`; fsynced when on disk) → in flight → deleted once
 //! the endpoint accepted it, or back to sealed with a later `next_attempt`, or moved to
 //! `backup/`. One chunk per key is in flight at a time, oldest first, so each service's
 //! events stay in order while a failing service never holds back another.
 //!
+//! A chunk held in memory has no file until it is spilled: after a failed or refused
+//! attempt, behind a failed chunk of its key, when memory stays full, or at shutdown.
+//!
 //! # The commit rule and the guarantee
 //!
-//! Records are appended to open chunks without fsync; a group commit ([`Buffer::sync`])
-//! fsyncs them at least every `flush_interval` or every [`SYNC_BYTES`], and only then are
-//! the tail positions of those records saved. So a saved position never runs ahead of
+//! Chunks on disk: records are appended to open chunks without fsync; a group commit
+//! ([`Buffer::sync`]) fsyncs them at least every `flush_interval` or every [`SYNC_BYTES`],
+//! and only then are the tail positions of those records saved. Chunks in memory: the
+//! positions wait until the chunk is delivered or spilled ([`Buffer::generation`],
+//! [`Buffer::unsafe_floors`]). So a saved position never runs ahead of delivered or
 //! durable data: **at-least-once**. Duplicates come only after a crash, for lines read
 //! after the last position save (they are read again; some may also have reached the
 //! endpoint already).
@@ -245,7 +253,8 @@ impl Buffer {
     /// them ready to send.
     pub fn seal_due(&self, now: Instant, all: bool) -> std::io::Result<usize> {
         let sealed = self.store.seal_due(now, all)?;
-        if self.store.spill_failing()? > 0 {
+        // (A chunk that cannot be written is logged and stays in memory.)
+        if self.store.spill_failing().is_ok_and(|n| n > 0) {
             self.space.notify_waiters();
         }
         if sealed > 0 {
@@ -340,9 +349,8 @@ impl Buffer {
             other => self.store.finish(&taken.id, other, now),
         };
         if matches!(outcome, Outcome::Retry { .. }) {
-            if let Err(e) = self.store.spill_failing() {
-                error!(key = %taken.key, error = %e, "Could not write chunks waiting behind a failed one to disk; they stay in memory.");
-            }
+            // Chunks queued behind this one wait on disk (an error is logged by the spill).
+            let _ = self.store.spill_failing();
         }
         if result.is_err() {
             // The chunk stays in flight in memory: release it so it is retried.
@@ -375,7 +383,7 @@ impl Buffer {
     }
 
     /// Records appended at a generation below this are delivered or on disk (`u64::MAX`
-    /// when no chunk is held in memory only). See [`store`]'s `memory` module.
+    /// when no chunk is held in memory only). See `store/memory.rs`.
     pub fn unsafe_floor(&self) -> u64 {
         self.store.unsafe_floor()
     }

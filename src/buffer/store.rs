@@ -38,7 +38,7 @@ pub enum AppendError {
     #[error("writing to the buffer failed: {0}")]
     Io(#[from] io::Error),
     /// Chunks held in memory reached `memory_limit_size`: wait for deliveries, or spill
-    /// chunks to disk ([`super::Buffer::relieve_memory`]), then try again.
+    /// chunks to disk ([`super::Buffer::spill`]), then try again.
     #[error("chunks in memory reached {limit} bytes")]
     MemoryFull {
         /// The limit.
@@ -97,6 +97,9 @@ pub struct Counters {
     pub dropped: u64,
     /// Chunks or records set aside as corrupt.
     pub quarantined: u64,
+    /// Chunks held in memory that were written to disk (a failed attempt, memory full,
+    /// shutdown).
+    pub spilled: u64,
 }
 
 pub(super) struct State {
@@ -307,7 +310,11 @@ impl Store {
         s.seq += 1;
         let created_ms = now_ms();
         let id = format!("{created_ms:013}-{:08x}-{:06}", self.instance, s.seq);
-        let (file, data, len) = if self.in_memory() {
+        // A key whose chunks are failing gets a file at once: its chunks would be written
+        // to disk after their first attempt anyway, and meanwhile hold back the positions
+        // of every file with lines for it.
+        let failing = s.queue.values().any(|q| q.key == key && q.attempts > 0);
+        let (file, data, len) = if self.in_memory() && !failing {
             let header = chunk::header(key, created_ms);
             // Room for a full chunk and the `]` of its request bodies (see `Records`).
             let capacity = usize::try_from(self.chunk_limit()).unwrap_or(0) + header.len() + 1;

@@ -8,7 +8,10 @@
 //! Per file and key rather than per batch: a file whose lines go to one service waits for
 //! that service's chunks only, so what a crash makes the tailer read again is, almost
 //! always, what had not been delivered (duplicates only in the moment between a
-//! delivery and the record of its positions).
+//! delivery and the record of its positions). A position without lines of its file in
+//! the batch (where a copytruncate copy is taken up, from the offset read in the
+//! original) waits for every earlier batch: released alone, it would let a restart
+//! finish the copy from the original's older saved offset and send its lines twice.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -21,7 +24,7 @@ use crate::tail::Position;
 pub(super) type Routes = Vec<(FileKey, usize, String)>;
 
 /// One batch written to the buffers.
-struct Batch {
+pub(super) struct Written {
     /// Each buffer's generation after the batch was appended (by match index).
     marks: Vec<u64>,
     routes: Routes,
@@ -32,29 +35,35 @@ struct Batch {
 /// Batches whose positions wait, oldest first.
 #[derive(Default)]
 pub(super) struct Held {
-    batches: VecDeque<Batch>,
+    batches: VecDeque<Written>,
 }
 
-impl Held {
-    /// Holds a batch's positions; `buffers` are the worker's, by match index.
-    pub(super) fn push(
-        &mut self,
+impl Written {
+    /// A batch just appended to `buffers` (the worker's, by match index), whose lines
+    /// went to `routes`.
+    pub(super) fn after(
         buffers: &[Option<Arc<Buffer>>],
         routes: Routes,
         positions: Vec<Position>,
-    ) {
-        if positions.is_empty() {
-            return;
-        }
+    ) -> Self {
         let marks = buffers
             .iter()
             .map(|b| b.as_ref().map_or(0, |b| b.generation()))
             .collect();
-        self.batches.push_back(Batch {
+        Written {
             marks,
             routes,
             positions,
-        });
+        }
+    }
+}
+
+impl Held {
+    /// Holds a written batch's positions.
+    pub(super) fn push(&mut self, batch: Written) {
+        if !batch.positions.is_empty() {
+            self.batches.push_back(batch);
+        }
     }
 
     pub(super) fn is_empty(&self) -> bool {
@@ -79,8 +88,12 @@ impl Held {
         };
         let mut blocked: Vec<FileKey> = Vec::new();
         let mut released = Vec::new();
+        // Whether every earlier batch is released: a position whose file had no lines in
+        // its batch (where a copytruncate copy or a file tailed from its end starts) is
+        // derived from other files' progress, so it waits for all that came before.
+        let mut earlier_released = true;
         for batch in &mut self.batches {
-            let Batch {
+            let Written {
                 marks,
                 routes,
                 positions,
@@ -89,10 +102,15 @@ impl Held {
                 if blocked.contains(&p.key) {
                     return true;
                 }
-                let safe = routes
+                let mut keys = routes
                     .iter()
                     .filter(|(file, _, _)| *file == p.key)
-                    .all(|(_, m, key)| floor(*m, key) > marks[*m]);
+                    .peekable();
+                let safe = if keys.peek().is_none() {
+                    earlier_released
+                } else {
+                    keys.all(|(_, m, key)| floor(*m, key) > marks[*m])
+                };
                 if safe {
                     released.push(p.clone());
                 } else {
@@ -100,6 +118,7 @@ impl Held {
                 }
                 !safe
             });
+            earlier_released &= positions.is_empty();
         }
         self.batches.retain(|b| !b.positions.is_empty());
         released
@@ -112,5 +131,98 @@ impl Held {
         };
         (buffers.iter().zip(&last.marks))
             .all(|(b, mark)| b.as_ref().is_none_or(|b| b.unsafe_floor() > *mark))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buffer::{BufferOptions, Outcome};
+    use crate::config::buffer::{OverflowAction, RetryConfig, RetryType};
+    use crate::tail::identity::Digest;
+    use crate::tail::positions::Checkpoint;
+    use std::time::{Duration, Instant};
+
+    fn buffer(dir: &std::path::Path) -> Arc<Buffer> {
+        Buffer::open(BufferOptions {
+            path: dir.to_path_buf(),
+            chunk_limit_size: 1 << 20,
+            chunk_limit_records: None,
+            total_limit_size: 1 << 30,
+            flush_interval: Duration::from_secs(3600),
+            overflow_action: OverflowAction::Block,
+            memory_limit: 1 << 20,
+            sync_bytes: 1 << 20,
+            retry: RetryConfig {
+                retry_type: RetryType::Periodic,
+                wait: Duration::from_secs(1),
+                exponential_backoff_base: 2.0,
+                max_interval: None,
+                max_times: None,
+                timeout: Duration::from_secs(3600),
+                forever: true,
+                randomize: false,
+            },
+        })
+        .unwrap()
+    }
+
+    fn file(ino: u64) -> FileKey {
+        FileKey { dev: 1, ino }
+    }
+
+    fn at(ino: u64, offset: u64) -> Position {
+        let digest = Digest { hash: 0, len: 0 };
+        Position {
+            key: file(ino),
+            checkpoint: Checkpoint {
+                v: 1,
+                offset,
+                head: digest,
+                marker: digest,
+                born: None,
+                path: format!("/f{ino}").into(),
+                seen: 0,
+            },
+        }
+    }
+
+    fn deliver(b: &Buffer, key: &str) {
+        b.seal_due(Instant::now(), true).unwrap();
+        let far = Instant::now() + Duration::from_secs(3600);
+        let taken = b.take(far).unwrap();
+        assert_eq!(taken.key, key);
+        b.finish(&taken, &Outcome::Delivered, |_| {}).unwrap();
+    }
+
+    fn offsets(released: &[Position]) -> Vec<(u64, u64)> {
+        released
+            .iter()
+            .map(|p| (p.key.ino, p.checkpoint.offset))
+            .collect()
+    }
+
+    #[test]
+    fn a_file_waits_for_its_own_services_and_a_copy_start_for_everything_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = buffer(dir.path());
+        let buffers = vec![Some(Arc::clone(&b))];
+        let mut held = Held::default();
+        // Batch 1: file 1's lines go to svc-a, file 2's to svc-b.
+        b.append("svc-a", &[b"{}"]).unwrap();
+        b.append("svc-b", &[b"{}"]).unwrap();
+        let routes = vec![(file(1), 0, "svc-a".into()), (file(2), 0, "svc-b".into())];
+        held.push(Written::after(&buffers, routes, vec![at(1, 10), at(2, 20)]));
+        // Batch 2: a copytruncate copy (file 3) is taken up; no lines of it yet.
+        held.push(Written::after(&buffers, Vec::new(), vec![at(3, 30)]));
+        assert!(held.release(&buffers).is_empty(), "nothing delivered yet");
+
+        deliver(&b, "svc-a");
+        assert_eq!(offsets(&held.release(&buffers)), [(1, 10)]);
+        assert!(!held.all_safe(&buffers));
+
+        deliver(&b, "svc-b");
+        assert_eq!(offsets(&held.release(&buffers)), [(2, 20), (3, 30)]);
+        assert!(held.is_empty() && held.all_safe(&buffers));
     }
 }

@@ -4,10 +4,12 @@
 //! Per tail source: a tail thread → a worker that checks events, routes them by tag and
 //! writes them to their output — a disk [`Buffer`] per `ibmactivitytracker` match (drained
 //! by a delivery engine), or standard output — and dead-letters what cannot be forwarded.
-//! Positions are saved after a group commit has made every record read so far durable.
+//! Positions are saved once the records read before them are delivered or durable
+//! (`held.rs`).
 //!
-//! Stopping: the tail threads stop reading; workers write and sync what they hold and save
-//! positions; open chunks are sealed; with `flush_at_shutdown`, delivery goes on until the
+//! Stopping: the tail threads stop reading; workers write what they hold, write the chunks
+//! still in memory to disk, wait (up to 10 s) for those being sent, and save positions;
+//! open chunks are sealed; with `flush_at_shutdown`, delivery goes on until the
 //! buffers are empty or [`FLUSH_DEADLINE`] passes (below Kubernetes' 30 s grace period);
 //! then senders stop, leaving whatever is left safe on disk for the next start.
 
@@ -229,7 +231,9 @@ fn register_buffer_metrics(index: usize, patterns: &str, buffer: &Arc<Buffer>) {
         let mut one = |name: &str, kind: &str, help: &str, value: u64| {
             let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{output=\"{output}\"}} {value}\n");
         };
-        one("at_forwarder_buffer_bytes", "gauge", "Bytes of chunks on disk, per output.", bytes);
+        one("at_forwarder_buffer_bytes", "gauge", "Bytes of chunks in the buffer (on disk or held in memory), per output.", bytes);
+        one("at_forwarder_buffer_memory_bytes", "gauge", "Bytes of chunks held in memory only, per output.", b.memory());
+        one("at_forwarder_chunks_spilled_total", "counter", "Chunks held in memory that were written to disk (a failed attempt, memory full, shutdown).", c.spilled);
         one("at_forwarder_chunks_delivered_total", "counter", "Chunks accepted by the endpoint.", c.delivered);
         one("at_forwarder_retries_total", "counter", "Failed send attempts.", c.retries);
         one("at_forwarder_chunks_backed_up_total", "counter", "Chunks moved to backup/ (rejected, retries exhausted, dropped).", c.backed_up);

@@ -1,6 +1,7 @@
 //! One source's worker: checks, routes and writes the lines of each batch, and saves
-//! positions only once everything read before them is durable — written to stdout, or
-//! appended to a buffer and fsynced by a group commit, or dead-lettered.
+//! positions only once everything read before them is safe — written to stdout,
+//! dead-lettered, or appended to a buffer and then delivered, or on disk and fsynced by
+//! a group commit (see `held.rs`).
 
 use std::io::Write;
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use crate::event::{Origin, Reason, Validator};
 use crate::tail::ahead::AheadFile;
 use crate::tail::{Batch, Position, PositionStore};
 
-use super::held::{Held, Routes};
+use super::held::{Held, Routes, Written};
 use crate::tail::identity::FileKey;
 
 /// Longest wait between two attempts to write to a full or failing disk.
@@ -52,6 +53,10 @@ impl Ahead {
         }
     }
 }
+
+/// A batch being written.
+type WriteFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<Written>> + Send>>;
 
 /// How long the end of a source waits for chunks being sent to be delivered or written
 /// to disk, so that its positions can be saved; after it, their lines are read again at
@@ -131,6 +136,9 @@ impl Worker {
         let (commits, commit_rx) = tokio::sync::mpsc::unbounded_channel();
         let committer = tokio::spawn(commit_loop(Arc::clone(&worker), commit_rx));
         let mut closed = false;
+        // The batch being written: polled beside deliveries, so that positions are
+        // released (and recorded for a crash) as soon as their chunks are delivered.
+        let mut writing: Option<WriteFuture> = None;
         loop {
             // Registered before looking, so no delivery between the two goes unnoticed.
             let progress = worker.progress();
@@ -155,14 +163,19 @@ impl Worker {
                 interval.saturating_sub(t.elapsed())
             });
             tokio::select! {
-                next = batches.recv() => match next {
-                    Some(batch) => {
-                        if let Err(e) = worker.write(batch, &mut held).await {
+                written = async { writing.as_mut().expect("polled only while writing").await }, if writing.is_some() => {
+                    writing = None;
+                    match written {
+                        Ok(batch) => held.push(batch),
+                        Err(e) => {
                             // Positions are not saved: the lines are read again after a restart.
                             error!(error = %e, "Writing a batch failed; its positions are not saved. Stopping this source.");
                             break;
                         }
                     }
+                }
+                next = batches.recv(), if writing.is_none() => match next {
+                    Some(batch) => writing = Some(Box::pin(Arc::clone(&worker).write(batch))),
                     None => {
                         closed = true;
                         worker.make_safe(&held).await;
@@ -264,10 +277,10 @@ impl Worker {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    async fn write(self: &Arc<Self>, batch: Batch, held: &mut Held) -> std::io::Result<()> {
+    async fn write(self: Arc<Self>, batch: Batch) -> std::io::Result<Written> {
         // One hop to a blocking thread per batch: checks, dead letters, stdout, and a first
         // attempt at every append (which succeeds unless the buffer is full or failing).
-        let w = Arc::clone(self);
+        let w = Arc::clone(&self);
         let (unwritten, routes, batch) = tokio::task::spawn_blocking(move || {
             let mut sorted = w.sort(&batch);
             let routes = std::mem::take(&mut sorted.routes);
@@ -279,8 +292,7 @@ impl Worker {
         for rest in unwritten {
             append_until_done(rest).await;
         }
-        held.push(&self.buffers, routes, batch.positions);
-        Ok(())
+        Ok(Written::after(&self.buffers, routes, batch.positions))
     }
 
     /// Writes a sorted batch: dead letters, stdout, then each key's records to its buffer;

@@ -1,7 +1,7 @@
-//! Positions read ahead of the saved ones: what the previous process had already written
-//! downstream (to its buffer's page cache) but not yet made durable, so that a restart
-//! after the process alone died (`kill -9`, an OOM kill, a panic) does not read and send
-//! those lines a second time.
+//! Positions read ahead of the saved ones: what the previous process had already made
+//! safe downstream — delivered, or written to its buffer's files (page cache) — but not
+//! yet saved, so that a restart after the process alone died (`kill -9`, an OOM kill, a
+//! panic) does not read and send those lines a second time.
 //!
 //! Why this is safe: what a process hands to `write(2)` stays in the page cache when the
 //! process dies, and the next process reads it back from the same files; only a crash of
@@ -13,7 +13,7 @@
 //!
 //! # On-disk format, version 1
 //!
-//! `<pos_file>.ahead`, rewritten in place (no fsync) after each batch is written
+//! `<pos_file>.ahead`, rewritten in place (no fsync) each time positions become safe
 //! downstream: a header line `ATFWAHEAD 1 <boot-id> <length> <crc32c>\n`, then `length`
 //! bytes of JSON — an array of `{"key":{"dev":D,"ino":I},"checkpoint":{…}}`, the checkpoint
 //! as in the position store ([`super::positions`]). Bytes after `length` are ignored (the

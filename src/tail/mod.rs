@@ -12,10 +12,11 @@
 //!
 //! - A line is emitted only once its `\n` is written; the position saved for a file is
 //!   always just past a complete line.
-//! - Positions are saved only by the stage downstream, after the lines are durable; a
-//!   a crash of the machine re-reads at most what was read after the last save; a crash
-//!   of the process alone re-reads almost nothing ([`ahead`]: positions written downstream
-//!   but not yet durable are believed within the same boot).
+//! - Positions are saved only by the stage downstream, after the lines are delivered or
+//!   durable; a crash re-reads at most what was read after the last save, and a crash of
+//!   the process alone little more than what was not yet delivered ([`ahead`]: positions
+//!   of lines delivered or written downstream but not yet saved are believed within the
+//!   same boot).
 //! - A rotated file (renamed or deleted) is read to its end before it is let go;
 //!   `rotate_wait` only bounds how long it is kept once drained (fluentd drops it after
 //!   `rotate_wait` even when unread lines remain).

@@ -309,3 +309,86 @@ fn a_chunk_keeps_its_id_across_retries_and_restarts() {
         (first.id.as_str(), 1, &first.records)
     );
 }
+
+#[test]
+fn chunks_in_memory_touch_the_disk_only_when_an_attempt_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = BufferOptions {
+        memory_limit: 1 << 20,
+        ..options(dir.path())
+    };
+    let buffer = Buffer::open(opts.clone()).unwrap();
+    // 7 records: two full chunks of 3 and an open one of 1, all in memory.
+    fill(&buffer, 7);
+    let after_fill = buffer.generation();
+    assert!(chunk_files(dir.path()).is_empty(), "nothing written yet");
+    assert!(buffer.memory() > 0);
+    assert!(buffer.unsafe_floor() <= after_fill, "records not safe yet");
+
+    // The first is delivered straight from memory; the second fails and goes to disk.
+    let first = buffer.take(far()).unwrap();
+    assert_eq!(first.records.len(), 3);
+    buffer.finish(&first, &Outcome::Delivered, |_| {}).unwrap();
+    assert!(chunk_files(dir.path()).is_empty());
+    let second = buffer.take(far()).unwrap();
+    let retry = Outcome::Retry {
+        after: None,
+        reason: "503".into(),
+    };
+    buffer.finish(&second, &retry, |_| {}).unwrap();
+    // It waits on disk, and so does the chunk of the same key queued behind it.
+    let on_disk = chunk_files(dir.path());
+    assert_eq!(on_disk.len(), 2, "{on_disk:?}");
+    assert!(on_disk[0].to_string_lossy().contains(&second.id));
+
+    // A restart (the process died) finds both, the failed one with its id.
+    drop(buffer);
+    let buffer = Buffer::open(opts).unwrap();
+    let again = buffer.take(far()).unwrap();
+    assert_eq!(again.id, second.id);
+    assert_eq!(again.records, second.records);
+    buffer.finish(&again, &Outcome::Delivered, |_| {}).unwrap();
+    let last = buffer.take(far()).unwrap();
+    assert_eq!(last.records, ["{\"n\":6}"]);
+    buffer.finish(&last, &Outcome::Delivered, |_| {}).unwrap();
+    assert!(buffer.take(far()).is_none());
+    assert!(chunk_files(dir.path()).is_empty());
+}
+
+#[test]
+fn memory_full_seals_open_chunks_and_spills_the_oldest_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = BufferOptions {
+        memory_limit: 400,
+        chunk_limit_records: None,
+        ..options(dir.path())
+    };
+    let buffer = Buffer::open(opts).unwrap();
+    let record = [b'x'; 60];
+    let mut full = None;
+    for i in 0..20 {
+        match buffer.append(&format!("svc{}", i % 2), &[&record[..]]) {
+            Ok(()) => {}
+            Err(e) => {
+                full = Some(e);
+                break;
+            }
+        }
+    }
+    assert!(matches!(full, Some(AppendError::MemoryFull { limit: 400 })));
+    // The open chunks were sealed, so they can be sent now rather than at their age.
+    let (_, queued, open) = buffer.sizes();
+    assert_eq!(open, 0);
+    assert!(queued >= 2);
+    let before = buffer.memory();
+    assert!(buffer.spill(false).unwrap() > 0);
+    assert!(buffer.memory() <= 200 && buffer.memory() < before);
+    assert!(
+        !chunk_files(dir.path()).is_empty(),
+        "spilled chunks are files"
+    );
+    assert_eq!(
+        buffer.counters().spilled as usize,
+        chunk_files(dir.path()).len()
+    );
+}

@@ -36,7 +36,7 @@ impl Drop for World {
         if self.tmpfs {
             let _ = Command::new("umount").arg(&self.buffer).status();
         }
-        if std::thread::panicking() {
+        if std::thread::panicking() || std::env::var_os("AT_CHAOS_KEEP").is_some() {
             let kept = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap()).keep();
             eprintln!(
                 "chaos: state, logs and the daemon's log kept in {}",
@@ -148,7 +148,7 @@ impl World {
     total_limit_size {total}
     flush_interval 1s
     flush_thread_count 2
-    flush_at_shutdown true
+    flush_at_shutdown true{memory}
     retry_wait 200ms
     retry_max_interval 2s
     retry_forever true
@@ -160,6 +160,8 @@ impl World {
             url = self.proxy.url(),
             secrets = self.fwd_secrets.display(),
             buffer = self.buffer.display(),
+            memory =
+                memory_limit().map_or(String::new(), |m| format!("\n    memory_limit_size {m}")),
         );
         std::fs::write(&self.conf, text).unwrap();
     }
@@ -319,4 +321,10 @@ fn spawn(conf: &Path, log: &Path) -> Child {
         .stderr(log)
         .spawn()
         .unwrap()
+}
+
+/// The buffer's `memory_limit_size` when `AT_CHAOS_MEMORY_LIMIT` sets one (`0`: every
+/// chunk written through to disk); the default otherwise.
+pub(crate) fn memory_limit() -> Option<String> {
+    std::env::var("AT_CHAOS_MEMORY_LIMIT").ok()
 }

@@ -166,6 +166,7 @@ impl Store {
             Ok(()) => {
                 q.resident = None;
                 s.memory = s.memory.saturating_sub(data.len() as u64);
+                s.counters.spilled += 1;
                 Ok(())
             }
             Err(e) => {
