@@ -28,6 +28,7 @@ use crate::event::Reason;
 use crate::output::at::AtSink;
 use crate::tail::{ahead, run as tail_run, PositionStore, TailOptions, Tailer};
 
+mod append;
 mod held;
 mod source;
 
