@@ -3,9 +3,11 @@
 //! `max_retry_wait`, `disable_retry_limit`, `buffer_chunk_limit` …) mapped onto it as
 //! fluentd's compatibility layer names them.
 //!
-//! Differences from fluentd, for audit data: the buffer is always on disk (`@type memory`
-//! is read as `file`, with a warning); `overflow_action` defaults to `block` (fluentd's
-//! `throw_exception`, which for a tail source amounts to the same); retries go on for as
+//! Differences from fluentd, for audit data: the buffer always has a directory on disk
+//! (`@type memory` is read as `file`, with a warning; chunks are held in memory up to
+//! `memory_limit_size` and written there when they cannot be delivered);
+//! `overflow_action` defaults to `block` (fluentd's `throw_exception`, which for a tail
+//! source amounts to the same); retries go on for as
 //! long as the disk budget allows unless a limit is set (`retry_max_times`,
 //! `retry_timeout`); and v0.12 parameters in `<match>` apply even when a `<buffer>` section
 //! exists (fluentd then ignores them silently), the section winning where both are set.
@@ -249,7 +251,7 @@ pub(super) fn build(
                 Some(span),
                 "at-forwarder keeps every buffer on disk: '@type memory' is read as 'file'",
             )
-            .with_help("audit events must survive a restart; set 'path' for the chunk files"),
+            .with_help("audit events must survive a restart; set 'path' for the chunk files (chunks are held in memory up to 'memory_limit_size' either way, and written there when they cannot be delivered)"),
         );
     }
     let retry = build_retry(&mut s, &legacy, diags);
