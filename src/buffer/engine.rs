@@ -22,6 +22,13 @@ pub trait Sink: Send + Sync + 'static {
     /// Sends one chunk (all records of one key). Every failure is classified into an
     /// [`Outcome`]; the engine owns what happens next.
     fn send(&self, chunk: &Taken) -> impl Future<Output = Outcome> + Send;
+
+    /// Whether a chunk of `key` could be sent now. A key that cannot (its service has no
+    /// token) gets its chunks written to disk at once rather than held in memory, where
+    /// they would hold back the tail positions of every file with lines for it.
+    fn can_send(&self, _key: &str) -> bool {
+        true
+    }
 }
 
 /// What to do with a single record too large to send.
@@ -35,6 +42,10 @@ pub async fn deliver<S: Sink>(
     dead_letter: DeadLetterFn,
     stop: CancellationToken,
 ) {
+    let asked = Arc::clone(&sink);
+    buffer
+        .store
+        .set_sendable(Arc::new(move |key| asked.can_send(key)));
     let mut tasks = JoinSet::new();
     let mut seal_tick = tokio::time::interval(SEAL_TICK);
     seal_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

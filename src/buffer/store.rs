@@ -8,7 +8,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tracing::{error, info, warn};
@@ -165,7 +165,12 @@ pub(super) struct Store {
     policy: Policy,
     instance: u32,
     state: Mutex<State>,
+    /// Whether the output could send a key's chunks now (see [`Store::set_sendable`]).
+    sendable: RwLock<Option<SendableFn>>,
 }
+
+/// Asks the output whether a key's chunks could be sent now.
+pub(super) type SendableFn = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 impl Store {
     pub(super) fn new(opts: BufferOptions, dirs: Dirs) -> Self {
@@ -189,6 +194,7 @@ impl Store {
             per_body: AtomicUsize::new(usize::MAX),
             instance: fastrand::u32(..),
             state: Mutex::new(state),
+            sendable: RwLock::new(None),
         }
     }
 
@@ -313,11 +319,7 @@ impl Store {
         s.seq += 1;
         let created_ms = now_ms();
         let id = format!("{created_ms:013}-{:08x}-{:06}", self.instance, s.seq);
-        // A key whose chunks are failing gets a file at once: its chunks would be written
-        // to disk after their first attempt anyway, and meanwhile hold back the positions
-        // of every file with lines for it.
-        let failing = s.queue.values().any(|q| q.key == key && q.attempts > 0);
-        let (file, data, len) = if self.in_memory() && !failing {
+        let (file, data, len) = if self.in_memory() && self.may_hold(s, key) {
             let header = chunk::header(key, created_ms);
             // Room for a full chunk and the `]` of its request bodies (see `Records`).
             let capacity = usize::try_from(self.chunk_limit()).unwrap_or(0) + header.len() + 1;

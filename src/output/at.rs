@@ -243,6 +243,10 @@ impl Sink for AtSink {
         }
         Outcome::Delivered
     }
+
+    fn can_send(&self, key: &str) -> bool {
+        self.secrets.has(key)
+    }
 }
 
 /// `Retry-After`: seconds, or an HTTP date.

@@ -161,6 +161,13 @@ impl Secrets {
         self.lock().services.get(service).cloned()
     }
 
+    /// Whether `service` has credentials, re-reading the file first when it may have
+    /// changed.
+    pub fn has(&self, service: &str) -> bool {
+        self.refresh(false);
+        self.lock().services.contains_key(service)
+    }
+
     /// Re-reads the file now (after a 401 or 403).
     pub fn reload(&self) {
         self.lock().seen = None;

@@ -203,3 +203,71 @@ fn rotated_and_added_tokens_are_used_without_restart_and_never_logged() {
         );
     }
 }
+
+/// Chunks are held in memory only while they can be sent at once: a service with no token
+/// gets its chunk written to disk before any attempt (else it would hold back the saved
+/// position of its file, and a crash would send the file's other events again).
+#[test]
+fn a_service_without_a_token_is_buffered_on_disk_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (logs, secrets) = (dir.path().join("logs"), dir.path().join("secrets"));
+    std::fs::create_dir_all(&logs).unwrap();
+    std::fs::create_dir_all(&secrets).unwrap();
+    publish_secret(&secrets, 1, &[("svcA", "tokA")]);
+    let requests = Arc::new(Mutex::new(0_usize));
+    let counted = Arc::clone(&requests);
+    let server = Server::start(move |_| {
+        *counted.lock().unwrap() += 1;
+        Reply::status(200)
+    });
+    let lines: String = (1..=5)
+        .map(|i| event("svcA", &format!("a{i}")) + &event("svcB", &format!("b{i}")))
+        .collect();
+    std::fs::write(logs.join("events.log"), lines).unwrap();
+    let conf = dir.path().join("at.conf");
+    // An hour's flush_interval: no chunk is sealed, so none is attempted, in this test.
+    std::fs::write(
+        &conf,
+        format!(
+            "<source>\n  @type tail\n  path {logs}/*.log\n  pos_file {state}/at.pos\n  tag at.*\n  format json\n  read_from_head true\n</source>\n<match at.**>\n  @type ibmactivitytracker\n  targetHost {url}\n  service_region ng\n  secrets_path {secrets}\n  <buffer>\n    path {state}/buffer\n    flush_interval 1h\n    memory_limit_size 8m\n  </buffer>\n</match>\n",
+            logs = logs.display(),
+            state = dir.path().display(),
+            url = server.url(),
+            secrets = secrets.display()
+        ),
+    )
+    .unwrap();
+    let mut daemon = binary()
+        .args(["run", "--metrics-listen", "127.0.0.1:0", "-c"])
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let chunks = dir.path().join("buffer/chunks");
+    let on_disk = |service: &str| {
+        std::fs::read_dir(&chunks).into_iter().flatten().any(|e| {
+            let path = e.unwrap().path();
+            path.extension().is_some_and(|x| x == "chunk")
+                && std::fs::read(&path).is_ok_and(|c| {
+                    String::from_utf8_lossy(&c).contains("\"b5\"")
+                        && String::from_utf8_lossy(&c).contains(service)
+                })
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !on_disk("svcB") && Instant::now() < deadline {
+        std::thread::park_timeout(Duration::from_millis(50));
+    }
+    assert!(on_disk("svcB"), "svcB's events are in a chunk file");
+    assert_eq!(*requests.lock().unwrap(), 0, "before any attempt");
+    let svc_a_on_disk = std::fs::read_dir(&chunks).unwrap().any(|e| {
+        std::fs::read(e.unwrap().path())
+            .is_ok_and(|c| String::from_utf8_lossy(&c).contains("\"a5\""))
+    });
+    assert!(
+        !svc_a_on_disk,
+        "svcA's chunk, which can be sent, is held in memory"
+    );
+    assert_eq!(crate::support::terminate(&mut daemon), Some(0));
+}

@@ -16,7 +16,7 @@ use std::io;
 
 use tracing::{error, warn};
 
-use super::{chunk, queue_resident, Records, State, Store};
+use super::{chunk, queue_resident, Records, SendableFn, State, Store};
 
 impl Store {
     /// Whether new chunks are held in memory.
@@ -34,6 +34,29 @@ impl Store {
         } else {
             self.opts.chunk_limit_size
         }
+    }
+
+    /// Installs the output's answer to "could a chunk of this key be sent now?".
+    pub(in crate::buffer) fn set_sendable(&self, sendable: SendableFn) {
+        *self
+            .sendable
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(sendable);
+    }
+
+    /// Whether a new chunk of `key` may be held in memory. Not when it could not go out
+    /// at once — its key's chunks are failing, or the output cannot send it (no token):
+    /// it would be written to disk after its first attempt anyway, and meanwhile hold
+    /// back the positions of every file with lines for it (a crash then sends them again).
+    pub(super) fn may_hold(&self, s: &State, key: &str) -> bool {
+        if s.queue.values().any(|q| q.key == key && q.attempts > 0) {
+            return false;
+        }
+        let sendable = self
+            .sendable
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        sendable.as_ref().is_none_or(|can| can(key))
     }
 
     /// The generation of the last append.
