@@ -118,7 +118,12 @@ pub fn create(path: &Path, key: &str, created_ms: u64) -> io::Result<(File, u64)
         .mode(0o600)
         .open(path)?;
     let h = header(key, created_ms);
-    file.write_all(&h)?;
+    if let Err(e) = file.write_all(&h) {
+        // Not left behind for recovery to clear at the next start: a full disk would
+        // leave one per retry.
+        let _ = std::fs::remove_file(path);
+        return Err(e);
+    }
     Ok((file, h.len() as u64))
 }
 

@@ -35,7 +35,9 @@
 //! events stay in order while a failing service never holds back another.
 //!
 //! A chunk held in memory has no file until it is spilled: after a failed or refused
-//! attempt, behind a failed chunk of its key, when memory stays full, or at shutdown.
+//! attempt, behind a failed chunk of its key, when memory stays full, or at shutdown. A
+//! key whose chunks are failing, or that the output cannot send (no token), gets files
+//! from the start.
 //!
 //! # The commit rule and the guarantee
 //!

@@ -3,7 +3,9 @@
 //! cannot be delivered at once: a failed attempt, a rejection, memory full for longer
 //! than the wait the pipeline allows, or shutdown. Its bytes are laid out exactly as its
 //! file would be, so a spill is one write (temp file, fsync, rename, fsync of the
-//! directory) and everything after it treats the chunk as any other on disk.
+//! directory) and everything after it treats the chunk as any other on disk. A key that
+//! could not go out at once anyway — failing, or one the output cannot send
+//! ([`crate::buffer::Sink::can_send`]) — gets files from the start ([`Store::may_hold`]).
 //!
 //! A chunk in memory is not durable, so the tail positions of its records must not be
 //! saved until it is delivered or spilled. Every append has a *generation*; each chunk
@@ -45,9 +47,10 @@ impl Store {
     }
 
     /// Whether a new chunk of `key` may be held in memory. Not when it could not go out
-    /// at once — its key's chunks are failing, or the output cannot send it (no token):
-    /// it would be written to disk after its first attempt anyway, and meanwhile hold
-    /// back the positions of every file with lines for it (a crash then sends them again).
+    /// at once: its key's chunks are failing, or the output cannot send it (no token).
+    /// Held, it would be written to disk after its first attempt anyway, and meanwhile
+    /// hold back the positions of every file with lines for it — a crash then sends those
+    /// files' lines again.
     pub(super) fn may_hold(&self, s: &State, key: &str) -> bool {
         if s.queue.values().any(|q| q.key == key && q.attempts > 0) {
             return false;
