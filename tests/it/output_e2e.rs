@@ -1,6 +1,7 @@
 //! The real binary and the mounted Secret: a token rotated by a `..data` swap while the old
 //! one starts failing with 401 is picked up without a restart; a service with no token
-//! waits and then flows once its token is added; no token ever reaches a log line.
+//! waits (on disk from the start) and then flows once its token is added; no token ever
+//! reaches a log line.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
@@ -41,6 +42,28 @@ fn publish_secret(dir: &Path, version: u32, services: &[(&str, &str)]) {
     if std::fs::symlink_metadata(&link).is_err() {
         std::os::unix::fs::symlink("..data/127.0.0.1", &link).unwrap();
     }
+}
+
+/// The configuration of a test in `dir` (files in `logs/`, the Secret in `secrets/`),
+/// with `match_params` and `buffer_params` added; returns its path.
+fn write_config(
+    dir: &Path,
+    url: &str,
+    match_params: &str,
+    buffer_params: &str,
+) -> std::path::PathBuf {
+    let conf = dir.join("at.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "<source>\n  @type tail\n  path {logs}/*.log\n  pos_file {state}/at.pos\n  tag at.*\n  format json\n  read_from_head true\n</source>\n<match at.**>\n  @type ibmactivitytracker\n  targetHost {url}\n  service_region ng\n  secrets_path {secrets}\n{match_params}  <buffer>\n    path {state}/buffer\n{buffer_params}  </buffer>\n</match>\n",
+            logs = dir.join("logs").display(),
+            state = dir.display(),
+            secrets = dir.join("secrets").display()
+        ),
+    )
+    .unwrap();
+    conf
 }
 
 fn wait_for(received: &Mutex<HashSet<String>>, want: &[&str]) -> bool {
@@ -110,18 +133,12 @@ fn rotated_and_added_tokens_are_used_without_restart_and_never_logged() {
             .map(|i| event("svcA", &format!("a{i}")) + &event("svcB", &format!("b{i}")))
             .collect(),
     );
-    let conf = dir.path().join("at.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "<source>\n  @type tail\n  path {logs}/*.log\n  pos_file {state}/at.pos\n  tag at.*\n  format json\n  read_from_head true\n</source>\n<match at.**>\n  @type ibmactivitytracker\n  targetHost {url}\n  service_region ng\n  secrets_path {secrets}\n  ibm_plugin_log_level debug\n  <buffer>\n    path {state}/buffer\n    flush_interval 1s\n    retry_wait 200ms\n    retry_max_interval 1s\n  </buffer>\n</match>\n",
-            logs = logs.display(),
-            state = dir.path().display(),
-            url = server.url(),
-            secrets = secrets.display()
-        ),
-    )
-    .unwrap();
+    let conf = write_config(
+        dir.path(),
+        &server.url(),
+        "  ibm_plugin_log_level debug\n",
+        "    flush_interval 1s\n    retry_wait 200ms\n    retry_max_interval 1s\n",
+    );
     let mut daemon = binary()
         .args([
             "--log-format",
@@ -224,19 +241,13 @@ fn a_service_without_a_token_is_buffered_on_disk_at_once() {
         .map(|i| event("svcA", &format!("a{i}")) + &event("svcB", &format!("b{i}")))
         .collect();
     std::fs::write(logs.join("events.log"), lines).unwrap();
-    let conf = dir.path().join("at.conf");
     // An hour's flush_interval: no chunk is sealed, so none is attempted, in this test.
-    std::fs::write(
-        &conf,
-        format!(
-            "<source>\n  @type tail\n  path {logs}/*.log\n  pos_file {state}/at.pos\n  tag at.*\n  format json\n  read_from_head true\n</source>\n<match at.**>\n  @type ibmactivitytracker\n  targetHost {url}\n  service_region ng\n  secrets_path {secrets}\n  <buffer>\n    path {state}/buffer\n    flush_interval 1h\n    memory_limit_size 8m\n  </buffer>\n</match>\n",
-            logs = logs.display(),
-            state = dir.path().display(),
-            url = server.url(),
-            secrets = secrets.display()
-        ),
-    )
-    .unwrap();
+    let conf = write_config(
+        dir.path(),
+        &server.url(),
+        "",
+        "    flush_interval 1h\n    memory_limit_size 8m\n",
+    );
     let mut daemon = binary()
         .args(["run", "--metrics-listen", "127.0.0.1:0", "-c"])
         .arg(&conf)
