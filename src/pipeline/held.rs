@@ -11,7 +11,9 @@
 //! delivery and the record of its positions). A position without lines of its file in
 //! the batch (where a copytruncate copy is taken up, from the offset read in the
 //! original) waits for every earlier batch: released alone, it would let a restart
-//! finish the copy from the original's older saved offset and send its lines twice.
+//! finish the copy from the original's older saved offset and send its lines twice. And
+//! the whole batch waits with it: the original's new start is in the same batch, and
+//! saved before the copy's position it would let a restart skip the rest of the copy.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -98,6 +100,14 @@ impl Held {
                 routes,
                 positions,
             } = batch;
+            let has_lines = |p: &Position| routes.iter().any(|(file, _, _)| *file == p.key);
+            if !earlier_released && !positions.iter().all(has_lines) {
+                // A copy taken up here goes with the truncated original's new start in the
+                // same batch: saved alone, that new start would let a restart skip the
+                // rest of the copy (nothing else points to it). The batch waits whole.
+                blocked.extend(positions.iter().map(|p| p.key));
+                continue;
+            }
             positions.retain(|p| {
                 if blocked.contains(&p.key) {
                     return true;
@@ -224,5 +234,39 @@ mod tests {
         deliver(&b, "svc-b");
         assert_eq!(offsets(&held.release(&buffers)), [(2, 20), (3, 30)]);
         assert!(held.is_empty() && held.all_safe(&buffers));
+    }
+
+    #[test]
+    fn a_truncated_file_s_new_start_waits_with_its_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = buffer(dir.path());
+        let buffers = vec![Some(Arc::clone(&b))];
+        let mut held = Held::default();
+        // svc-a's chunk comes first in the queue (it is the one delivered below).
+        b.append("svc-a", &[b"{}"]).unwrap();
+        // Batch 1: file 2's lines (svc-b) wait for delivery.
+        b.append("svc-b", &[b"{}"]).unwrap();
+        held.push(Written::after(
+            &buffers,
+            vec![(file(2), 0, "svc-b".into())],
+            vec![at(2, 20)],
+        ));
+        // Batch 2: file 1 was truncated and is read from its start (to svc-a); its copy,
+        // file 3, is taken up at the offset read before, its lines not read yet.
+        held.push(Written::after(
+            &buffers,
+            vec![(file(1), 0, "svc-a".into())],
+            vec![at(1, 5), at(3, 2000)],
+        ));
+        deliver(&b, "svc-a");
+        assert!(
+            held.release(&buffers).is_empty(),
+            "file 1's new start is not saved before its copy's position"
+        );
+        deliver(&b, "svc-b");
+        assert_eq!(
+            offsets(&held.release(&buffers)),
+            [(2, 20), (1, 5), (3, 2000)]
+        );
     }
 }
