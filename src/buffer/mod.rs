@@ -319,6 +319,18 @@ impl Buffer {
                         },
                         now,
                     );
+                    // If it could not be moved either, it waits like a failed attempt
+                    // (a no-op once it is moved), and this call ends rather than take
+                    // it again at once; the caller comes back when something is due.
+                    let _ = self.store.finish(
+                        &id,
+                        &Outcome::Retry {
+                            after: None,
+                            reason: format!("unreadable: {e}"),
+                        },
+                        now,
+                    );
+                    return None;
                 }
             }
         }
@@ -355,6 +367,9 @@ impl Buffer {
             let _ = self.store.spill_failing();
         }
         if result.is_err() {
+            // A chunk held in memory gets its bytes back (a sender took them): a split
+            // that could not write its halves would otherwise leave nothing to retry.
+            let _ = self.store.spill_taken(&taken.id, &taken.records);
             // The chunk stays in flight in memory: release it so it is retried.
             let _ = self.store.finish(
                 &taken.id,

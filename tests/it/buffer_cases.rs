@@ -356,6 +356,32 @@ fn chunks_in_memory_touch_the_disk_only_when_an_attempt_fails() {
 }
 
 #[test]
+fn a_chunk_in_memory_whose_split_cannot_be_written_is_kept_for_a_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let buffer = Buffer::open(BufferOptions {
+        memory_limit: 1 << 20,
+        ..options(dir.path())
+    })
+    .unwrap();
+    fill(&buffer, 3);
+    let taken = buffer.take(far()).unwrap();
+    assert!(chunk_files(dir.path()).is_empty(), "held in memory");
+    // The first half's file cannot be written (a directory stands in its place).
+    fs::create_dir_all(dir.path().join(format!("chunks/{}a.chunk", taken.id))).unwrap();
+    fs::write(
+        dir.path().join(format!("chunks/{}a.chunk/x", taken.id)),
+        b"",
+    )
+    .unwrap();
+    assert!(buffer.finish(&taken, &Outcome::Split, |_| {}).is_err());
+    let again = buffer.take(far()).unwrap();
+    assert_eq!(
+        (again.id.as_str(), &again.records),
+        (taken.id.as_str(), &taken.records)
+    );
+}
+
+#[test]
 fn memory_full_seals_open_chunks_and_spills_the_oldest_on_request() {
     let dir = tempfile::tempdir().unwrap();
     let opts = BufferOptions {
