@@ -205,6 +205,14 @@ mod tests {
         b.finish(&taken, &Outcome::Delivered, |_| {}).unwrap();
     }
 
+    /// A buffer in a temporary directory, and the worker's list of it.
+    fn one_buffer() -> (tempfile::TempDir, Arc<Buffer>, Vec<Option<Arc<Buffer>>>) {
+        let dir = tempfile::tempdir().unwrap();
+        let b = buffer(dir.path());
+        let buffers = vec![Some(Arc::clone(&b))];
+        (dir, b, buffers)
+    }
+
     fn offsets(released: &[Position]) -> Vec<(u64, u64)> {
         released
             .iter()
@@ -214,9 +222,7 @@ mod tests {
 
     #[test]
     fn a_file_waits_for_its_own_services_and_a_copy_start_for_everything_before() {
-        let dir = tempfile::tempdir().unwrap();
-        let b = buffer(dir.path());
-        let buffers = vec![Some(Arc::clone(&b))];
+        let (_dir, b, buffers) = one_buffer();
         let mut held = Held::default();
         // Batch 1: file 1's lines go to svc-a, file 2's to svc-b.
         b.append("svc-a", &[b"{}"]).unwrap();
@@ -238,9 +244,7 @@ mod tests {
 
     #[test]
     fn a_truncated_file_s_new_start_waits_with_its_copy() {
-        let dir = tempfile::tempdir().unwrap();
-        let b = buffer(dir.path());
-        let buffers = vec![Some(Arc::clone(&b))];
+        let (_dir, b, buffers) = one_buffer();
         let mut held = Held::default();
         // svc-a's chunk comes first in the queue (it is the one delivered below).
         b.append("svc-a", &[b"{}"]).unwrap();
