@@ -161,10 +161,10 @@ impl Secrets {
         self.lock().services.get(service).cloned()
     }
 
-    /// Whether `service` has credentials, re-reading the file first when it may have
-    /// changed.
+    /// Whether `service` had credentials when the file was last read. No re-read: this
+    /// is asked under the buffer's lock, and sends re-read the file often enough (a
+    /// stale answer only decides whether a chunk starts in memory or on disk).
     pub fn has(&self, service: &str) -> bool {
-        self.refresh(false);
         self.lock().services.contains_key(service)
     }
 
