@@ -98,6 +98,16 @@ pub struct Records {
     per_body: usize,
 }
 
+/// What the 8-byte frame header of record `index` becomes when a chunk is laid out as
+/// request bodies of `per_body` records (see [`Records::framed_as_json`]).
+pub(super) fn separator(index: usize, per_body: usize) -> &'static [u8; 8] {
+    match index {
+        0 => b"[       ",
+        _ if index % per_body.max(1) == 0 => b"]      [",
+        _ => b",       ",
+    }
+}
+
 impl Records {
     /// The records at `spans` of `data`.
     pub(super) fn new(data: Vec<u8>, spans: Vec<Range<usize>>) -> Self {
@@ -122,19 +132,26 @@ impl Records {
         frames_start: usize,
         per_body: usize,
     ) -> Self {
+        if let Some(first) = spans.first() {
+            debug_assert_eq!(first.start - 8, frames_start);
+        }
+        for (i, span) in spans.iter().enumerate() {
+            data[span.start - 8..span.start].copy_from_slice(separator(i, per_body));
+        }
+        Self::laid_out_as_json(data, spans, per_body)
+    }
+
+    /// Records whose frame headers already hold their [`separator`]s (written for
+    /// `per_body` records per body): the closing `]` is added and the bodies noted.
+    pub(super) fn laid_out_as_json(
+        mut data: Vec<u8>,
+        spans: Vec<Range<usize>>,
+        per_body: usize,
+    ) -> Self {
         let per = per_body.max(1);
         let header = |span: &Range<usize>| span.start - 8;
         let mut bodies = Vec::new();
-        if let Some(first) = spans.first() {
-            debug_assert_eq!(header(first), frames_start);
-            for (i, span) in spans.iter().enumerate() {
-                let separator = match i {
-                    0 => b"[       ",
-                    _ if i % per == 0 => b"]      [",
-                    _ => b",       ",
-                };
-                data[header(span)..span.start].copy_from_slice(separator);
-            }
+        if !spans.is_empty() {
             data.push(b']');
             for (p, part) in spans.chunks(per).enumerate() {
                 let start = header(&part[0]) + if p == 0 { 0 } else { 7 };

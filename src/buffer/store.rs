@@ -23,6 +23,7 @@ mod memory;
 mod outcome;
 mod seal;
 
+use memory::MemoryChunk;
 use seal::queue_resident;
 
 /// Why records could not be appended.
@@ -53,8 +54,8 @@ struct OpenChunk {
     id: ChunkId,
     /// The file of a chunk written through to disk; `None` for one held in memory.
     file: Option<File>,
-    /// A chunk in memory: its bytes, laid out as its file would be.
-    data: Vec<u8>,
+    /// A chunk in memory: its bytes (empty for a chunk on disk).
+    data: MemoryChunk,
     len: u64,
     records: u64,
     created: Instant,
@@ -70,7 +71,7 @@ struct Resident {
     /// The append generation of its first record (see [`Store::unsafe_floor`]).
     first_gen: u64,
     /// Its bytes; `None` while a sender holds them.
-    data: Option<Vec<u8>>,
+    data: Option<MemoryChunk>,
 }
 
 #[derive(Debug, Clone)]
@@ -303,7 +304,7 @@ impl Store {
                 s.unsynced += incoming;
             }
             None => {
-                open.data.extend_from_slice(framed);
+                open.data.append(framed);
                 s.memory += incoming;
             }
         }
@@ -321,14 +322,13 @@ impl Store {
         let id = format!("{created_ms:013}-{:08x}-{:06}", self.instance, s.seq);
         let (file, data, len) = if self.in_memory() && self.may_hold(s, key) {
             let header = chunk::header(key, created_ms);
-            // Room for a full chunk and the `]` of its request bodies (see `Records`).
-            let capacity = usize::try_from(self.chunk_limit()).unwrap_or(0) + header.len() + 1;
-            let mut data = Vec::with_capacity(capacity);
-            data.extend_from_slice(&header);
+            let limit = usize::try_from(self.chunk_limit()).unwrap_or(0);
+            let per_body = self.per_body.load(Ordering::Relaxed);
+            let data = MemoryChunk::new(&header, limit, per_body);
             (None, data, header.len() as u64)
         } else {
             let (file, len) = chunk::create(&self.chunk_path(&id), key, created_ms)?;
-            (Some(file), Vec::new(), len)
+            (Some(file), MemoryChunk::default(), len)
         };
         Ok(OpenChunk {
             id,

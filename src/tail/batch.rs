@@ -8,6 +8,10 @@ use super::identity::FileKey;
 use super::lines::LongLine;
 use super::positions::Position;
 
+/// Bytes of line data a batch reserves at its first line: a pass stops once it holds 2 MiB,
+/// after the file it was reading gave up to `read_lines_limit` lines.
+const FIRST_RESERVE: usize = 3 << 20;
+
 /// Lines read in one pass over the files, stored in one buffer, and for each file read
 /// the position just past its last complete line in the batch.
 #[derive(Debug, Default)]
@@ -80,6 +84,12 @@ impl Batch {
     }
 
     pub(super) fn push(&mut self, file: usize, bytes: &[u8], offset: u64) {
+        if self.data.capacity() == 0 {
+            // Grown by doubling from nothing, a batch's lines were copied once more by
+            // `realloc`; reserved (address space only until written) as much as a pass
+            // usually reads.
+            self.data.reserve(FIRST_RESERVE);
+        }
         let start = self.data.len();
         self.data.extend_from_slice(bytes);
         self.lines.push(LineRef {
