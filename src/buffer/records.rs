@@ -18,6 +18,14 @@ pub struct Framed {
 }
 
 impl Framed {
+    /// No records yet, with room for `bytes` bytes of framed records.
+    pub fn with_capacity(bytes: usize) -> Self {
+        Framed {
+            bytes: Vec::with_capacity(bytes),
+            ends: Vec::new(),
+        }
+    }
+
     /// Frames `record` after the others.
     pub fn push(&mut self, record: &[u8]) {
         frame(record, &mut self.bytes);

@@ -365,7 +365,7 @@ impl Worker {
         // lines of one file share one path, compared by address).
         let mut routes: Vec<(&std::path::Path, Option<usize>, String)> = Vec::new();
         let (mut emitted, mut invalid) = (0u64, Vec::new());
-        for line in lines {
+        for (i, line) in lines.iter().enumerate() {
             event.clear();
             let origin = Origin {
                 key: line.key,
@@ -414,7 +414,12 @@ impl Worker {
                     {
                         Some((_, _, records)) => records.push(&event),
                         None => {
-                            let mut records = Framed::default();
+                            // Room for every line left, framed, with what the check may
+                            // add (`eventType`, `typeURI`, `observer`, an `id`): grown by
+                            // doubling, the records were copied once more by `realloc`.
+                            // Address space only, until written.
+                            let rest: usize = lines[i..].iter().map(|l| l.bytes.len() + 256).sum();
+                            let mut records = Framed::with_capacity(rest);
                             records.push(&event);
                             let key = accepted.service.into_owned();
                             sorted.buffered.push((index, key, records));
