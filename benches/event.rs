@@ -17,9 +17,13 @@ fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(path).expect("fixture exists")
 }
 
+const WIDE: &str = r#"{"meta":{"serviceProviderName":"svc-0","serviceProviderRegion":"ng","serviceProviderProjectId":"project-0","userAccountIds":["account-1"]},"payload":{"id":"svc-0-0000000001","initiator":{"id":"user1@example.com","typeURI":"service/security/account/user","credential":{"type":"user"}},"target":{"id":"crn:v1:bluemix:public:svc-0:dal09:a/account-1:instance-0::","typeURI":"svc-0/worker"},"action":"svc-0.worker.update","outcome":"success","reason":{"reasonCode":200},"severity":"warning","eventTime":"2026-11-22 20:48:34.94 +0000 UTC","requestData":{"method":"POST","path":"/v2/svc-0/workers/0000000001","requestId":"req-0000000000000001","userAgent":"svc-0-client/1.4.2 (linux; amd64)"},"responseData":{"status":"accepted","workerId":"worker-0000000001","note":"x"},"correlationId":"corr-9e3779b97f4a7c15-0000000001"}}"#;
+
 fn events(c: &mut Criterion) {
     let complete = fixture("strict--complete-legacy-event");
     let noisy = fixture("lenient--seed-at-noisy");
+    // One of W1's events (`at-forwarder generate --wide`, scripts/bench-e2e.sh).
+    let wide = WIDE.as_bytes().to_vec();
     let origin = Origin {
         key: FileKey { dev: 1, ino: 2 },
         offset: 0,
@@ -38,6 +42,7 @@ fn events(c: &mut Criterion) {
             CadfValidation::Lenient,
         ),
         ("strict, complete event", &complete, CadfValidation::Strict),
+        ("lenient, W1 event completed", &wide, CadfValidation::Lenient),
     ] {
         group.throughput(Throughput::Elements(1));
         let validator = Validator::new(level, true);

@@ -17,6 +17,9 @@ use std::borrow::Cow;
 
 use super::envelope::{Fields, Line, Meta, Raw};
 use super::MAX_DEPTH;
+use bitmap::Bitmap;
+
+mod bitmap;
 
 /// Reads `text` (a whole line) as an event envelope, or gives up.
 pub(super) fn scan(text: &str) -> Option<Line<'_>> {
@@ -129,9 +132,9 @@ struct Cursor<'a> {
     text: &'a str,
     b: &'a [u8],
     i: usize,
-    /// Whether the line has control characters at all (tabs as whitespace, or invalid
-    /// ones in strings): only then are strings searched for them.
-    controls: bool,
+    /// Where the `"` and `\\` are; whether the line has control characters at all (tabs
+    /// as whitespace, or invalid ones in strings): only then are strings searched for them.
+    map: Bitmap,
 }
 
 impl<'a> Cursor<'a> {
@@ -141,8 +144,7 @@ impl<'a> Cursor<'a> {
             text,
             b,
             i: 0,
-            // Counted without an early exit, so that it compiles to vector instructions.
-            controls: b.iter().fold(0u8, |n, &c| n | u8::from(c < 0x20)) != 0,
+            map: Bitmap::new(b),
         }
     }
 
@@ -319,8 +321,8 @@ impl<'a> Cursor<'a> {
         let mut escaped = false;
         loop {
             let start = self.i;
-            self.i += quote_or_backslash(&b[start..])?;
-            if self.controls && b[start..self.i].iter().any(|&c| c < 0x20) {
+            self.i = self.map.next(b, start)?;
+            if self.map.controls && b[start..self.i].iter().any(|&c| c < 0x20) {
                 return None;
             }
             if b[self.i] == b'"' {
