@@ -251,6 +251,15 @@ impl Buffer {
         self.store.sync()
     }
 
+    /// Has the open chunks sealed and sent without waiting for their `flush_interval`:
+    /// the input they were filled from has caught up with a backlog, so nothing more is
+    /// coming soon to fill them.
+    pub fn seal_open_soon(&self) {
+        if self.store.seal_open_soon() > 0 {
+            self.ready.notify_one();
+        }
+    }
+
     /// Seals chunks older than `flush_interval` (every open chunk when `all`), making
     /// them ready to send.
     pub fn seal_due(&self, now: Instant, all: bool) -> std::io::Result<usize> {

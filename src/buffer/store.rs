@@ -62,6 +62,8 @@ struct OpenChunk {
     created_ms: u64,
     /// The append generation of its first record.
     first_gen: u64,
+    /// To be sealed without waiting for `flush_interval` ([`Store::seal_open_soon`]).
+    early: bool,
 }
 
 /// A chunk that exists only in memory: not yet on disk, so the tail positions of its
@@ -339,6 +341,7 @@ impl Store {
             created: Instant::now(),
             created_ms,
             first_gen: s.generation,
+            early: false,
         })
     }
 
@@ -431,17 +434,24 @@ impl Store {
         self.lock().counters.quarantined += scan.corrupt.len() as u64;
     }
 
-    /// The next time a waiting chunk becomes due.
-    /// When the oldest open chunk with records comes of age (`flush_interval`).
+    /// When the oldest open chunk with records comes of age (`flush_interval`), or now
+    /// for one marked early.
     pub(super) fn next_seal(&self) -> Option<Instant> {
         let s = self.lock();
         s.open
             .values()
             .filter(|c| c.records > 0)
-            .map(|c| c.created + self.opts.flush_interval)
+            .map(|c| {
+                if c.early {
+                    c.created
+                } else {
+                    c.created + self.opts.flush_interval
+                }
+            })
             .min()
     }
 
+    /// The next time a waiting chunk becomes due.
     pub(super) fn next_due(&self) -> Option<Instant> {
         let s = self.lock();
         s.queue

@@ -279,6 +279,12 @@ impl Worker {
         for rest in unwritten {
             append_until_done(rest).await;
         }
+        if batch.caught_up {
+            // The end of a backlog: its last records go out now, not a flush_interval later.
+            for b in self.buffers.iter().flatten() {
+                b.seal_open_soon();
+            }
+        }
         Ok(Written::after(&self.buffers, routes, batch.positions))
     }
 

@@ -23,6 +23,12 @@ pub struct Batch {
     pub positions: Vec<Position>,
     /// Over-long lines skipped in this pass.
     pub long_lines: Vec<(PathBuf, LongLine)>,
+    /// This pass read every file to its end after one that could not (`read_lines_limit`
+    /// or the pass's size reached): the end of a backlog — a start with files to catch up
+    /// on, a burst of writes, back-pressure let go. What it leaves in open chunks need not
+    /// wait for `flush_interval`: at least `read_lines_limit` lines (or 2 MiB) were read
+    /// since reading was last caught up, so this costs at most one more request per that.
+    pub caught_up: bool,
 }
 
 #[derive(Debug)]
@@ -51,9 +57,13 @@ impl Batch {
         self.lines.len()
     }
 
-    /// True when there are no lines, no positions and no skipped lines.
+    /// True when there are no lines, no positions, no skipped lines, and it does not end
+    /// a backlog.
     pub fn is_empty(&self) -> bool {
-        self.lines.is_empty() && self.positions.is_empty() && self.long_lines.is_empty()
+        self.lines.is_empty()
+            && self.positions.is_empty()
+            && self.long_lines.is_empty()
+            && !self.caught_up
     }
 
     /// The lines, in the order read (file by file, in file order).

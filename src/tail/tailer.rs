@@ -80,6 +80,10 @@ pub struct Tailer {
     lost_copies: Vec<Checkpoint>,
     /// Where the next pass starts reading (after a pass cut short by [`MAX_BATCH_BYTES`]).
     first_read: FileKey,
+    /// The last pass left a file before its end (cut short by [`MAX_BATCH_BYTES`] or by
+    /// `read_lines_limit`): reading is catching up with a backlog (see
+    /// [`Batch::caught_up`]).
+    behind: bool,
 }
 
 /// Bytes of lines one pass reads at most (it ends at a file boundary past it). With
@@ -117,6 +121,7 @@ impl Tailer {
             buf: Vec::new(),
             denied: Default::default(),
             first_read: FileKey { dev: 0, ino: 0 },
+            behind: false,
             lost_copies: Vec::new(),
         })
     }
@@ -398,6 +403,7 @@ impl Tailer {
             opts,
             buf,
             first_read,
+            behind,
             ..
         } = self;
         // Memory in flight is bounded by bytes, not by files: with many rotated files
@@ -419,6 +425,7 @@ impl Tailer {
                 for left in &order[i..] {
                     files.get_mut(left).expect("collected above").at_eof = false;
                 }
+                *behind = true;
                 return;
             }
             let w = files.get_mut(key).expect("collected above");
@@ -427,6 +434,11 @@ impl Tailer {
                 w.file = None;
             }
         }
+        // Behind: a file was left before its end (`read_lines_limit`); caught up once a
+        // pass reads every file to its end.
+        let at_ends = files.values().all(|w| w.at_eof);
+        batch.caught_up = *behind && at_ends;
+        *behind = !at_ends;
     }
 
     /// Lets go of vanished files that are drained, whose lines are all saved downstream,

@@ -299,3 +299,44 @@ async fn sigterm_mid_load_flushes_and_exits_0() {
     assert_eq!(terminate(&mut daemon), Some(0));
     assert_eq!(ids.lock().unwrap().iter().collect::<HashSet<_>>().len(), n);
 }
+
+/// A backlog larger than one pass reads (2 MiB) is sent whole without waiting for
+/// `flush_interval`, here an hour; events written one at a time afterwards wait for it
+/// (their chunk stays open) until the stop flushes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_end_of_a_backlog_goes_out_at_once_and_a_trickle_waits_for_flush_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, ids) = counting_server();
+    let conf = at_config(dir.path(), &server.url());
+    let text = std::fs::read_to_string(&conf).unwrap();
+    std::fs::write(&conf, text.replace("flush_interval 1s", "flush_interval 1h")).unwrap();
+    let n = 12_000; // ~290 bytes each: 3.4 MB in two files
+    for file in ["a", "b"] {
+        append(
+            &dir.path().join(format!("logs/{file}.log")),
+            &(0..n / 2)
+                .map(|i| event(&format!("{file}{i}")))
+                .collect::<String>(),
+        );
+    }
+    let port = free_port();
+    let mut daemon = start(&conf, port);
+    let metrics = format!("http://127.0.0.1:{port}/metrics");
+    let distinct = || ids.lock().unwrap().iter().collect::<HashSet<_>>().len();
+    poll_until(&metrics, |_, _| distinct() == n).await;
+    append(&dir.path().join("logs/a.log"), &event("late"));
+    let open_with_late = |body: &str| {
+        metric(body, "at_forwarder_events_emitted_total") == n as u64 + 1
+            && body
+                .lines()
+                .any(|l| l.contains("state=\"open\"") && l.ends_with(" 1"))
+    };
+    poll_until(&metrics, |_, b| open_with_late(b)).await;
+    assert!(
+        !ids.lock().unwrap().iter().any(|id| id == "late"),
+        "a single new event waits in its open chunk"
+    );
+    assert_eq!(terminate(&mut daemon), Some(0));
+    assert!(ids.lock().unwrap().iter().any(|id| id == "late"), "flushed at the stop");
+    assert_eq!(distinct(), n + 1);
+}

@@ -77,7 +77,20 @@ impl Store {
         }
     }
 
-    /// Seals open chunks older than `flush_interval` (all of them when `all`).
+    /// Marks the open chunks with records to be sealed at the next [`Store::seal_due`],
+    /// whatever their age; returns how many.
+    pub(in crate::buffer) fn seal_open_soon(&self) -> usize {
+        let mut s = self.lock();
+        let mut marked = 0;
+        for c in s.open.values_mut().filter(|c| c.records > 0) {
+            c.early = true;
+            marked += 1;
+        }
+        marked
+    }
+
+    /// Seals open chunks older than `flush_interval` or marked early (all of them when
+    /// `all`).
     pub(in crate::buffer) fn seal_due(&self, now: Instant, all: bool) -> io::Result<usize> {
         let filled = self.seal_full()?;
         let mut s = self.lock();
@@ -86,7 +99,9 @@ impl Store {
             .iter()
             .filter(|(_, c)| {
                 c.records > 0
-                    && (all || now.saturating_duration_since(c.created) >= self.opts.flush_interval)
+                    && (all
+                        || c.early
+                        || now.saturating_duration_since(c.created) >= self.opts.flush_interval)
             })
             .map(|(k, _)| k.clone())
             .collect();
