@@ -42,7 +42,11 @@ fn events(c: &mut Criterion) {
             CadfValidation::Lenient,
         ),
         ("strict, complete event", &complete, CadfValidation::Strict),
-        ("lenient, W1 event completed", &wide, CadfValidation::Lenient),
+        (
+            "lenient, W1 event completed",
+            &wide,
+            CadfValidation::Lenient,
+        ),
     ] {
         group.throughput(Throughput::Elements(1));
         let validator = Validator::new(level, true);

@@ -109,6 +109,21 @@ pub fn frame(record: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(record);
 }
 
+/// Records framed without their CRCs (as [`super::Framed`] holds them) with the CRCs
+/// filled in, as a chunk file holds them.
+pub fn with_crcs(framed: &[u8]) -> Vec<u8> {
+    let mut out = framed.to_vec();
+    let mut at = 0;
+    while let Some(header) = out.get(at..at + 8) {
+        let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+        let end = (at + 8 + len).min(out.len());
+        let crc = crc32c::crc32c(&out[at + 8..end]);
+        out[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());
+        at = end;
+    }
+    out
+}
+
 /// Creates a chunk file with its header (not yet fsynced) and returns it open for appends.
 pub fn create(path: &Path, key: &str, created_ms: u64) -> io::Result<(File, u64)> {
     let mut file = OpenOptions::new()

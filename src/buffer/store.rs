@@ -296,7 +296,7 @@ impl Store {
         let open = s.open.get_mut(key).expect("opened above");
         match &mut open.file {
             Some(file) => {
-                if let Err(e) = file.write_all(framed) {
+                if let Err(e) = file.write_all(&chunk::with_crcs(framed)) {
                     // A partial append (a full disk) is cut back, so the file stays readable.
                     if let Err(e2) = chunk::truncate(file, open.len) {
                         error!(chunk = %open.id, error = %e2, "Could not cut back a partial append; recovery will at start-up.");

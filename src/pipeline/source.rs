@@ -10,17 +10,19 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::Receiver;
 use tracing::{error, info, warn};
 
-use crate::buffer::{Buffer, Framed};
+use crate::buffer::Buffer;
 use crate::config::value::ConfigEnum;
-use crate::config::{Config, Output, SourceKind};
-use crate::event::dead_letter::{DeadLetter, DeadLetterStore};
-use crate::event::{Origin, Reason, Validator};
+use crate::config::{Config, SourceKind};
+use crate::event::dead_letter::DeadLetterStore;
+use crate::event::Validator;
 use crate::tail::ahead::AheadFile;
 use crate::tail::{Batch, Position, PositionStore};
 
 use super::append::{append_pieces, append_until_done, Unwritten};
-use super::held::{Held, Routes, Written};
-use crate::tail::identity::FileKey;
+use sort::Sorted;
+
+mod sort;
+use super::held::{Held, Written};
 
 pub(super) struct Worker {
     config: Arc<Config>,
@@ -60,17 +62,6 @@ type WriteFuture =
 /// to disk, so that its positions can be saved; after it, their lines are read again at
 /// the next start.
 const SAFE_DEADLINE: Duration = Duration::from_secs(10);
-
-/// A batch sorted by destination.
-#[derive(Default)]
-struct Sorted {
-    stdout: Vec<u8>,
-    /// (match index, key, records).
-    buffered: Vec<(usize, String, Framed)>,
-    letters: Vec<DeadLetter>,
-    /// Which keys each file's lines went to.
-    routes: Routes,
-}
 
 impl Worker {
     pub(super) fn new(
@@ -329,154 +320,6 @@ impl Worker {
         }
         Ok(unwritten)
     }
-
-    /// Checks, routes and sorts a batch's lines; a large batch is split across two threads
-    /// (the machine's cores), each half keeping its lines' order.
-    fn sort(&self, batch: &Batch) -> Sorted {
-        let lines: Vec<crate::tail::Line<'_>> = batch.lines().collect();
-        let mut sorted = if lines.len() >= PARALLEL_FROM {
-            let (first, second) = lines.split_at(lines.len() / 2);
-            let (a, b) = std::thread::scope(|scope| {
-                let other = scope.spawn(|| self.sort_lines(second));
-                (self.sort_lines(first), other.join())
-            });
-            let mut a = a;
-            match b {
-                Ok(b) => a.merge(b),
-                Err(_) => a.merge(self.sort_lines(second)),
-            }
-            a
-        } else {
-            self.sort_lines(&lines)
-        };
-        let SourceKind::Tail(tail) = &self.config.sources[self.source].kind;
-        for (path, long) in &batch.long_lines {
-            let message = format!(
-                "line of {} bytes, longer than max_line_size {}",
-                long.len, tail.max_line_size
-            );
-            let mut letter = DeadLetter::new(Reason::LineTooLong, message, path, long.offset, b"");
-            letter.length = long.len;
-            sorted.letters.push(letter);
-        }
-        sorted
-    }
-
-    fn sort_lines(&self, lines: &[crate::tail::Line<'_>]) -> Sorted {
-        let source = &self.config.sources[self.source];
-        let SourceKind::Tail(tail) = &source.kind;
-        let mut sorted = Sorted::default();
-        let mut event = Vec::new();
-        // Lines of one file share a tag, hence a route: look it up once per file (a batch's
-        // lines of one file share one path, compared by address).
-        let mut routes: Vec<(&std::path::Path, Option<usize>, String)> = Vec::new();
-        let (mut emitted, mut invalid) = (0u64, Vec::new());
-        for (i, line) in lines.iter().enumerate() {
-            event.clear();
-            let origin = Origin {
-                key: line.key,
-                offset: line.offset,
-            };
-            let accepted = match self.validator.check(line.bytes, origin, &mut event) {
-                Ok(a) => a,
-                Err(r) => {
-                    invalid.push(r.reason.name());
-                    sorted.letters.push(DeadLetter::new(
-                        r.reason,
-                        r.to_string(),
-                        line.path,
-                        line.offset,
-                        line.bytes,
-                    ));
-                    continue;
-                }
-            };
-            let known = routes
-                .iter()
-                .position(|(p, _, _)| std::ptr::eq(*p, line.path));
-            let known = known.unwrap_or_else(|| {
-                let tag = tail.tag.expand(&line.path.to_string_lossy());
-                let route = self
-                    .config
-                    .route(source.directive.label.as_deref(), &tag)
-                    .and_then(|m| self.config.matches.iter().position(|x| std::ptr::eq(x, m)));
-                routes.push((line.path, route, tag));
-                routes.len() - 1
-            });
-            let (_, route, tag) = &routes[known];
-            match route.map(|i| (i, &self.config.matches[i].output)) {
-                Some((_, Output::Stdout)) => {
-                    emitted += 1;
-                    sorted.stdout.extend_from_slice(&event);
-                    sorted.stdout.push(b'\n');
-                }
-                Some((index, Output::ActivityTracker(_))) => {
-                    emitted += 1;
-                    note_route(&mut sorted.routes, line.key, index, &accepted.service);
-                    match sorted
-                        .buffered
-                        .iter_mut()
-                        .find(|(i, k, _)| *i == index && *k == accepted.service)
-                    {
-                        Some((_, _, records)) => records.push(&event),
-                        None => {
-                            // Room for every line left, framed, with what the check may
-                            // add (`eventType`, `typeURI`, `observer`, an `id`): grown by
-                            // doubling, the records were copied once more by `realloc`.
-                            // Address space only, until written.
-                            let rest: usize = lines[i..].iter().map(|l| l.bytes.len() + 256).sum();
-                            let mut records = Framed::with_capacity(rest);
-                            records.push(&event);
-                            let key = accepted.service.into_owned();
-                            sorted.buffered.push((index, key, records));
-                        }
-                    }
-                }
-                None => sorted.letters.push(DeadLetter::new(
-                    Reason::Unroutable,
-                    format!("no <match> receives tag '{tag}'"),
-                    line.path,
-                    line.offset,
-                    line.bytes,
-                )),
-            }
-        }
-        let metrics = crate::metrics::global();
-        metrics
-            .events_emitted
-            .fetch_add(emitted, std::sync::atomic::Ordering::Relaxed);
-        for reason in invalid {
-            metrics.invalid(reason);
-        }
-        sorted
-    }
-}
-
-/// Batches with at least this many lines are checked on two threads.
-const PARALLEL_FROM: usize = 2000;
-
-impl Sorted {
-    /// Appends `other` (the later lines) to this one, keeping each output's order.
-    fn merge(&mut self, other: Sorted) {
-        self.stdout.extend_from_slice(&other.stdout);
-        self.letters.extend(other.letters);
-        for (file, index, key) in other.routes {
-            note_route(&mut self.routes, file, index, &key);
-        }
-        // Kept as separate groups (a key may then have two, appended in order): joining
-        // them copied half of every large batch.
-        self.buffered.extend(other.buffered);
-    }
-}
-
-/// Notes that a line of `file` went to `key` of match `index` (once per batch).
-fn note_route(routes: &mut Routes, file: FileKey, index: usize, key: &str) {
-    let known = |(f, i, k): &(FileKey, usize, String)| *f == file && *i == index && k == key;
-    // Consecutive lines mostly share file and key: the last entry first.
-    if routes.last().is_some_and(known) || routes.iter().any(known) {
-        return;
-    }
-    routes.push((file, index, key.to_string()));
 }
 
 /// Later positions replace earlier ones of the same file.

@@ -309,7 +309,11 @@ async fn the_end_of_a_backlog_goes_out_at_once_and_a_trickle_waits_for_flush_int
     let (server, ids) = counting_server();
     let conf = at_config(dir.path(), &server.url());
     let text = std::fs::read_to_string(&conf).unwrap();
-    std::fs::write(&conf, text.replace("flush_interval 1s", "flush_interval 1h")).unwrap();
+    std::fs::write(
+        &conf,
+        text.replace("flush_interval 1s", "flush_interval 1h"),
+    )
+    .unwrap();
     let n = 12_000; // ~290 bytes each: 3.4 MB in two files
     for file in ["a", "b"] {
         append(
@@ -337,6 +341,9 @@ async fn the_end_of_a_backlog_goes_out_at_once_and_a_trickle_waits_for_flush_int
         "a single new event waits in its open chunk"
     );
     assert_eq!(terminate(&mut daemon), Some(0));
-    assert!(ids.lock().unwrap().iter().any(|id| id == "late"), "flushed at the stop");
+    assert!(
+        ids.lock().unwrap().iter().any(|id| id == "late"),
+        "flushed at the stop"
+    );
     assert_eq!(distinct(), n + 1);
 }

@@ -361,10 +361,16 @@ mod tests {
         }
         let records = data.clone().into_records(usize::MAX);
         assert_eq!(records, events);
-        for (part, body) in [(0..2, "[{\"a\":1},{\"b\":[2]}]"), (2..4, "[{},{\"d\":\"x\"}]")] {
+        for (part, body) in [
+            (0..2, "[{\"a\":1},{\"b\":[2]}]"),
+            (2..4, "[{},{\"d\":\"x\"}]"),
+        ] {
             let json = records.json(part).expect("laid out in bodies of two");
             let parsed: serde_json::Value = serde_json::from_slice(&json).unwrap();
-            assert_eq!(parsed, serde_json::from_str::<serde_json::Value>(body).unwrap());
+            assert_eq!(
+                parsed,
+                serde_json::from_str::<serde_json::Value>(body).unwrap()
+            );
         }
         // Written to disk: a chunk file that reads back whole, CRCs and all.
         let dir = tempfile::tempdir().unwrap();

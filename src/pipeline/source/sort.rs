@@ -1,0 +1,210 @@
+//! Checking a batch's lines and sorting them by destination: the records of each buffer
+//! and key, standard output, dead letters, and which keys each file's lines went to.
+
+use crate::buffer::Framed;
+use crate::config::value::ConfigEnum;
+use crate::config::{Output, SourceKind};
+use crate::event::dead_letter::DeadLetter;
+use crate::event::{Origin, Reason};
+use crate::pipeline::held::Routes;
+use crate::tail::identity::FileKey;
+use crate::tail::{Batch, Line};
+
+use super::Worker;
+
+/// A batch sorted by destination.
+#[derive(Default)]
+pub(super) struct Sorted {
+    pub(super) stdout: Vec<u8>,
+    /// (match index, key, records).
+    pub(super) buffered: Vec<(usize, String, Framed)>,
+    pub(super) letters: Vec<DeadLetter>,
+    /// Which keys each file's lines went to.
+    pub(super) routes: Routes,
+}
+
+impl Worker {
+    /// Checks, routes and sorts a batch's lines; a large batch is split across two threads
+    /// (the machine's cores), each half keeping its lines' order.
+    pub(super) fn sort(&self, batch: &Batch) -> Sorted {
+        let lines: Vec<Line<'_>> = batch.lines().collect();
+        let mut sorted = if lines.len() >= PARALLEL_FROM {
+            let (first, second) = lines.split_at(lines.len() / 2);
+            let (a, b) = std::thread::scope(|scope| {
+                let other = scope.spawn(|| self.sort_lines(second));
+                (self.sort_lines(first), other.join())
+            });
+            let mut a = a;
+            match b {
+                Ok(b) => a.merge(b),
+                Err(_) => a.merge(self.sort_lines(second)),
+            }
+            a
+        } else {
+            self.sort_lines(&lines)
+        };
+        let SourceKind::Tail(tail) = &self.config.sources[self.source].kind;
+        for (path, long) in &batch.long_lines {
+            let message = format!(
+                "line of {} bytes, longer than max_line_size {}",
+                long.len, tail.max_line_size
+            );
+            let mut letter = DeadLetter::new(Reason::LineTooLong, message, path, long.offset, b"");
+            letter.length = long.len;
+            sorted.letters.push(letter);
+        }
+        sorted
+    }
+
+    fn sort_lines(&self, lines: &[Line<'_>]) -> Sorted {
+        let source = &self.config.sources[self.source];
+        let SourceKind::Tail(tail) = &source.kind;
+        let mut sorted = Sorted::default();
+        let mut event = Vec::new();
+        // Lines of one file share a tag, hence a route: looked up once per file (a batch's
+        // lines of one file share one path, compared by address).
+        let mut files: Vec<FileRoute<'_>> = Vec::new();
+        let (mut emitted, mut invalid) = (0u64, Vec::new());
+        for (i, line) in lines.iter().enumerate() {
+            let origin = Origin {
+                key: line.key,
+                offset: line.offset,
+            };
+            let file = match files.iter().position(|f| std::ptr::eq(f.path, line.path)) {
+                Some(known) => known,
+                None => {
+                    let tag = tail.tag.expand(&line.path.to_string_lossy());
+                    let route = self
+                        .config
+                        .route(source.directive.label.as_deref(), &tag)
+                        .and_then(|m| self.config.matches.iter().position(|x| std::ptr::eq(x, m)));
+                    files.push(FileRoute {
+                        path: line.path,
+                        route,
+                        tag,
+                        group: None,
+                    });
+                    files.len() - 1
+                }
+            };
+            // The event is written straight into the records of the group this file's last
+            // line went to (its frame filled in after), not built aside and copied there.
+            event.clear();
+            let guess = files[file].group;
+            let checked = match guess.map(|g| &mut sorted.buffered[g].2) {
+                Some(records) => {
+                    records.push_with(|out| self.validator.check(line.bytes, origin, out))
+                }
+                None => self.validator.check(line.bytes, origin, &mut event),
+            };
+            let accepted = match checked {
+                Ok(a) => a,
+                Err(r) => {
+                    invalid.push(r.reason.name());
+                    sorted.letters.push(DeadLetter::new(
+                        r.reason,
+                        r.to_string(),
+                        line.path,
+                        line.offset,
+                        line.bytes,
+                    ));
+                    continue;
+                }
+            };
+            emitted += 1;
+            let route = files[file].route;
+            let Some(Output::ActivityTracker(_)) = route.map(|i| &self.config.matches[i].output)
+            else {
+                // Only a file routed to a buffer has a group to guess.
+                debug_assert!(guess.is_none());
+                match route {
+                    Some(_) => {
+                        sorted.stdout.extend_from_slice(&event);
+                        sorted.stdout.push(b'\n');
+                    }
+                    None => {
+                        emitted -= 1;
+                        sorted.letters.push(DeadLetter::new(
+                            Reason::Unroutable,
+                            format!("no <match> receives tag '{}'", files[file].tag),
+                            line.path,
+                            line.offset,
+                            line.bytes,
+                        ));
+                    }
+                }
+                continue;
+            };
+            let index = route.expect("matched above");
+            note_route(&mut sorted.routes, line.key, index, &accepted.service);
+            let group = (sorted.buffered.iter())
+                .rposition(|(i, k, _)| *i == index && *k == accepted.service);
+            if group.is_some() && group == guess {
+                continue;
+            }
+            if let Some(g) = guess {
+                // Another service than this file's last line: moved to its own group.
+                sorted.buffered[g].2.pop_into(&mut event);
+            }
+            let group = group.unwrap_or_else(|| {
+                // Room for every line left, framed, with what the check may add
+                // (`eventType`, `typeURI`, `observer`, an `id`): grown by doubling, the
+                // records were copied once more by `realloc`. Address space only, until
+                // written.
+                let rest: usize = lines[i..].iter().map(|l| l.bytes.len() + 256).sum();
+                let key = accepted.service.to_string();
+                sorted
+                    .buffered
+                    .push((index, key, Framed::with_capacity(rest)));
+                sorted.buffered.len() - 1
+            });
+            sorted.buffered[group].2.push(&event);
+            files[file].group = Some(group);
+        }
+        let metrics = crate::metrics::global();
+        metrics
+            .events_emitted
+            .fetch_add(emitted, std::sync::atomic::Ordering::Relaxed);
+        for reason in invalid {
+            metrics.invalid(reason);
+        }
+        sorted
+    }
+}
+
+/// Batches with at least this many lines are checked on two threads.
+const PARALLEL_FROM: usize = 2000;
+
+impl Sorted {
+    /// Appends `other` (the later lines) to this one, keeping each output's order.
+    fn merge(&mut self, other: Sorted) {
+        self.stdout.extend_from_slice(&other.stdout);
+        self.letters.extend(other.letters);
+        for (file, index, key) in other.routes {
+            note_route(&mut self.routes, file, index, &key);
+        }
+        // Kept as separate groups (a key may then have two, appended in order): joining
+        // them copied half of every large batch.
+        self.buffered.extend(other.buffered);
+    }
+}
+
+/// Notes that a line of `file` went to `key` of match `index` (once per batch).
+fn note_route(routes: &mut Routes, file: FileKey, index: usize, key: &str) {
+    let known = |(f, i, k): &(FileKey, usize, String)| *f == file && *i == index && k == key;
+    // Consecutive lines mostly share file and key: the last entry first.
+    if routes.last().is_some_and(known) || routes.iter().any(known) {
+        return;
+    }
+    routes.push((file, index, key.to_string()));
+}
+
+/// Where one file's lines go, looked up at its first line in a batch.
+struct FileRoute<'a> {
+    path: &'a std::path::Path,
+    /// The `<match>` its tag selects.
+    route: Option<usize>,
+    tag: String,
+    /// The group (of `Sorted::buffered`) its last line went to.
+    group: Option<usize>,
+}
