@@ -157,8 +157,28 @@ pub(super) fn offset_in(line: &str, raw: Raw<'_>) -> usize {
 
 /// A raw value that is a non-empty string, as that string.
 pub(super) fn string<'a>(raw: Option<Raw<'a>>) -> Option<std::borrow::Cow<'a, str>> {
-    let s: std::borrow::Cow<'a, str> = serde_json::from_str(raw?.get()).ok()?;
+    let s = text_of(raw?)?;
     (!s.trim().is_empty()).then_some(s)
+}
+
+/// A raw value read as a string (`None` if it is not one): borrowed from the line when
+/// it holds no escape, as most do, else decoded by serde_json (which was 5 % of the
+/// check, for `eventTime` and `meta.userAccountIds` in every event).
+pub(super) fn text_of(raw: Raw<'_>) -> Option<std::borrow::Cow<'_, str>> {
+    let text = raw.get();
+    if let Some(inner) = plain_string(text) {
+        return Some(std::borrow::Cow::Borrowed(inner));
+    }
+    serde_json::from_str(text).ok()
+}
+
+/// The content of `text` when it is a JSON string without escapes: quoted, with no `"`
+/// or `\` inside.
+pub(super) fn plain_string(text: &str) -> Option<&str> {
+    let inner = text.strip_prefix('"')?.strip_suffix('"')?;
+    memchr::memchr2(b'"', b'\\', inner.as_bytes())
+        .is_none()
+        .then_some(inner)
 }
 
 /// Whether a raw value is present and not `null`.

@@ -234,7 +234,7 @@ impl Validator {
         }
         let mut time = None;
         if let Some(raw) = cadf.event_time.filter(|r| present(Some(*r))) {
-            let value: Option<Cow<'_, str>> = serde_json::from_str(raw.get()).ok();
+            let value: Option<Cow<'_, str>> = envelope::text_of(raw);
             match value
                 .as_deref()
                 .ok_or_else(|| "it is not a string".to_string())
@@ -380,7 +380,7 @@ fn check_user_copy(
     let accounts: Option<AccountIds> = meta
         .user_account_ids
         .filter(|r| present(Some(*r)))
-        .map(|r| serde_json::from_str(r.get()).unwrap_or_default());
+        .map(|r| AccountIds::read(r.get()));
     if let Some(ids) = accounts {
         if ids.entries != 1 || ids.good != 1 {
             problems.push((
@@ -415,6 +415,21 @@ fn check_user_copy(
 struct AccountIds {
     entries: usize,
     good: usize,
+}
+
+impl AccountIds {
+    /// Reads `text`, a raw JSON value; a list of one plain string (the usual case) without
+    /// serde_json.
+    fn read(text: &str) -> Self {
+        let one = text.strip_prefix('[').and_then(|t| t.strip_suffix(']'));
+        if let Some(id) = one.and_then(envelope::plain_string) {
+            return AccountIds {
+                entries: 1,
+                good: usize::from(!id.trim().is_empty()),
+            };
+        }
+        serde_json::from_str(text).unwrap_or_default()
+    }
 }
 
 impl<'de> serde::Deserialize<'de> for AccountIds {

@@ -153,3 +153,39 @@ fn nesting_beyond_the_limit_is_refused_and_brackets_in_strings_do_not_count() {
     let in_string = NOISY.replace("rbertram@us.ibm.com", &brackets);
     assert!(run(Lenient, &in_string).is_ok());
 }
+
+#[test]
+fn strings_and_account_lists_read_without_serde_as_serde_reads_them() {
+    let with_serde = |text: &str| -> AccountIds { serde_json::from_str(text).unwrap_or_default() };
+    for text in [
+        r#"["a-1"]"#,
+        r#"["  "]"#,
+        r#"[""]"#,
+        r#"["a","b"]"#,
+        r#"[ "a" ]"#,
+        r#"["a\"b"]"#,
+        r#"["\u0041"]"#,
+        r#"[null]"#,
+        r#"[]"#,
+        r#""a""#,
+    ] {
+        let (fast, slow) = (AccountIds::read(text), with_serde(text));
+        assert_eq!(
+            (fast.entries, fast.good),
+            (slow.entries, slow.good),
+            "{text}"
+        );
+    }
+    for text in [
+        r#""2026-11-22 20:48:34.94 +0000 UTC""#,
+        r#""a\"b""#,
+        r#""\u00e9""#,
+        "12",
+        "null",
+    ] {
+        let raw = serde_json::from_str::<&serde_json::value::RawValue>(text).unwrap();
+        let slow: Option<String> = serde_json::from_str(text).ok();
+        let fast = envelope::text_of(Raw::new(raw.get()));
+        assert_eq!(fast.as_deref(), slow.as_deref(), "{text}");
+    }
+}
