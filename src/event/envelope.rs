@@ -352,7 +352,7 @@ impl Edits {
 
     /// The line with the edits applied, appended to `out`. Members added at one place are
     /// joined with commas, and followed by one when the object had members.
-    pub(super) fn apply(mut self, line: &str, out: &mut Vec<u8>) {
+    pub(super) fn apply(&mut self, line: &str, out: &mut Vec<u8>) {
         let edits = &mut self.edits[..self.len];
         edits.sort_by_key(|e| e.start);
         out.reserve(

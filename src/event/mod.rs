@@ -142,10 +142,10 @@ impl Validator {
             let e = serde_json::from_str::<serde::de::IgnoredAny>(text).err();
             return Err(e.map_or_else(|| not_an_object(text), |e| json_rejection(&e)));
         }
-        let mut parsed = match scan::scan(text) {
-            Some(parsed) => parsed,
-            None => self.read_carefully(text)?,
-        };
+        let mut parsed = Line::default();
+        if scan::scan_into(text, &mut parsed).is_none() {
+            parsed = self.read_carefully(text)?;
+        }
         if self.level == CadfValidation::Off {
             let service = service_of(parsed.meta.map(|m| m.service))?;
             out.extend_from_slice(line);
@@ -155,11 +155,15 @@ impl Validator {
             });
         }
         let service = service_of(parsed.meta.as_mut().map(|m| m.service.take()))?;
-        let (cadf, at) = match parsed.payload {
+        let top;
+        let (cadf, at) = match &parsed.payload {
             Some(payload) => (payload, "payload."),
-            None => (parsed.top_fields(), ""),
+            None => {
+                top = parsed.top_fields();
+                (&top, "")
+            }
         };
-        let time = self.problems(&parsed, &cadf, at)?;
+        let time = self.problems(&parsed, cadf, at)?;
         let mut edits = Edits::default();
         let anchor = match at {
             "" => Some(Anchor::ObjectStart(text.len() - text.trim_start().len())),
@@ -171,7 +175,7 @@ impl Validator {
         let anchor = anchor
             .or_else(|| payload_start(text))
             .expect("an accepted payload is an object in the line");
-        self.complete(text, &cadf, anchor, origin, &mut edits);
+        self.complete(text, cadf, anchor, origin, &mut edits);
         if let (true, Some((raw, t))) = (self.normalize_time, time) {
             let mut normal = Short::default();
             let written = write!(normal, "\"").and_then(|()| t.write_at_format(&mut normal));

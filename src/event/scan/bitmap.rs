@@ -46,6 +46,7 @@ impl Bitmap {
     }
 
     /// The first `"` or `\` of `b` (the line) at or after `from`.
+    #[inline(always)]
     pub(super) fn next(&self, b: &[u8], from: usize) -> Option<usize> {
         let mut word = from / 64;
         if from < self.covered {
