@@ -28,8 +28,9 @@
 //!
 //! # States
 //!
-//! open (receiving records) → sealed (by `chunk_limit_size`, `chunk_limit_records`, or age
-//! `flush_interval`; fsynced when on disk) → in flight → deleted once
+//! open (receiving records) → sealed (by `chunk_limit_size`, `chunk_limit_records`, age
+//! `flush_interval`, or [`Buffer::seal_open_soon`] when the input caught up with a
+//! backlog; fsynced when on disk) → in flight → deleted once
 //! the endpoint accepted it, or back to sealed with a later `next_attempt`, or moved to
 //! `backup/`. One chunk per key is in flight at a time, oldest first, so each service's
 //! events stay in order while a failing service never holds back another.

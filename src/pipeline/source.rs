@@ -259,6 +259,7 @@ impl Worker {
         // One hop to a blocking thread per batch: checks, dead letters, stdout, and a first
         // attempt at every append (which succeeds unless the buffer is full or failing).
         let w = Arc::clone(&self);
+        let batch = Arc::new(batch);
         let (unwritten, routes, batch) = tokio::task::spawn_blocking(move || {
             let mut sorted = w.sort(&batch);
             let routes = std::mem::take(&mut sorted.routes);
@@ -276,7 +277,11 @@ impl Worker {
                 b.seal_open_soon();
             }
         }
-        Ok(Written::after(&self.buffers, routes, batch.positions))
+        Ok(Written::after(
+            &self.buffers,
+            routes,
+            batch.positions.clone(),
+        ))
     }
 
     /// Writes a sorted batch: dead letters, stdout, then each key's records to its buffer;

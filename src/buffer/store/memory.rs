@@ -1,9 +1,11 @@
 //! Chunks held in memory (`memory_limit_size` above 0): a chunk lives only in memory
 //! while it is open, queued and sent, and is written to disk — *spilled* — only when it
 //! cannot be delivered at once: a failed attempt, a rejection, memory full for longer
-//! than the wait the pipeline allows, or shutdown. Its bytes are laid out exactly as its
-//! file would be, so a spill is one write (temp file, fsync, rename, fsync of the
-//! directory) and everything after it treats the chunk as any other on disk. A key that
+//! than the wait the pipeline allows, or shutdown. Its bytes are laid out as its file
+//! would be, but each record's frame header holds, in memory, its separator in the
+//! request bodies ([`MemoryChunk`]); a spill puts the frame headers back and writes the
+//! bytes at once (temp file, fsync, rename, fsync of the directory), and everything after
+//! it treats the chunk as any other on disk. A key that
 //! could not go out at once anyway — failing, or one the output cannot send
 //! ([`crate::buffer::Sink::can_send`]) — gets files from the start ([`Store::may_hold`]).
 //!
