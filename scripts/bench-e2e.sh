@@ -128,7 +128,7 @@ print(f"W1 backlog, compress {comp}: {events} events ({size/events:.0f} bytes av
 print(f"  throughput     {events/secs:,.0f} events/s, {size/secs/1e6:.1f} MB/s")
 print(f"  forwarder CPU  {cpu:.2f} s user+sys = {cpu/events*1e6:.2f} CPU-s per million events")
 print(f"  peak RSS       {hwm} MiB")
-print(f"  99 % received  after {float(t99) - float(t0):.2f} s (the last chunks wait for flush_interval, 1 s)")
+print(f"  99 % received  after {float(t99) - float(t0):.2f} s")
 PY
   echo "  receiver CPU   $(awk -v t="$TCK" '{printf "%.2f", ($14 + $15) / t}' "/proc/$rpid/stat") s (same machine)"
   if [ -n "${THREADS:-}" ]; then thread_cpu "$fpid"; fi
