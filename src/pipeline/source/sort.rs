@@ -121,31 +121,29 @@ impl Worker {
                     continue;
                 }
             };
-            emitted += 1;
-            let route = files[file].route;
-            let Some(Output::ActivityTracker(_)) = route.map(|i| &self.config.matches[i].output)
-            else {
-                // Only a file routed to a buffer has a group to guess.
-                debug_assert!(guess.is_none());
-                match route {
-                    Some(_) => {
-                        sorted.stdout.extend_from_slice(&event);
-                        sorted.stdout.push(b'\n');
-                    }
-                    None => {
-                        emitted -= 1;
-                        sorted.letters.push(DeadLetter::new(
-                            Reason::Unroutable,
-                            format!("no <match> receives tag '{}'", files[file].tag),
-                            line.path,
-                            line.offset,
-                            line.bytes,
-                        ));
-                    }
+            // Only a file routed to a buffer has a group to guess.
+            let index = match files[file].route {
+                Some(i) if matches!(self.config.matches[i].output, Output::ActivityTracker(_)) => i,
+                Some(_) => {
+                    debug_assert!(guess.is_none());
+                    emitted += 1;
+                    sorted.stdout.extend_from_slice(&event);
+                    sorted.stdout.push(b'\n');
+                    continue;
                 }
-                continue;
+                None => {
+                    debug_assert!(guess.is_none());
+                    sorted.letters.push(DeadLetter::new(
+                        Reason::Unroutable,
+                        format!("no <match> receives tag '{}'", files[file].tag),
+                        line.path,
+                        line.offset,
+                        line.bytes,
+                    ));
+                    continue;
+                }
             };
-            let index = route.expect("matched above");
+            emitted += 1;
             note_route(&mut sorted.routes, line.key, index, &accepted.service);
             let group = (sorted.buffered.iter())
                 .rposition(|(i, k, _)| *i == index && *k == accepted.service);
