@@ -158,3 +158,48 @@ fn events_flow_to_stdout_bad_lines_to_dead_letters_and_restarts_do_not_repeat() 
     );
     assert_eq!(daemon.stop(), 0);
 }
+
+/// A file whose tag no `<match>` receives: its lines go to the dead-letter store as
+/// unroutable, naming the tag, while another file's lines flow; lines of both files in one
+/// batch are sorted apart.
+#[test]
+fn lines_no_match_receives_are_dead_lettered_as_unroutable() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let conf = dir.path().join("at.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "<source>\n  @type tail\n  path {0}/*.log\n  pos_file {1}/at.pos\n  tag at.*\n  format json\n  read_from_head true\n</source>\n<match at.**.kept.log>\n  @type stdout\n</match>\n",
+            logs.display(),
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let good = |i: usize| GOOD.replace("\"ID\"", &format!("\"e{i}\""));
+    append(&logs.join("other.log"), &format!("{}\n", good(1)));
+    append(&logs.join("kept.log"), &format!("{}\n{}\n", good(2), good(3)));
+    let daemon = start(&conf);
+    let events = daemon.events(2);
+    assert!(
+        events.len() == 2 && events[0].contains("\"e2\"") && events[1].contains("\"e3\""),
+        "{events:?}"
+    );
+    let store = DeadLetterStore::open(dir.path()).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while store.list().unwrap().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::park_timeout(Duration::from_millis(20));
+    }
+    assert_eq!(daemon.stop(), 0);
+    let letters = store.list().unwrap();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    let letter = &letters[0].letter;
+    assert_eq!(letter.reason, at_forwarder::event::Reason::Unroutable);
+    assert_eq!(letter.line, good(1).into_bytes());
+    assert!(
+        letter.message.contains("other.log") && letter.path.ends_with("other.log"),
+        "{}",
+        letter.message
+    );
+}
