@@ -179,7 +179,10 @@ fn lines_no_match_receives_are_dead_lettered_as_unroutable() {
     .unwrap();
     let good = |i: usize| GOOD.replace("\"ID\"", &format!("\"e{i}\""));
     append(&logs.join("other.log"), &format!("{}\n", good(1)));
-    append(&logs.join("kept.log"), &format!("{}\n{}\n", good(2), good(3)));
+    append(
+        &logs.join("kept.log"),
+        &format!("{}\n{}\n", good(2), good(3)),
+    );
     let daemon = start(&conf);
     let events = daemon.events(2);
     assert!(
