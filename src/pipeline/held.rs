@@ -1,9 +1,11 @@
 //! Tail positions held back until the records read before them are safe: delivered, or
 //! on disk. A buffer that keeps chunks in memory (see `buffer::store::memory`) reports,
-//! per key, the lowest append generation still in memory only; a batch notes each
-//! buffer's generation after its appends and which keys each file's lines went to, and a
-//! file's position in it is released once every one of those keys' floors is above the
-//! batch's generation — and the file's positions in earlier batches were released.
+//! per key, the lowest append generation still in memory only; a batch notes, for each
+//! file and key its lines went to, the buffer's generation after the append that held
+//! the file's last record (its *mark*), and a file's position in it is released once each
+//! of those keys' floors is above the mark — and the file's positions in earlier batches
+//! were released. (Marked after the whole batch instead, a file waited for the chunks of
+//! the files read after it too: a `kill -9` then sent up to a batch, 2 MiB, again.)
 //!
 //! Per file and key rather than per batch: a file whose lines go to one service waits for
 //! that service's chunks only, so what a crash makes the tailer read again is, almost
@@ -25,11 +27,17 @@ use crate::tail::Position;
 /// The keys a file's lines went to in one batch: (file, match index, key).
 pub(super) type Routes = Vec<(FileKey, usize, String)>;
 
+/// A file's mark for a key: (file, match index, key, the buffer's generation after the
+/// append that held the file's last record for that key — `None` when that append came
+/// after the first attempt).
+pub(super) type Mark = (FileKey, usize, String, Option<u64>);
+
 /// One batch written to the buffers.
 pub(super) struct Written {
-    /// Each buffer's generation after the batch was appended (by match index).
+    /// Each buffer's generation after the whole batch was appended (by match index).
     marks: Vec<u64>,
-    routes: Routes,
+    /// The keys each file's lines went to, with the file's mark for each.
+    routes: Vec<(FileKey, usize, String, u64)>,
     /// Positions not released yet.
     positions: Vec<Position>,
 }
@@ -42,15 +50,30 @@ pub(super) struct Held {
 
 impl Written {
     /// A batch just appended to `buffers` (the worker's, by match index), whose lines
-    /// went to `routes`.
+    /// went to `routes`, with the marks its appends noted (a route without one, or with
+    /// one appended late, is marked with the buffer's generation now).
     pub(super) fn after(
         buffers: &[Option<Arc<Buffer>>],
         routes: Routes,
+        noted: &[Mark],
         positions: Vec<Position>,
     ) -> Self {
-        let marks = buffers
+        let marks: Vec<u64> = buffers
             .iter()
             .map(|b| b.as_ref().map_or(0, |b| b.generation()))
+            .collect();
+        let routes = routes
+            .into_iter()
+            .map(|(file, m, key)| {
+                let mut found = (noted.iter())
+                    .filter(|(f, i, k, _)| *f == file && *i == m && *k == key)
+                    .map(|(_, _, _, mark)| *mark)
+                    .peekable();
+                let early = found.peek().is_some();
+                let mark = found.try_fold(0, |max, mark| mark.map(|g| g.max(max)));
+                let mark = mark.filter(|_| early).unwrap_or(marks[m]);
+                (file, m, key, mark)
+            })
             .collect();
         Written {
             marks,
@@ -96,11 +119,9 @@ impl Held {
         let mut earlier_released = true;
         for batch in &mut self.batches {
             let Written {
-                marks,
-                routes,
-                positions,
+                routes, positions, ..
             } = batch;
-            let has_lines = |p: &Position| routes.iter().any(|(file, _, _)| *file == p.key);
+            let has_lines = |p: &Position| routes.iter().any(|(file, ..)| *file == p.key);
             if !earlier_released && !positions.iter().all(has_lines) {
                 // A copy taken up here goes with the truncated original's new start in the
                 // same batch: saved alone, that new start would let a restart skip the
@@ -112,14 +133,11 @@ impl Held {
                 if blocked.contains(&p.key) {
                     return true;
                 }
-                let mut keys = routes
-                    .iter()
-                    .filter(|(file, _, _)| *file == p.key)
-                    .peekable();
+                let mut keys = routes.iter().filter(|(file, ..)| *file == p.key).peekable();
                 let safe = if keys.peek().is_none() {
                     earlier_released
                 } else {
-                    keys.all(|(_, m, key)| floor(*m, key) > marks[*m])
+                    keys.all(|(_, m, key, mark)| floor(*m, key) > *mark)
                 };
                 if safe {
                     released.push(p.clone());
@@ -228,9 +246,14 @@ mod tests {
         b.append("svc-a", &[b"{}"]).unwrap();
         b.append("svc-b", &[b"{}"]).unwrap();
         let routes = vec![(file(1), 0, "svc-a".into()), (file(2), 0, "svc-b".into())];
-        held.push(Written::after(&buffers, routes, vec![at(1, 10), at(2, 20)]));
+        held.push(Written::after(
+            &buffers,
+            routes,
+            &[],
+            vec![at(1, 10), at(2, 20)],
+        ));
         // Batch 2: a copytruncate copy (file 3) is taken up; no lines of it yet.
-        held.push(Written::after(&buffers, Vec::new(), vec![at(3, 30)]));
+        held.push(Written::after(&buffers, Vec::new(), &[], vec![at(3, 30)]));
         assert!(held.release(&buffers).is_empty(), "nothing delivered yet");
 
         deliver(&b, "svc-a");
@@ -253,6 +276,7 @@ mod tests {
         held.push(Written::after(
             &buffers,
             vec![(file(2), 0, "svc-b".into())],
+            &[],
             vec![at(2, 20)],
         ));
         // Batch 2: file 1 was truncated and is read from its start (to svc-a); its copy,
@@ -260,6 +284,7 @@ mod tests {
         held.push(Written::after(
             &buffers,
             vec![(file(1), 0, "svc-a".into())],
+            &[],
             vec![at(1, 5), at(3, 2000)],
         ));
         deliver(&b, "svc-a");
@@ -272,5 +297,44 @@ mod tests {
             offsets(&held.release(&buffers)),
             [(2, 20), (1, 5), (3, 2000)]
         );
+    }
+
+    #[test]
+    fn a_file_waits_for_the_chunks_of_its_own_lines_not_for_those_read_after_it() {
+        let (_dir, b, buffers) = one_buffer();
+        let mut held = Held::default();
+        // One batch: files 1 and 2 both go to svc-a, and a chunk boundary falls between
+        // them (file 1's lines in the first chunk, file 2's in the second).
+        b.append("svc-a", &[b"{}"]).unwrap();
+        let first = b.generation();
+        b.seal_due(Instant::now(), true).unwrap();
+        b.append("svc-a", &[b"{}"]).unwrap();
+        let second = b.generation();
+        let routes = vec![(file(1), 0, "svc-a".into()), (file(2), 0, "svc-a".into())];
+        let marks = [
+            (file(1), 0, "svc-a".to_string(), Some(first)),
+            (file(2), 0, "svc-a".to_string(), Some(second)),
+        ];
+        held.push(Written::after(
+            &buffers,
+            routes.clone(),
+            &marks,
+            vec![at(1, 10), at(2, 20)],
+        ));
+        deliver(&b, "svc-a");
+        assert_eq!(
+            offsets(&held.release(&buffers)),
+            [(1, 10)],
+            "file 1's lines are all delivered"
+        );
+        deliver(&b, "svc-a");
+        assert_eq!(offsets(&held.release(&buffers)), [(2, 20)]);
+        // A mark appended late (None) counts as the whole batch's.
+        let late = [(file(1), 0, "svc-a".to_string(), None)];
+        b.append("svc-a", &[b"{}"]).unwrap();
+        held.push(Written::after(&buffers, routes, &late, vec![at(1, 30)]));
+        assert!(held.release(&buffers).is_empty());
+        deliver(&b, "svc-a");
+        assert_eq!(offsets(&held.release(&buffers)), [(1, 30)]);
     }
 }

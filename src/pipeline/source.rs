@@ -18,11 +18,11 @@ use crate::event::Validator;
 use crate::tail::ahead::AheadFile;
 use crate::tail::{Batch, Position, PositionStore};
 
-use super::append::{append_pieces, append_until_done, Unwritten};
-use sort::Sorted;
+use super::append::{append_until_done, Unwritten};
+use sort::{Group, Sorted};
 
 mod sort;
-use super::held::{Held, Written};
+use super::held::{Held, Mark, Written};
 
 pub(super) struct Worker {
     config: Arc<Config>,
@@ -260,11 +260,11 @@ impl Worker {
         // attempt at every append (which succeeds unless the buffer is full or failing).
         let w = Arc::clone(&self);
         let batch = Arc::new(batch);
-        let (unwritten, routes, batch) = tokio::task::spawn_blocking(move || {
+        let (unwritten, marks, routes, batch) = tokio::task::spawn_blocking(move || {
             let mut sorted = w.sort(&batch);
             let routes = std::mem::take(&mut sorted.routes);
             w.write_sorted(sorted)
-                .map(|unwritten| (unwritten, routes, batch))
+                .map(|(unwritten, marks)| (unwritten, marks, routes, batch))
         })
         .await
         .map_err(std::io::Error::other)??;
@@ -280,13 +280,16 @@ impl Worker {
         Ok(Written::after(
             &self.buffers,
             routes,
+            &marks,
             batch.positions.clone(),
         ))
     }
 
     /// Writes a sorted batch: dead letters, stdout, then each key's records to its buffer;
-    /// returns what could not be appended yet.
-    fn write_sorted(&self, sorted: Sorted) -> std::io::Result<Vec<Unwritten>> {
+    /// returns what could not be appended yet, and for each file and key appended in full
+    /// the buffer's generation after the piece with the file's last record (see
+    /// [`Written::after`]).
+    fn write_sorted(&self, sorted: Sorted) -> std::io::Result<(Vec<Unwritten>, Vec<Mark>)> {
         self.dead_letters.append(&sorted.letters)?;
         for l in &sorted.letters {
             crate::metrics::global().dead_lettered(l.reason.name(), 1);
@@ -297,7 +300,14 @@ impl Worker {
             out.flush()?;
         }
         let mut unwritten = Vec::new();
-        for (m, key, mut records) in sorted.buffered {
+        let mut marks = Vec::new();
+        for group in sorted.buffered {
+            let Group {
+                index: m,
+                key,
+                mut records,
+                mut files,
+            } = group;
             let buffer = Arc::clone(
                 self.buffers[m]
                     .as_ref()
@@ -306,24 +316,41 @@ impl Worker {
             let skipped = buffer.skip_recovered(&mut records);
             if skipped > 0 {
                 info!(key = %key, records = skipped, "Lines read again after a crash were already in the buffer; not appended twice.");
+                // The records' places changed: the files are marked after every append.
+                files.clear();
             }
             // Groups no larger than a chunk, each all-or-nothing, so a retry never appends
             // twice.
             let limit = usize::try_from(buffer.chunk_limit_size()).unwrap_or(usize::MAX);
             let pieces = records.pieces(limit);
-            let (from, error) = append_pieces(&buffer, &key, &records, &pieces, 0);
-            if let Some(error) = error {
-                unwritten.push(Unwritten {
-                    buffer,
-                    key,
-                    records: Arc::new(records),
-                    pieces,
-                    from,
-                    error,
+            let mut appended = 0;
+            for (from, (range, count)) in pieces.iter().enumerate() {
+                let framed = &records.as_bytes()[range.clone()];
+                if let Err(error) = buffer.append_framed(&key, framed, *count) {
+                    // Appended later: these files are marked once every append is done.
+                    marks.extend(files.iter().map(|(file, _)| (*file, m, key.clone(), None)));
+                    unwritten.push(Unwritten {
+                        buffer: Arc::clone(&buffer),
+                        key: key.clone(),
+                        records: Arc::new(records),
+                        pieces,
+                        from,
+                        error,
+                    });
+                    break;
+                }
+                appended += count;
+                let generation = buffer.generation();
+                files.retain(|(file, last)| {
+                    let done = *last <= appended;
+                    if done {
+                        marks.push((*file, m, key.clone(), Some(generation)));
+                    }
+                    !done
                 });
             }
         }
-        Ok(unwritten)
+        Ok((unwritten, marks))
     }
 }
 

@@ -18,8 +18,8 @@ use super::Worker;
 #[derive(Default)]
 pub(super) struct Sorted {
     pub(super) stdout: Vec<u8>,
-    /// (match index, key, records).
-    pub(super) buffered: Vec<(usize, String, Framed)>,
+    /// Records per buffer and key.
+    pub(super) buffered: Vec<Group>,
     pub(super) letters: Vec<DeadLetter>,
     /// Which keys each file's lines went to.
     pub(super) routes: Routes,
@@ -101,7 +101,7 @@ impl Worker {
             // line went to (its frame filled in after), not built aside and copied there.
             event.clear();
             let guess = files[file].group;
-            let checked = match guess.map(|g| &mut sorted.buffered[g].2) {
+            let checked = match guess.map(|g| &mut sorted.buffered[g].records) {
                 Some(records) => {
                     records.push_with(|out| self.validator.check(line.bytes, origin, out))
                 }
@@ -146,13 +146,14 @@ impl Worker {
             emitted += 1;
             note_route(&mut sorted.routes, line.key, index, &accepted.service);
             let group = (sorted.buffered.iter())
-                .rposition(|(i, k, _)| *i == index && *k == accepted.service);
-            if group.is_some() && group == guess {
+                .rposition(|g| g.index == index && g.key == accepted.service);
+            if let Some(g) = group.filter(|_| group == guess) {
+                sorted.buffered[g].note_file(line.key);
                 continue;
             }
             if let Some(g) = guess {
                 // Another service than this file's last line: moved to its own group.
-                sorted.buffered[g].2.pop_into(&mut event);
+                sorted.buffered[g].records.pop_into(&mut event);
             }
             let group = group.unwrap_or_else(|| {
                 // Room for every line left, framed, with what the check may add
@@ -160,13 +161,16 @@ impl Worker {
                 // records were copied once more by `realloc`. Address space only, until
                 // written.
                 let rest: usize = lines[i..].iter().map(|l| l.bytes.len() + 256).sum();
-                let key = accepted.service.to_string();
-                sorted
-                    .buffered
-                    .push((index, key, Framed::with_capacity(rest)));
+                sorted.buffered.push(Group {
+                    index,
+                    key: accepted.service.to_string(),
+                    records: Framed::with_capacity(rest),
+                    files: Vec::new(),
+                });
                 sorted.buffered.len() - 1
             });
-            sorted.buffered[group].2.push(&event);
+            sorted.buffered[group].records.push(&event);
+            sorted.buffered[group].note_file(line.key);
             files[file].group = Some(group);
         }
         let metrics = crate::metrics::global();
@@ -205,6 +209,28 @@ fn note_route(routes: &mut Routes, file: FileKey, index: usize, key: &str) {
         return;
     }
     routes.push((file, index, key.to_string()));
+}
+
+/// The records of a batch (or half of one) for one buffer and key.
+pub(super) struct Group {
+    /// The `<match>` (buffer) by index.
+    pub(super) index: usize,
+    pub(super) key: String,
+    pub(super) records: Framed,
+    /// For each file with lines here, in order, the count of records up to and including
+    /// its last one so far (a file whose lines alternate with another's appears again).
+    pub(super) files: Vec<(FileKey, usize)>,
+}
+
+impl Group {
+    /// Notes that the last record pushed is a line of `file`.
+    fn note_file(&mut self, file: FileKey) {
+        let count = self.records.records();
+        match self.files.last_mut() {
+            Some((f, n)) if *f == file => *n = count,
+            _ => self.files.push((file, count)),
+        }
+    }
 }
 
 /// Where one file's lines go, looked up at its first line in a batch.
