@@ -66,9 +66,27 @@ impl Worker {
         sorted
     }
 
-    fn sort_lines(&self, lines: &[Line<'_>]) -> Sorted {
+    /// The index in `files` of `path`'s route, looked up at its first line.
+    fn file_route<'a>(&self, files: &mut Vec<FileRoute<'a>>, path: &'a std::path::Path) -> usize {
+        if let Some(known) = files.iter().position(|f| std::ptr::eq(f.path, path)) {
+            return known;
+        }
         let source = &self.config.sources[self.source];
         let SourceKind::Tail(tail) = &source.kind;
+        let tag = tail.tag.expand(&path.to_string_lossy());
+        let route = (self.config)
+            .route(source.directive.label.as_deref(), &tag)
+            .and_then(|m| self.config.matches.iter().position(|x| std::ptr::eq(x, m)));
+        files.push(FileRoute {
+            path,
+            route,
+            tag,
+            group: None,
+        });
+        files.len() - 1
+    }
+
+    fn sort_lines(&self, lines: &[Line<'_>]) -> Sorted {
         let mut sorted = Sorted::default();
         let mut event = Vec::new();
         // Lines of one file share a tag, hence a route: looked up once per file (a batch's
@@ -80,23 +98,7 @@ impl Worker {
                 key: line.key,
                 offset: line.offset,
             };
-            let file = match files.iter().position(|f| std::ptr::eq(f.path, line.path)) {
-                Some(known) => known,
-                None => {
-                    let tag = tail.tag.expand(&line.path.to_string_lossy());
-                    let route = self
-                        .config
-                        .route(source.directive.label.as_deref(), &tag)
-                        .and_then(|m| self.config.matches.iter().position(|x| std::ptr::eq(x, m)));
-                    files.push(FileRoute {
-                        path: line.path,
-                        route,
-                        tag,
-                        group: None,
-                    });
-                    files.len() - 1
-                }
-            };
+            let file = self.file_route(&mut files, line.path);
             // The event is written straight into the records of the group this file's last
             // line went to (its frame filled in after), not built aside and copied there.
             event.clear();
