@@ -131,6 +131,7 @@ print(f"  peak RSS       {hwm} MiB")
 print(f"  99 % received  after {float(t99) - float(t0):.2f} s")
 PY
   echo "  receiver CPU   $(awk -v t="$TCK" '{printf "%.2f", ($14 + $15) / t}' "/proc/$rpid/stat") s (same machine)"
+  echo "  minor faults   $(awk '{print $10}' "/proc/$fpid/stat") (forwarder)"
   if [ -n "${THREADS:-}" ]; then thread_cpu "$fpid"; fi
   kill "$fpid"; wait "$fpid" 2>/dev/null || true; fpid=
 }
