@@ -74,30 +74,6 @@ impl AtSink {
         self.secrets.reloads()
     }
 
-    fn body(&self, records: &Records, part: Range<usize>) -> std::io::Result<Bytes> {
-        let json = records.json(part.clone()).unwrap_or_else(|| {
-            let mut json = Vec::with_capacity(records.payload_bytes(part.clone()) + part.len() + 2);
-            json.push(b'[');
-            for (i, r) in records.range(part).enumerate() {
-                if i > 0 {
-                    json.push(b',');
-                }
-                json.extend_from_slice(r);
-            }
-            json.push(b']');
-            Bytes::from(json)
-        });
-        if !self.compress {
-            return Ok(json);
-        }
-        let mut gz = flate2::write::GzEncoder::new(
-            Vec::with_capacity(json.len() / 4),
-            flate2::Compression::fast(),
-        );
-        gz.write_all(&json)?;
-        gz.finish().map(Bytes::from)
-    }
-
     fn no_token(&self, service: &str) -> Outcome {
         let mut warned = self
             .missing_token
@@ -124,7 +100,7 @@ impl AtSink {
             return self.no_token(&chunk.key);
         };
         let events = part.len();
-        let body = match self.body(&chunk.records, part.clone()) {
+        let body = match request_body(&chunk.records, part.clone(), self.compress) {
             Ok(body) => body,
             Err(e) => {
                 return Outcome::Retry {
@@ -247,6 +223,38 @@ impl Sink for AtSink {
     fn can_send(&self, key: &str) -> bool {
         self.secrets.has(key)
     }
+}
+
+/// The body of a request carrying records `part` of a chunk: a JSON array of the events,
+/// gzip-compressed (flate2's fastest level) when `compress`. A slice of the chunk's own
+/// bytes when the chunk was laid out in bodies of that size (see `Buffer::lay_out_bodies`);
+/// otherwise (splits, damaged chunks) the records are copied into a new array.
+pub fn request_body(
+    records: &Records,
+    part: Range<usize>,
+    compress: bool,
+) -> std::io::Result<Bytes> {
+    let json = records.json(part.clone()).unwrap_or_else(|| {
+        let mut json = Vec::with_capacity(records.payload_bytes(part.clone()) + part.len() + 2);
+        json.push(b'[');
+        for (i, r) in records.range(part).enumerate() {
+            if i > 0 {
+                json.push(b',');
+            }
+            json.extend_from_slice(r);
+        }
+        json.push(b']');
+        Bytes::from(json)
+    });
+    if !compress {
+        return Ok(json);
+    }
+    let mut gz = flate2::write::GzEncoder::new(
+        Vec::with_capacity(json.len() / 4),
+        flate2::Compression::fast(),
+    );
+    gz.write_all(&json)?;
+    gz.finish().map(Bytes::from)
 }
 
 /// `Retry-After`: seconds, or an HTTP date.
