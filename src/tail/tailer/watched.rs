@@ -56,15 +56,7 @@ pub(super) fn read_file(
             return Ok(());
         }
         // While the file was closed its inode may have been freed and reused.
-        let saved = Checkpoint {
-            v: 1,
-            offset: w.next.offset,
-            head: w.head,
-            marker: w.marker,
-            born: w.born,
-            path: w.path.clone(),
-            seen: 0,
-        };
+        let saved = checkpoint(w, 0);
         let same = same_content(&file, meta.len(), identity::birth_time(&meta), &saved)?;
         w.file = Some(file);
         if !same {
@@ -119,15 +111,20 @@ pub(super) fn read_file(
 pub(super) fn position(w: &Watched) -> Position {
     Position {
         key: w.key,
-        checkpoint: Checkpoint {
-            v: 1,
-            offset: w.next.offset,
-            head: w.head,
-            marker: w.marker,
-            born: w.born,
-            path: w.path.clone(),
-            seen: unix_now(),
-        },
+        checkpoint: checkpoint(w, unix_now()),
+    }
+}
+
+/// Where reading of `w` stands, noted at `seen` (seconds since the epoch).
+fn checkpoint(w: &Watched, seen: u64) -> Checkpoint {
+    Checkpoint {
+        v: 1,
+        offset: w.next.offset,
+        head: w.head,
+        marker: w.marker,
+        born: w.born,
+        path: w.path.clone(),
+        seen,
     }
 }
 
