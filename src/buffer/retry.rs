@@ -29,7 +29,8 @@ impl Policy {
 
     /// The delay before attempt `attempts + 1`, after `attempts` failures (at least 1),
     /// given how long ago the first failure was. `retry_after` (an endpoint's
-    /// `Retry-After`) replaces the computed delay. `jitter` is a number in `[0, 1)`:
+    /// `Retry-After`) replaces the computed delay, capped like it by `retry_max_interval`
+    /// (an endpoint cannot park a chunk for longer than the operator allows). `jitter` is a number in `[0, 1)`:
     /// exponential backoff uses "full jitter" (a uniform delay up to the computed one)
     /// when `retry_randomize` is on.
     pub fn next(
@@ -46,10 +47,10 @@ impl Policy {
                 return Next::GiveUp;
             }
         }
-        if let Some(after) = retry_after {
-            return Next::RetryIn(after);
-        }
         let cap = c.max_interval.unwrap_or(Duration::from_secs(24 * 3600));
+        if let Some(after) = retry_after {
+            return Next::RetryIn(after.min(cap));
+        }
         let delay = match c.retry_type {
             RetryType::Periodic => c.wait,
             RetryType::ExponentialBackoff => {
@@ -133,6 +134,22 @@ mod tests {
             forever.next(100, Duration::from_secs(1 << 30), None, 0.0),
             Next::RetryIn(_)
         ));
+    }
+
+    #[test]
+    fn retry_after_is_capped_by_retry_max_interval() {
+        let mut c = config(true, None, false);
+        c.max_interval = Some(Duration::from_secs(30));
+        let p = Policy::new(c);
+        assert_eq!(
+            p.next(1, Duration::ZERO, Some(Duration::from_secs(u64::MAX)), 0.0),
+            Next::RetryIn(Duration::from_secs(30))
+        );
+        let unset = Policy::new(config(true, None, false));
+        assert_eq!(
+            unset.next(1, Duration::ZERO, Some(Duration::MAX), 0.0),
+            Next::RetryIn(Duration::from_secs(24 * 3600))
+        );
     }
 
     #[test]

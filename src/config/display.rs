@@ -122,6 +122,7 @@ fn describe_tail(out: &mut String, t: &TailSource) {
         "ignore_repeated_permission_error",
         t.ignore_repeated_permission_error,
     );
+    row(out, "follow_symlinks_outside", t.follow_symlinks_outside);
     let mut parse = t.parse.format.to_string();
     if let Some(f) = &t.parse.time_format {
         let _ = write!(parse, ", time_format {f}");

@@ -64,6 +64,11 @@ pub struct TailSource {
     /// Most files held open at once (`open_files_limit`, at-forwarder's own, default 256):
     /// idle files beyond it are closed and looked at again cheaply.
     pub open_files_limit: u64,
+    /// Follow symlinks that lead out of the globs' roots (`follow_symlinks_outside`,
+    /// at-forwarder's own, default false): by default a link under `/var/log/at` to
+    /// `/etc/shadow` or to the mounted Secret is refused, since anyone who can write there
+    /// could plant one.
+    pub follow_symlinks_outside: bool,
     /// How strictly lines are checked (`cadf_validation`, default lenient).
     pub cadf_validation: CadfValidation,
     /// Rewrite `eventTime` as `YYYY-MM-DDTHH:MM:SS.sss+0000` (`normalize_time`, default true).
@@ -152,6 +157,7 @@ fn build_tail(s: &mut Section<'_>, type_name: &str) -> Option<TailSource> {
     let open_files_limit = s
         .integer("open_files_limit", 1, 1 << 20)
         .map_or(256, |v| v.value);
+    let follow_symlinks_outside = s.bool("follow_symlinks_outside").is_some_and(|b| b.value);
     let cadf_validation = s
         .enumeration("cadf_validation")
         .map_or(CadfValidation::Lenient, |v| v.value);
@@ -192,6 +198,7 @@ fn build_tail(s: &mut Section<'_>, type_name: &str) -> Option<TailSource> {
         ignore_repeated_permission_error,
         skip_refresh_on_startup,
         open_files_limit,
+        follow_symlinks_outside,
         cadf_validation,
         normalize_time,
         parse: parse?,

@@ -47,6 +47,9 @@ impl AtSink {
             .timeout(cfg.request_timeout)
             .connect_timeout(cfg.request_timeout.min(Duration::from_secs(10)))
             .pool_idle_timeout(Duration::from_secs(60))
+            // A redirect would re-send X-Auth-Token to whatever host the answer names
+            // (reqwest strips only Authorization and Cookie): a 3xx is an error instead.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("at-forwarder/", env!("CARGO_PKG_VERSION")));
         if let Some(ca) = &cfg.ca_file {
             let pem =
@@ -138,6 +141,18 @@ impl AtSink {
         };
         crate::metrics::global().request(response.status().as_u16());
         let status = response.status().as_u16();
+        if (300..400).contains(&status) {
+            let location = response
+                .headers()
+                .get("location")
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .unwrap_or_default();
+            error!(status, url = %self.url, %location, "Activity Tracker answered with a redirect, which is not followed (the token would go to another host): set targetHost to the address that answers.");
+            return Outcome::Retry {
+                after: None,
+                reason: format!("HTTP {status}: redirect to {location} not followed"),
+            };
+        }
         let retry_after = response
             .headers()
             .get("retry-after")

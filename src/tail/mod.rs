@@ -40,6 +40,7 @@ use crate::config::TailSource;
 
 pub mod ahead;
 pub mod batch;
+pub mod confine;
 pub mod discovery;
 pub mod identity;
 pub mod lines;
@@ -85,6 +86,8 @@ pub struct TailOptions {
     pub open_files_limit: usize,
     /// A fluentd pos file to import once, if `pos_file` names one.
     pub fluentd_pos_file: Option<PathBuf>,
+    /// Follow symlinks that lead out of the globs' roots (at-forwarder's own setting).
+    pub follow_symlinks_outside: bool,
 }
 
 impl TailOptions {
@@ -104,6 +107,7 @@ impl TailOptions {
             skip_refresh_on_startup: false,
             open_files_limit: DEFAULT_OPEN_FILES_LIMIT,
             fluentd_pos_file: None,
+            follow_symlinks_outside: false,
         }
     }
 
@@ -123,6 +127,7 @@ impl TailOptions {
             open_files_limit: usize::try_from(source.open_files_limit)
                 .unwrap_or(DEFAULT_OPEN_FILES_LIMIT),
             fluentd_pos_file: source.pos_file.clone(),
+            follow_symlinks_outside: source.follow_symlinks_outside,
         }
     }
 }

@@ -48,7 +48,13 @@ pub fn positions(
     store: &PositionStore,
 ) -> Result<Vec<PositionRow>, PositionsError> {
     let (saved, _) = store.load()?;
-    let found = Discovery::new(&opts.paths, &opts.exclude_paths, None).scan();
+    let found = Discovery::new(
+        &opts.paths,
+        &opts.exclude_paths,
+        None,
+        opts.follow_symlinks_outside,
+    )
+    .scan();
     let mut rows: Vec<PositionRow> = saved
         .into_iter()
         .map(|(key, c)| match found.iter().find(|f| f.key == key) {

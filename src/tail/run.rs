@@ -45,7 +45,7 @@ pub fn spawn(
         shutdown.cancelled().await;
         let _ = stop.send(Hint::Stop);
     });
-    let watcher = watch(&tailer.watch_roots(), tx);
+    let watcher = watch(&tailer.watch_roots(), tailer.confinement().clone(), tx);
     let notified = watcher.is_some();
     std::thread::Builder::new()
         .name("tail".into())
@@ -57,8 +57,12 @@ pub fn spawn(
 }
 
 #[cfg(target_os = "linux")]
-fn watch(roots: &[PathBuf], tx: mpsc::Sender<Hint>) -> Option<super::watch::Watch> {
-    super::watch::start(roots, move |changes| {
+fn watch(
+    roots: &[PathBuf],
+    confine: super::confine::Confinement,
+    tx: mpsc::Sender<Hint>,
+) -> Option<super::watch::Watch> {
+    super::watch::start(roots, confine, move |changes| {
         (!changes.structure || tx.send(Hint::Structure).is_ok())
             && (changes.written.is_empty() || tx.send(Hint::Written(changes.written)).is_ok())
     })
@@ -66,7 +70,11 @@ fn watch(roots: &[PathBuf], tx: mpsc::Sender<Hint>) -> Option<super::watch::Watc
 
 /// Elsewhere files are polled every second.
 #[cfg(not(target_os = "linux"))]
-fn watch(_roots: &[PathBuf], _tx: mpsc::Sender<Hint>) -> Option<()> {
+fn watch(
+    _roots: &[PathBuf],
+    _confine: super::confine::Confinement,
+    _tx: mpsc::Sender<Hint>,
+) -> Option<()> {
     None
 }
 

@@ -14,9 +14,9 @@
 //! elsewhere is not followed).
 
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
+use super::confine::Confinement;
 use super::discovery::Found;
 use super::identity::{self, Digest, FileKey};
 
@@ -38,7 +38,11 @@ pub(crate) enum Wanted {
 
 /// Files of the directories of `wanted` (keyed by a path in the directory) that match,
 /// leaving out identities in `known`.
-pub(crate) fn find(wanted: &[(PathBuf, Wanted)], known: &HashSet<FileKey>) -> Vec<Found> {
+pub(crate) fn find(
+    wanted: &[(PathBuf, Wanted)],
+    known: &HashSet<FileKey>,
+    confine: &Confinement,
+) -> Vec<Found> {
     let mut by_dir: HashMap<&Path, Vec<&Wanted>> = HashMap::new();
     for (path, w) in wanted {
         if let Some(dir) = path.parent() {
@@ -59,7 +63,10 @@ pub(crate) fn find(wanted: &[(PathBuf, Wanted)], known: &HashSet<FileKey>) -> Ve
             if !meta.is_file() || known.contains(&key) || out.iter().any(|f| f.key == key) {
                 continue;
             }
-            if wants.iter().any(|w| matches(w, key, &path, meta.len())) {
+            if wants
+                .iter()
+                .any(|w| matches(w, key, &path, meta.len(), confine))
+            {
                 out.push(Found { path, key, meta });
             }
         }
@@ -67,7 +74,7 @@ pub(crate) fn find(wanted: &[(PathBuf, Wanted)], known: &HashSet<FileKey>) -> Ve
     out
 }
 
-fn matches(wanted: &Wanted, key: FileKey, path: &Path, size: u64) -> bool {
+fn matches(wanted: &Wanted, key: FileKey, path: &Path, size: u64, confine: &Confinement) -> bool {
     match *wanted {
         Wanted::Renamed(k) => k == key,
         Wanted::CopyOf {
@@ -79,7 +86,7 @@ fn matches(wanted: &Wanted, key: FileKey, path: &Path, size: u64) -> bool {
             if head.len == 0 || size < offset.max(head.len) {
                 return false;
             }
-            let Ok(file) = File::open(path) else {
+            let Ok(file) = confine.open(path) else {
                 return false;
             };
             let head_ok = identity::head_of_len(&file, size, head.len).ok().flatten() == Some(head);

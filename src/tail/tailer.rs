@@ -53,6 +53,8 @@ pub struct Tailer {
     buf: Vec<u8>,
     /// Files whose permission error was already reported (`ignore_repeated_permission_error`).
     denied: std::collections::HashSet<PathBuf>,
+    /// Files refused by the [`super::confine`] checks, already reported.
+    refused: std::collections::HashSet<PathBuf>,
     /// Saved positions whose content was replaced without its copy found yet: looked for
     /// once more at the next pass.
     lost_copies: Vec<Checkpoint>,
@@ -84,6 +86,7 @@ impl Tailer {
             &opts.paths,
             &opts.exclude_paths,
             opts.limit_recently_modified,
+            opts.follow_symlinks_outside,
         );
         let fresh_start = saved.is_empty() && fluentd.is_empty();
         Ok(Tailer {
@@ -98,6 +101,7 @@ impl Tailer {
             scanned: false,
             buf: Vec::new(),
             denied: Default::default(),
+            refused: Default::default(),
             first_read: FileKey { dev: 0, ino: 0 },
             behind: false,
             lost_copies: Vec::new(),
@@ -107,6 +111,11 @@ impl Tailer {
     /// The directories whose changes are worth a look.
     pub fn watch_roots(&self) -> Vec<PathBuf> {
         self.discovery.roots()
+    }
+
+    /// Where followed files may lie (for the change watcher's walk).
+    pub fn confinement(&self) -> &super::confine::Confinement {
+        self.discovery.confinement()
     }
 
     /// Whether the first scan waits one `refresh_interval` (`skip_refresh_on_startup`).
@@ -151,8 +160,9 @@ impl Tailer {
 
     /// Truncations, the scan, rotated siblings, new and vanished files.
     fn look(&mut self, now: Instant, batch: &mut Batch) {
+        let confine = self.discovery.confinement();
         for w in self.files.values_mut() {
-            check_truncation(w);
+            check_truncation(w, confine);
         }
         let mut found = self.discovery.scan();
         self.add_rotated_siblings(&mut found);
@@ -167,8 +177,9 @@ impl Tailer {
     /// Returns `None` when a truncation was found: a full [`Tailer::poll`] must run, so
     /// that a copy of the truncated file is looked for first.
     pub fn poll_open(&mut self, now: Instant, changed: &[PathBuf]) -> Option<Batch> {
+        let confine = self.discovery.confinement();
         for w in self.files.values_mut().filter(|w| w.file.is_some()) {
-            if check_truncation(w) {
+            if check_truncation(w, confine) {
                 return None;
             }
         }
@@ -233,11 +244,13 @@ impl Tailer {
             for (key, saved) in &self.saved {
                 let want = match found.iter().find(|f| f.key == *key) {
                     None => Wanted::Renamed(*key),
-                    Some(f) if truncated_since(f, saved) => Wanted::CopyOf {
-                        offset: saved.offset,
-                        head: saved.head,
-                        marker: saved.marker,
-                    },
+                    Some(f) if truncated_since(f, saved, self.discovery.confinement()) => {
+                        Wanted::CopyOf {
+                            offset: saved.offset,
+                            head: saved.head,
+                            marker: saved.marker,
+                        }
+                    }
                     Some(_) => continue,
                 };
                 wanted.push((saved.path.clone(), want));
@@ -254,7 +267,7 @@ impl Tailer {
         if wanted.is_empty() {
             return;
         }
-        for f in siblings::find(&wanted, &present) {
+        for f in siblings::find(&wanted, &present, self.discovery.confinement()) {
             info!(path = %f.path.display(), "Found a rotated file outside the globs that holds unread lines; reading it to its end.");
             found.push(f);
         }
@@ -275,7 +288,7 @@ impl Tailer {
             }
             w.path = f.path;
             if w.file.is_none() {
-                check_truncation(w);
+                check_truncation(w, self.discovery.confinement());
             }
         }
         for w in self
@@ -290,7 +303,7 @@ impl Tailer {
         // are gathered first: any new file may be their copy.
         for f in &new {
             if let Some(saved) = self.saved.get(&f.key) {
-                if truncated_since(f, saved) {
+                if truncated_since(f, saved, self.discovery.confinement()) {
                     self.orphans.push(saved.clone());
                 }
             }
@@ -313,7 +326,7 @@ impl Tailer {
     }
 
     fn start_tracking(&mut self, f: &Found, now: Instant) -> io::Result<Watched> {
-        let file = File::open(&f.path)?;
+        let file = self.discovery.confinement().open(&f.path)?;
         let meta = file.metadata()?;
         if FileKey::of(&meta) != f.key {
             return Err(io::Error::other("the file was replaced while being opened"));
@@ -382,6 +395,7 @@ impl Tailer {
             buf,
             first_read,
             behind,
+            discovery,
             ..
         } = self;
         // Memory in flight is bounded by bytes, not by files: with many rotated files
@@ -407,8 +421,14 @@ impl Tailer {
                 return;
             }
             let w = files.get_mut(key).expect("collected above");
-            if let Err(e) = read_file(w, opts, buf, batch, now) {
-                warn!(path = %w.path.display(), error = %e, "Reading failed; will retry.");
+            if let Err(e) = read_file(w, opts, discovery.confinement(), buf, batch, now) {
+                // A closed file's path now naming a FIFO or a link out: the next scan
+                // finds the file gone; no WARN per pass.
+                if super::confine::is_refusal(&e) {
+                    debug!(path = %w.path.display(), error = %e, "Not reopening this path.");
+                } else {
+                    warn!(path = %w.path.display(), error = %e, "Reading failed; will retry.");
+                }
                 w.file = None;
             }
         }
@@ -502,7 +522,15 @@ impl Tailer {
         }
     }
 
+    /// A refused file (not regular, or leading out of the roots) is reported once per
+    /// path: a planted FIFO or link must not flood the log at every scan.
     fn report_open_error(&mut self, path: &Path, e: &io::Error) {
+        if super::confine::is_refusal(e) {
+            if self.refused.insert(path.to_path_buf()) {
+                warn!(path = %path.display(), reason = %e, "Not following this file.");
+            }
+            return;
+        }
         let repeated = e.kind() == io::ErrorKind::PermissionDenied
             && self.opts.ignore_repeated_permission_error
             && !self.denied.insert(path.to_path_buf());

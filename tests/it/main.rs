@@ -1,6 +1,7 @@
 //! One integration-test binary (ripgrep style): each module covers one area, through the
 //! public library API or the real `at-forwarder` binary.
 
+mod daemon;
 mod http_server;
 mod support;
 
@@ -20,6 +21,7 @@ mod config_seed;
 mod demo;
 mod events_golden;
 mod events_props;
+mod hostile;
 mod ops;
 mod output_at;
 mod output_e2e;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use at_forwarder::tail::PositionStore;
 
 use crate::http_server::{Reply, Server};
-use crate::support::{binary, terminate};
+use crate::support::{at_config, binary, terminate};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -63,26 +63,6 @@ fn metric(body: &str, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn at_config(dir: &Path, url: &str) -> std::path::PathBuf {
-    std::fs::create_dir_all(dir.join("logs")).unwrap();
-    std::fs::create_dir_all(dir.join("secrets")).unwrap();
-    std::fs::write(
-        dir.join("secrets/127.0.0.1"),
-        r#"{"services":[{"service_name":"svc","auth_token_value":"t","project_id":"p"}]}"#,
-    )
-    .unwrap();
-    let conf = dir.join("at.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "<source>\n  @type tail\n  path {d}/logs/*.log\n  pos_file {d}/at.pos\n  tag at.*\n  format json\n  read_from_head true\n</source>\n<match at.**>\n  @type ibmactivitytracker\n  targetHost {url}\n  service_region ng\n  secrets_path {d}/secrets\n  <buffer>\n    path {d}/buffer\n    flush_interval 1s\n    flush_at_shutdown true\n  </buffer>\n</match>\n",
-            d = dir.display()
-        ),
-    )
-    .unwrap();
-    conf
-}
-
 fn counting_server() -> (Server, Arc<Mutex<Vec<String>>>) {
     let ids: Arc<Mutex<Vec<String>>> = Arc::default();
     let rec = Arc::clone(&ids);
@@ -119,7 +99,7 @@ fn start(conf: &Path, port: u16) -> Child {
 async fn readiness_waits_for_start_up_and_metrics_move_with_events() {
     let dir = tempfile::tempdir().unwrap();
     let (server, ids) = counting_server();
-    let conf = at_config(dir.path(), &server.url());
+    let conf = at_config(dir.path(), &server.url(), "");
     // A previous instance still holds the positions: start-up waits, and is not ready.
     let held = PositionStore::open(&PositionStore::dir_for(&dir.path().join("at.pos"))).unwrap();
     let port = free_port();
@@ -262,7 +242,7 @@ async fn sighup_reloads_a_new_path_without_losing_or_repeating_and_refuses_a_bro
 async fn sigterm_mid_load_flushes_and_exits_0() {
     let dir = tempfile::tempdir().unwrap();
     let (server, ids) = counting_server();
-    let conf = at_config(dir.path(), &server.url());
+    let conf = at_config(dir.path(), &server.url(), "");
     let n = 20_000;
     append(
         &dir.path().join("logs/a.log"),
@@ -307,7 +287,7 @@ async fn sigterm_mid_load_flushes_and_exits_0() {
 async fn the_end_of_a_backlog_goes_out_at_once_and_a_trickle_waits_for_flush_interval() {
     let dir = tempfile::tempdir().unwrap();
     let (server, ids) = counting_server();
-    let conf = at_config(dir.path(), &server.url());
+    let conf = at_config(dir.path(), &server.url(), "");
     let text = std::fs::read_to_string(&conf).unwrap();
     std::fs::write(
         &conf,

@@ -1,102 +1,13 @@
 //! The real binary as a daemon: tail → check → stdout, bad lines to the dead-letter store,
 //! positions saved so a restart neither loses nor repeats, clean stop on SIGTERM.
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
-use std::process::{Child, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use at_forwarder::event::dead_letter::DeadLetterStore;
 
-use crate::support::binary;
+use crate::daemon::{append, start};
 
 const GOOD: &str = r#"{"meta":{"serviceProviderName":"svc","userAccountIds":["a1"]},"payload":{"id":"ID","action":"svc.thing.create","outcome":"success","initiator":{"id":"u","typeURI":"t"},"target":{"id":"t","typeURI":"svc/thing"},"eventTime":"2020-01-01 00:00:00 +0000 UTC"}}"#;
-
-struct Daemon {
-    child: Child,
-    stdout: mpsc::Receiver<String>,
-    stderr: mpsc::Receiver<String>,
-}
-
-fn start(conf: &Path) -> Daemon {
-    let mut child = binary()
-        .args([
-            "--log-format",
-            "json",
-            "run",
-            "--metrics-listen",
-            "127.0.0.1:0",
-            "-c",
-        ])
-        .arg(conf)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let forward = |r: Box<dyn std::io::Read + Send>| {
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(r).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        rx
-    };
-    let stdout = forward(Box::new(child.stdout.take().unwrap()));
-    let stderr = forward(Box::new(child.stderr.take().unwrap()));
-    Daemon {
-        child,
-        stdout,
-        stderr,
-    }
-}
-
-impl Daemon {
-    /// Lines on stdout until `n` arrived or 20 s passed.
-    fn events(&self, n: usize) -> Vec<String> {
-        let mut got = Vec::new();
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while got.len() < n {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.stdout.recv_timeout(left) {
-                Ok(line) => got.push(line),
-                Err(_) => break,
-            }
-        }
-        got
-    }
-
-    fn wait_started(&self) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while let Ok(line) = self
-            .stderr
-            .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
-        {
-            if line.contains("at-forwarder started") {
-                return;
-            }
-        }
-        panic!("no start-up line");
-    }
-
-    fn stop(mut self) -> i32 {
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap());
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-        let status = self.child.wait().unwrap();
-        status.code().unwrap_or(-1)
-    }
-}
-
-fn append(path: &Path, text: &str) {
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-}
 
 #[test]
 fn events_flow_to_stdout_bad_lines_to_dead_letters_and_restarts_do_not_repeat() {

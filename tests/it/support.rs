@@ -93,3 +93,25 @@ pub(crate) fn terminate(child: &mut std::process::Child) -> Option<i32> {
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM is sent");
     child.wait().expect("the child is waited for").code()
 }
+
+/// A tail → Activity Tracker pipeline over `dir/logs/*.log` with the service `svc`
+/// (token `t`) for the endpoint `url`, `buffer_extra` lines inside `<buffer>`.
+pub(crate) fn at_config(dir: &Path, url: &str, buffer_extra: &str) -> PathBuf {
+    std::fs::create_dir_all(dir.join("logs")).unwrap();
+    std::fs::create_dir_all(dir.join("secrets")).unwrap();
+    std::fs::write(
+        dir.join("secrets/127.0.0.1"),
+        r#"{"services":[{"service_name":"svc","auth_token_value":"t","project_id":"p"}]}"#,
+    )
+    .unwrap();
+    let conf = dir.join("at.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "<source>\n  @type tail\n  path {d}/logs/*.log\n  pos_file {d}/at.pos\n  tag at.*\n  format json\n  read_from_head true\n</source>\n<match at.**>\n  @type ibmactivitytracker\n  targetHost {url}\n  service_region ng\n  secrets_path {d}/secrets\n  <buffer>\n    path {d}/buffer\n    flush_interval 1s\n    flush_at_shutdown true\n{buffer_extra}  </buffer>\n</match>\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    conf
+}

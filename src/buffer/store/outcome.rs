@@ -58,14 +58,15 @@ impl Store {
                         let entry = s.queue.get_mut(id).expect("present above");
                         entry.attempts = attempts;
                         entry.first_failure = Some(first);
-                        entry.next_attempt = now + delay;
+                        // The policy caps delays at a day; saturating all the same.
+                        entry.next_attempt = now.checked_add(delay).unwrap_or(now);
                         entry.in_flight = false;
                         let meta = Meta {
                             attempts,
                             first_failure_ms: Some(first.1),
-                            next_attempt_ms: Some(
-                                now_ms() + u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-                            ),
+                            next_attempt_ms: Some(now_ms().saturating_add(
+                                u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                            )),
                             ..Meta::sealed(&q.key, q.created_ms, q.records, q.bytes)
                         };
                         drop(s);

@@ -1,7 +1,6 @@
 //! Importing fluentd's `pos_file` once, so that a switch from fluentd neither re-sends
 //! nor skips what fluentd had read.
 
-use std::fs::File;
 use std::path::Path;
 
 use tracing::{info, warn};
@@ -20,7 +19,7 @@ impl Tailer {
             let Some(f) = found.iter().find(|f| f.key.ino == e.ino) else {
                 continue;
             };
-            let Ok(file) = File::open(&f.path) else {
+            let Ok(file) = self.discovery.confinement().open(&f.path) else {
                 continue;
             };
             let size = f.meta.len();

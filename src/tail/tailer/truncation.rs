@@ -10,6 +10,7 @@ use tracing::info;
 
 use super::{position, Tailer, Watched};
 use crate::tail::batch::Batch;
+use crate::tail::confine::Confinement;
 use crate::tail::discovery::Found;
 use crate::tail::identity::{self, FileKey, HEAD_BYTES};
 use crate::tail::lines::ReadFrom;
@@ -86,7 +87,7 @@ impl Tailer {
 /// Flags a tracked file that shrank below the read position or whose bytes before it
 /// changed (truncated, possibly regrown; or, for a closed file, its inode reused). A closed
 /// file is looked at through its path and opened only when it changed. Returns the flag.
-pub(super) fn check_truncation(w: &mut Watched) -> bool {
+pub(super) fn check_truncation(w: &mut Watched, confine: &Confinement) -> bool {
     let meta = match &w.file {
         Some(file) => file.metadata(),
         None if w.vanished_since.is_some() => return false,
@@ -102,7 +103,7 @@ pub(super) fn check_truncation(w: &mut Watched) -> bool {
     }
     w.last_seen = seen;
     if w.file.is_none() {
-        match File::open(&w.path) {
+        match confine.open(&w.path) {
             Ok(file) if file.metadata().is_ok_and(|m| FileKey::of(&m) == w.key) => {
                 w.file = Some(file)
             }
@@ -165,12 +166,12 @@ pub(super) fn restart_at(w: &mut Watched, offset: u64) {
 
 /// Whether a found file is the one a saved position was taken from (same birth time where
 /// known), now truncated or rewritten.
-pub(super) fn truncated_since(f: &Found, saved: &Checkpoint) -> bool {
+pub(super) fn truncated_since(f: &Found, saved: &Checkpoint, confine: &Confinement) -> bool {
     let born = identity::birth_time(&f.meta);
     if saved.born.is_some() && born.is_some() && saved.born != born {
         return false;
     }
-    let Ok(file) = File::open(&f.path) else {
+    let Ok(file) = confine.open(&f.path) else {
         return false;
     };
     !same_content(&file, f.meta.len(), born, saved).unwrap_or(true)

@@ -9,6 +9,7 @@ use tracing::{info, warn};
 
 use super::truncation::{restart_at, same_content};
 use crate::tail::batch::Batch;
+use crate::tail::confine::Confinement;
 use crate::tail::identity::{self, Digest, FileKey, HEAD_BYTES};
 use crate::tail::lines::{read_lines, ReadFrom};
 use crate::tail::positions::{Checkpoint, Position};
@@ -41,6 +42,7 @@ pub(super) struct Watched {
 pub(super) fn read_file(
     w: &mut Watched,
     opts: &TailOptions,
+    confine: &Confinement,
     buf: &mut Vec<u8>,
     batch: &mut Batch,
     now: Instant,
@@ -49,7 +51,7 @@ pub(super) fn read_file(
         if w.vanished_since.is_some() {
             return Ok(());
         }
-        let file = File::open(&w.path)?;
+        let file = confine.open(&w.path)?;
         let meta = file.metadata()?;
         if FileKey::of(&meta) != w.key {
             // The path now names another file; the next scan sorts out where ours went.

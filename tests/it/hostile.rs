@@ -1,0 +1,272 @@
+//! Issue 20: what someone who can write under the log root (or an unlucky node) can do
+//! must not stop forwarding, leak what is outside the root, or fill the disk. The real
+//! binary, real files, FIFOs and symlinks; one test per row of the issue's table.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::daemon::{append, start, Daemon};
+use crate::http_server::{Reply, Server};
+use crate::support::at_config;
+
+fn event(id: &str) -> String {
+    format!(
+        r#"{{"meta":{{"serviceProviderName":"svc","userAccountIds":["a1"]}},"payload":{{"id":"{id}","action":"svc.thing.create","outcome":"success","initiator":{{"id":"u","typeURI":"t"}},"target":{{"id":"t","typeURI":"svc/thing"}},"eventTime":"2026-01-01T00:00:00Z"}}}}"#
+    ) + "\n"
+}
+
+/// A tail → stdout pipeline over `<dir>/logs/**/*.log`, state in `dir`.
+fn stdout_config(dir: &Path, extra_source: &str) -> PathBuf {
+    std::fs::create_dir_all(dir.join("logs")).unwrap();
+    let conf = dir.join("at.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "<source>\n  @type tail\n  path {d}/logs/**/*.log\n  pos_file {d}/at.pos\n  tag at.*\n  format json\n  read_from_head true\n  refresh_interval 1s\n{extra_source}</source>\n<match at.**>\n  @type stdout\n</match>\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    conf
+}
+
+fn mkfifo(path: &Path) {
+    let status = Command::new("mkfifo").arg(path).status().unwrap();
+    assert!(status.success(), "mkfifo {}", path.display());
+}
+
+/// Appends `n` events to `log` one by one and checks each reaches stdout: the tail
+/// thread is alive and reading.
+fn still_forwards(daemon: &Daemon, log: &Path, tag: &str, n: usize) {
+    for i in 0..n {
+        let id = format!("{tag}-{i}");
+        append(log, &event(&id));
+        let got = daemon.events(1);
+        assert!(
+            got.len() == 1 && got[0].contains(&id),
+            "event {id} not forwarded; got {got:?}"
+        );
+    }
+}
+
+/// Row 1: a writer swapping `x.log` between a regular file and a FIFO. A blocking open of
+/// the FIFO (no writer) stopped the tail thread for good, and SIGTERM with it.
+#[test]
+fn a_file_swapped_for_a_fifo_neither_blocks_reading_nor_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = stdout_config(dir.path(), "");
+    let logs = dir.path().join("logs");
+    let daemon = start(&conf);
+    daemon.wait_started();
+    still_forwards(&daemon, &logs.join("good.log"), "before", 1);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let swapper = {
+        let (stop, logs) = (Arc::clone(&stop), logs.clone());
+        std::thread::spawn(move || {
+            let x = logs.join("x.log");
+            let mut swaps = 0u32;
+            // Bounded: at most 20 s, or until the test has seen enough.
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+                let fifo = logs.join("x.fifo.tmp");
+                mkfifo(&fifo);
+                std::fs::rename(&fifo, &x).unwrap();
+                let plain = logs.join("x.plain.tmp");
+                std::fs::write(&plain, "not an event\n").unwrap();
+                std::fs::rename(&plain, &x).unwrap();
+                swaps += 1;
+            }
+            // Left as a FIFO with no writer: any blocking open of it now hangs for good.
+            let fifo = logs.join("x.fifo.tmp");
+            mkfifo(&fifo);
+            std::fs::rename(&fifo, &x).unwrap();
+            swaps
+        })
+    };
+    still_forwards(&daemon, &logs.join("good.log"), "during", 20);
+    stop.store(true, Ordering::SeqCst);
+    let swaps = swapper.join().unwrap();
+    assert!(swaps > 0);
+    still_forwards(&daemon, &logs.join("good.log"), "after", 3);
+    assert_eq!(daemon.stop_within(Duration::from_secs(30)), Some(0));
+}
+
+/// Row 2: directory links looping back to the root. The `**` walk followed them without
+/// end (100 % CPU, nothing read, SIGTERM ignored).
+#[test]
+fn directory_link_loops_neither_spin_nor_block_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = stdout_config(dir.path(), "");
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(logs.join("svc")).unwrap();
+    for name in ["loop1", "loop2", "loop3"] {
+        std::os::unix::fs::symlink(".", logs.join(name)).unwrap();
+    }
+    std::os::unix::fs::symlink("..", logs.join("svc/up")).unwrap();
+    append(&logs.join("svc/a.log"), &event("first"));
+    let daemon = start(&conf);
+    let got = daemon.events(1);
+    assert!(got.len() == 1 && got[0].contains("first"), "{got:?}");
+    still_forwards(&daemon, &logs.join("svc/a.log"), "looped", 3);
+    // A file reachable through the loops is one file: nothing is read twice.
+    assert!(daemon.events_within(Duration::from_millis(500)).is_empty());
+    assert_eq!(daemon.stop_within(Duration::from_secs(30)), Some(0));
+}
+
+/// Plants, under `dir/logs`, a link to a file outside the root and a link to a directory
+/// outside it, each holding an event marked SECRET; and one good event.
+fn plant_links_out(dir: &Path) -> PathBuf {
+    let logs = dir.join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let outside = dir.join("secret.json");
+    std::fs::write(&outside, event("SECRET-OUTSIDE")).unwrap();
+    std::os::unix::fs::symlink(&outside, logs.join("evil.log")).unwrap();
+    std::fs::create_dir(dir.join("elsewhere")).unwrap();
+    std::fs::write(dir.join("elsewhere/b.log"), event("SECRET-DIR-LINK")).unwrap();
+    std::os::unix::fs::symlink(dir.join("elsewhere"), logs.join("linked")).unwrap();
+    append(&logs.join("good.log"), &event("good-0"));
+    logs
+}
+
+/// Row 9: a link under the root to a file outside it (`/etc/shadow`, the mounted Secret)
+/// is refused with a WARN naming it; nothing of it is forwarded or dead-lettered.
+#[test]
+fn links_out_of_the_root_are_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = stdout_config(dir.path(), "");
+    let logs = plant_links_out(dir.path());
+    let daemon = start(&conf);
+    let warned = daemon
+        .log_line("Not following this file", Duration::from_secs(20))
+        .expect("a WARN names the refused link");
+    assert!(
+        warned.contains("evil.log") && warned.contains("outside"),
+        "{warned}"
+    );
+    // Each event must be the one appended: a SECRET line in between fails here.
+    let got = daemon.events(1);
+    assert!(got.len() == 1 && got[0].contains("good-0"), "{got:?}");
+    still_forwards(&daemon, &logs.join("good.log"), "good", 2);
+    let stray = daemon.events_within(Duration::from_millis(500));
+    assert_eq!(daemon.stop_within(Duration::from_secs(30)), Some(0));
+    assert!(stray.is_empty(), "{stray:?}");
+    if let Ok(letters) = std::fs::read_dir(dir.path().join("dead-letters")) {
+        for f in letters {
+            let text = std::fs::read_to_string(f.unwrap().path()).unwrap_or_default();
+            assert!(!text.contains("SECRET"), "dead-lettered through a link");
+        }
+    }
+}
+
+/// Row 9, knowingly allowed: `follow_symlinks_outside true` reads through both links.
+#[test]
+fn links_out_of_the_root_are_read_when_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = stdout_config(dir.path(), "  follow_symlinks_outside true\n");
+    plant_links_out(dir.path());
+    let daemon = start(&conf);
+    let got = daemon.events(3).join("\n");
+    assert_eq!(daemon.stop_within(Duration::from_secs(30)), Some(0));
+    assert!(
+        got.contains("SECRET-OUTSIDE") && got.contains("SECRET-DIR-LINK"),
+        "{got}"
+    );
+}
+
+/// Polls `done` until it holds or 30 s pass.
+fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within 30 s");
+        std::thread::park_timeout(Duration::from_millis(20));
+    }
+}
+
+/// Row 5: an endpoint answering 307 to another host. The token went along (reqwest keeps
+/// X-Auth-Token on redirects); now the redirect is not followed and is logged with its
+/// Location, and the chunk is retried at the configured host.
+#[test]
+fn a_redirect_is_not_followed_and_the_token_stays_home() {
+    let elsewhere_hits = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = Arc::clone(&elsewhere_hits);
+    let elsewhere = Server::start(move |req| {
+        seen.lock()
+            .unwrap()
+            .push(req.header("x-auth-token").unwrap_or("").to_string());
+        Reply::status(200)
+    });
+    let redirects = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let delivered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (r, d, target) = (
+        Arc::clone(&redirects),
+        Arc::clone(&delivered),
+        format!("{}/v3/events", elsewhere.url()),
+    );
+    let home = Server::start(move |_| {
+        if r.fetch_add(1, Ordering::SeqCst) < 2 {
+            let mut reply = Reply::status(307);
+            reply.headers.push(("Location", target.clone()));
+            return reply;
+        }
+        d.fetch_add(1, Ordering::SeqCst);
+        Reply::status(200)
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let conf = at_config(
+        dir.path(),
+        &home.url(),
+        "    retry_wait 0.1s\n    retry_max_interval 0.2s\n",
+    );
+    append(&dir.path().join("logs/a.log"), &event("r-1"));
+    let daemon = start(&conf);
+    let line = daemon
+        .log_line("redirect", Duration::from_secs(30))
+        .expect("an ERROR about the redirect");
+    assert!(
+        line.contains("ERROR") && line.contains("/v3/events"),
+        "{line}"
+    );
+    eventually(
+        "delivery at the configured host after the redirects",
+        || delivered.load(Ordering::SeqCst) > 0,
+    );
+    assert_eq!(daemon.stop_within(Duration::from_secs(30)), Some(0));
+    assert!(
+        elsewhere_hits.lock().unwrap().is_empty(),
+        "the redirect target got requests: {:?}",
+        elsewhere_hits.lock().unwrap()
+    );
+}
+
+/// Row 6: `Retry-After: 18446744073709551615` panicked (`overflow when adding duration to
+/// instant`) and left the chunk in flight for good; now it is capped by
+/// `retry_max_interval` and the chunk is delivered on the next try.
+#[test]
+fn a_huge_retry_after_is_capped_by_retry_max_interval() {
+    let answers = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let delivered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (a, d) = (Arc::clone(&answers), Arc::clone(&delivered));
+    let server = Server::start(move |_| {
+        if a.fetch_add(1, Ordering::SeqCst) == 0 {
+            let mut reply = Reply::status(503);
+            reply
+                .headers
+                .push(("Retry-After", "18446744073709551615".to_string()));
+            return reply;
+        }
+        d.fetch_add(1, Ordering::SeqCst);
+        Reply::status(200)
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let conf = at_config(dir.path(), &server.url(), "    retry_max_interval 1s\n");
+    append(&dir.path().join("logs/a.log"), &event("ra-1"));
+    let daemon = start(&conf);
+    eventually("delivery after the capped Retry-After", || {
+        delivered.load(Ordering::SeqCst) > 0
+    });
+    assert_eq!(daemon.stop_within(Duration::from_secs(30)), Some(0));
+}
