@@ -119,8 +119,13 @@ fn run_dead_letters(state: &Path, command: DeadLetterCommand) -> io::Result<Exit
                 .iter()
                 .filter(|s| reason.is_none_or(|r| s.letter.reason == r))
             {
+                let lines = if s.count > 1 {
+                    format!(" ({} lines)", s.count)
+                } else {
+                    String::new()
+                };
                 println!(
-                    "{}  {}  {:<16} {}:{}  {}",
+                    "{}  {}  {:<16} {}:{}{lines}  {}",
                     s.id,
                     s.time,
                     s.letter.reason,
@@ -135,7 +140,7 @@ fn run_dead_letters(state: &Path, command: DeadLetterCommand) -> io::Result<Exit
             let Some(s) = store.list()?.into_iter().find(|s| s.id == id) else {
                 return usage(&format!("no dead letter with id {id}"));
             };
-            println!("id:      {}\ntime:    {}\nreason:  {}\nmessage: {}\nsource:  {} at offset {} ({} bytes{})", s.id, s.time, s.letter.reason, s.letter.message, s.letter.path.display(), s.letter.offset, s.letter.length, if s.truncated { ", start kept" } else { "" });
+            println!("id:      {}\ntime:    {}\nreason:  {}\nmessage: {}\nsource:  {} at offset {} ({} bytes{})", s.id, s.time, s.letter.reason, s.letter.message, s.letter.path.display(), s.letter.offset, s.letter.length, if s.truncated { ", start kept" } else if s.count > 1 { ", consecutive lines refused alike" } else { "" });
             println!("line:\n{}", String::from_utf8_lossy(&s.letter.line));
         }
         DeadLetterCommand::Requeue {

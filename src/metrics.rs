@@ -27,6 +27,10 @@ pub struct Metrics {
     invalid: Mutex<BTreeMap<&'static str, u64>>,
     /// Events written to the dead-letter store, by reason.
     dead_lettered: Mutex<BTreeMap<&'static str, u64>>,
+    /// Failed writes to the dead-letter store (each one retried).
+    pub dead_letter_write_errors: AtomicU64,
+    /// Dead-letter records removed to keep the store under `dead_letter_limit_size`.
+    pub dead_letters_dropped: AtomicU64,
     /// Unread bytes per followed file.
     lag: Mutex<BTreeMap<String, u64>>,
     /// Secret (re)loads.
@@ -64,6 +68,12 @@ impl Metrics {
     /// Counts events dead-lettered for `reason`.
     pub fn dead_lettered(&self, reason: &'static str, n: u64) {
         *lock(&self.dead_lettered).entry(reason).or_default() += n;
+    }
+
+    /// Counts a failed write to the dead-letter store.
+    pub fn dead_letter_write_error(&self) {
+        self.dead_letter_write_errors
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// Replaces the unread bytes of the followed files.
@@ -151,6 +161,18 @@ impl Metrics {
             "Bytes not yet read, per followed file.",
             "path",
             &lock(&self.lag),
+        );
+        counter(
+            &mut out,
+            "at_forwarder_dead_letter_write_errors_total",
+            "Failed writes to the dead-letter store (the source pauses and retries).",
+            load(&self.dead_letter_write_errors),
+        );
+        counter(
+            &mut out,
+            "at_forwarder_dead_letters_dropped_total",
+            "Dead-letter records removed, oldest first, to stay under dead_letter_limit_size.",
+            load(&self.dead_letters_dropped),
         );
         counter(
             &mut out,

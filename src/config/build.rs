@@ -186,6 +186,9 @@ impl<'a> Builder<'a> {
             system.workers = w.value;
         }
         system.root_dir = s.path("root_dir").map(|p| p.value);
+        if let Some(limit) = s.size("dead_letter_limit_size") {
+            system.dead_letter_limit_size = limit.value;
+        }
         system.http_port = s
             .integer("http_port", 1, 65535)
             .and_then(|p| u16::try_from(p.value).ok());

@@ -119,6 +119,9 @@ config_enum! {
     }
 }
 
+/// Default `dead_letter_limit_size`.
+pub const DEFAULT_DEAD_LETTER_LIMIT: u64 = 256 << 20;
+
 /// The `<system>` section.
 #[derive(Debug, Clone, PartialEq)]
 pub struct System {
@@ -131,6 +134,9 @@ pub struct System {
     /// `http_port`: the operations endpoint (metrics, health) listens on all interfaces at
     /// this port; without it, on `--metrics-listen` (default 127.0.0.1:24231).
     pub http_port: Option<u16>,
+    /// `dead_letter_limit_size` (at-forwarder's own, default 256 MiB): the dead-letter
+    /// store's files together; past it the oldest go first, counted and logged.
+    pub dead_letter_limit_size: u64,
 }
 
 impl Default for System {
@@ -140,6 +146,7 @@ impl Default for System {
             root_dir: None,
             log_level: LogLevel::Info,
             http_port: None,
+            dead_letter_limit_size: DEFAULT_DEAD_LETTER_LIMIT,
         }
     }
 }

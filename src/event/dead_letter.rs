@@ -3,8 +3,9 @@
 //!
 //! # On-disk format, version 1
 //!
-//! Directory `<state>/dead-letters/` (mode 0700), one append-only file per UTC day,
-//! `YYYY-MM-DD.jsonl` (mode 0600), one JSON object per line:
+//! Directory `<state>/dead-letters/` (mode 0700), append-only files per UTC day,
+//! `YYYY-MM-DD.jsonl`, then `YYYY-MM-DD.0001.jsonl`, … (mode 0600; a new one is started
+//! when the current one holds an eighth of the store's limit), one JSON object per line:
 //!
 //! ```text
 //! {"v":1,"time":"2026-11-22T05:07:50.320+0000","reason":"invalid_json","message":"…",
@@ -15,6 +16,19 @@
 //! than [`KEPT_BYTES`] keeps only its start, with `"truncated":true` (`length` is the whole
 //! line's). Each append is fsynced. A crash can leave a partial last line; readers skip it.
 //! Unknown fields are ignored, so fields can be added within version 1.
+//!
+//! Consecutive lines of one file refused for the same reason and message (a flood of
+//! `x\n`) are one record, a run: `"count":N`, `offset` of its first line, `length` up to
+//! the end of its last, and `line` / `line_base64` holding the lines joined by `\n`, at most
+//! [`RUN_BYTES`] of them; of the two encodings the shorter is written. One record per
+//! line made a 2-byte line a 200-byte record; with runs the store holds at most about
+//! 1.4× the bytes refused.
+//!
+//! # Bounded
+//!
+//! The files together are kept under a limit (`<system> dead_letter_limit_size`, default
+//! [`DEFAULT_LIMIT`]): past it the oldest files are removed, the records they held counted
+//! in `at_forwarder_dead_letters_dropped_total`, with an ERROR at most once a minute.
 //!
 //! `requeue` takes records out: their lines are appended to `<state>/requeue/<time>.log`
 //! (fsynced), then each day file is rewritten without them (temp file, fsync, rename).
@@ -29,7 +43,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};
-use tracing::warn;
+use tracing::{error, warn};
 
 use super::time::Timestamp;
 use super::Reason;
@@ -37,6 +51,10 @@ use crate::config::value::ConfigEnum;
 
 /// Bytes of a line kept in a dead letter.
 pub const KEPT_BYTES: usize = 64 * 1024;
+/// Most bytes of lines one run record holds.
+pub const RUN_BYTES: usize = 64 * 1024;
+/// Default total size of the store's files.
+pub const DEFAULT_LIMIT: u64 = crate::config::DEFAULT_DEAD_LETTER_LIMIT;
 /// Least time between two WARN lines for one reason.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 
@@ -89,6 +107,9 @@ pub struct Stored {
     pub letter: DeadLetter,
     /// Whether `line` holds only the start of the line.
     pub truncated: bool,
+    /// Lines held: more than one for a run of consecutive lines refused alike, joined
+    /// by `\n` in `letter.line`.
+    pub count: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -106,12 +127,24 @@ struct Record {
     line_base64: Option<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     truncated: bool,
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    count: u64,
+}
+
+fn one() -> u64 {
+    1
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_one(n: &u64) -> bool {
+    *n == 1
 }
 
 /// The dead-letter store of a state directory.
 #[derive(Debug)]
 pub struct DeadLetterStore {
     dir: PathBuf,
+    limit: u64,
     state: Mutex<Counters>,
 }
 
@@ -119,11 +152,22 @@ pub struct DeadLetterStore {
 struct Counters {
     total: HashMap<Reason, u64>,
     since_warn: HashMap<Reason, (u64, Option<Instant>)>,
+    /// The file being appended to (its stem) and its size.
+    current: Option<(String, u64)>,
+    /// Bytes of all files, once listed.
+    stored: Option<u64>,
+    /// When records were last removed for the limit (ERROR at most once a minute).
+    last_drop_error: Option<Instant>,
 }
 
 impl DeadLetterStore {
     /// Opens (creating, mode 0700) `<state_dir>/dead-letters`.
     pub fn open(state_dir: &Path) -> io::Result<Self> {
+        Self::open_with_limit(state_dir, DEFAULT_LIMIT)
+    }
+
+    /// Opens the store, keeping its files under `limit` bytes.
+    pub fn open_with_limit(state_dir: &Path, limit: u64) -> io::Result<Self> {
         let dir = state_dir.join("dead-letters");
         fs::DirBuilder::new()
             .recursive(true)
@@ -131,6 +175,7 @@ impl DeadLetterStore {
             .create(&dir)?;
         Ok(DeadLetterStore {
             dir,
+            limit: limit.max(4096),
             state: Mutex::new(Counters::default()),
         })
     }
@@ -140,54 +185,134 @@ impl DeadLetterStore {
         &self.dir
     }
 
-    /// Appends dead letters (one fsync), counts them, and logs a WARN per reason at most
-    /// once a minute.
+    /// Appends dead letters (one fsync; consecutive lines refused alike as one run
+    /// record), counts them, logs a WARN per reason at most once a minute, and removes the
+    /// oldest files past the store's limit.
     pub fn append(&self, letters: &[DeadLetter]) -> io::Result<()> {
         if letters.is_empty() {
             return Ok(());
         }
         let now = Timestamp::from(SystemTime::now());
+        let time = now.to_at_format();
         let mut text = Vec::new();
-        for l in letters {
-            let (line, line_base64) = match std::str::from_utf8(&l.line) {
-                Ok(s) => (Some(s.to_string()), None),
-                Err(_) => (
-                    None,
-                    Some(base64::engine::general_purpose::STANDARD.encode(&l.line)),
-                ),
-            };
-            let record = Record {
-                v: 1,
-                time: now.to_at_format(),
-                reason: l.reason.name().to_string(),
-                message: l.message.clone(),
-                path: l.path.clone(),
-                offset: l.offset,
-                length: l.length,
-                line,
-                line_base64,
-                truncated: (l.line.len() as u64) < l.length,
-            };
-            serde_json::to_writer(&mut text, &record).map_err(io::Error::other)?;
+        for run in runs(letters) {
+            serde_json::to_writer(&mut text, &run.record(&time)).map_err(io::Error::other)?;
             text.push(b'\n');
         }
-        let path = self.dir.join(format!("{}.jsonl", now.date()));
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&path)?;
-        file.write_all(&text)?;
-        file.sync_data()?;
+        {
+            let mut state = self.lock();
+            let stem = self.current_file(&mut state, &now.date().to_string())?;
+            let mut file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(self.dir.join(format!("{stem}.jsonl")))?;
+            file.write_all(&text)?;
+            file.sync_data()?;
+            let written = text.len() as u64;
+            if let Some((_, size)) = &mut state.current {
+                *size += written;
+            }
+            if let Some(stored) = &mut state.stored {
+                *stored += written;
+            }
+            self.enforce_limit(&mut state);
+        }
         self.count_and_warn(letters);
         Ok(())
     }
 
-    fn count_and_warn(&self, letters: &[DeadLetter]) {
-        let mut state = self
-            .state
+    fn lock(&self) -> std::sync::MutexGuard<'_, Counters> {
+        self.state
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The stem of the file to append to today: the last of the day's files, or the next
+    /// one once it holds an eighth of the limit.
+    fn current_file(&self, state: &mut Counters, today: &str) -> io::Result<String> {
+        let segment = (self.limit / 8).max(4096);
+        if !state
+            .current
+            .as_ref()
+            .is_some_and(|(stem, _)| stem.starts_with(today))
+        {
+            let last = self
+                .days()?
+                .into_iter()
+                .rfind(|stem| stem.starts_with(today))
+                .unwrap_or_else(|| today.to_string());
+            let size = fs::metadata(self.dir.join(format!("{last}.jsonl"))).map_or(0, |m| m.len());
+            state.current = Some((last, size));
+        }
+        let (stem, size) = state.current.as_mut().expect("set above");
+        if *size >= segment {
+            let seq: u32 = stem
+                .strip_prefix(today)
+                .and_then(|rest| rest.strip_prefix('.'))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            *stem = format!("{today}.{:04}", seq + 1);
+            *size = 0;
+        }
+        Ok(stem.clone())
+    }
+
+    /// Removes the oldest files (never the current one) while the store is over its limit.
+    fn enforce_limit(&self, state: &mut Counters) {
+        let stored = match state.stored {
+            Some(n) => n,
+            None => {
+                let n = self.stored_bytes();
+                state.stored = Some(n);
+                n
+            }
+        };
+        if stored <= self.limit {
+            return;
+        }
+        let current = state.current.as_ref().map(|(stem, _)| stem.clone());
+        let mut over = stored - self.limit;
+        let (mut files, mut records) = (0u64, 0u64);
+        for stem in self.days().unwrap_or_default() {
+            if over == 0 || Some(&stem) == current.as_ref() {
+                break;
+            }
+            let path = self.dir.join(format!("{stem}.jsonl"));
+            let Ok(bytes) = fs::read(&path) else { continue };
+            if fs::remove_file(&path).is_ok() {
+                over = over.saturating_sub(bytes.len() as u64);
+                files += 1;
+                records += read_records(&bytes).map(|r| r.count).sum::<u64>();
+            }
+        }
+        state.stored = Some(self.stored_bytes());
+        if files == 0 {
+            return;
+        }
+        crate::metrics::global()
+            .dead_letters_dropped
+            .fetch_add(records, std::sync::atomic::Ordering::Relaxed);
+        if state
+            .last_drop_error
+            .is_none_or(|t| t.elapsed() >= WARN_EVERY)
+        {
+            error!(dir = %self.dir.display(), files, records, limit = self.limit, "The dead-letter store reached dead_letter_limit_size: its oldest files were removed (counted in at_forwarder_dead_letters_dropped_total).");
+            state.last_drop_error = Some(Instant::now());
+        }
+    }
+
+    fn stored_bytes(&self) -> u64 {
+        self.days()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|stem| fs::metadata(self.dir.join(format!("{stem}.jsonl"))).ok())
+            .map(|m| m.len())
+            .sum()
+    }
+
+    fn count_and_warn(&self, letters: &[DeadLetter]) {
+        let mut state = self.lock();
         for l in letters {
             *state.total.entry(l.reason).or_default() += 1;
             let (count, last) = state.since_warn.entry(l.reason).or_default();
@@ -202,10 +327,7 @@ impl DeadLetterStore {
 
     /// Dead letters recorded by this process, by reason.
     pub fn counts(&self) -> Vec<(Reason, u64)> {
-        let state = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let state = self.lock();
         let mut counts: Vec<(Reason, u64)> = state.total.iter().map(|(r, n)| (*r, *n)).collect();
         counts.sort_by_key(|(r, _)| r.name());
         counts
@@ -293,12 +415,11 @@ impl DeadLetterStore {
 }
 
 fn read_day(dir: &Path, day: &str) -> io::Result<Vec<Stored>> {
-    let reader = BufReader::new(File::open(dir.join(format!("{day}.jsonl")))?);
+    let bytes = fs::read(dir.join(format!("{day}.jsonl")))?;
     let mut out = Vec::new();
-    for (i, line) in reader.split(b'\n').enumerate() {
-        let line = line?;
+    for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
         // A torn last record (crash during an append) does not decode and is skipped.
-        let Ok(r) = serde_json::from_slice::<Record>(&line) else {
+        let Ok(r) = serde_json::from_slice::<Record>(line) else {
             continue;
         };
         let bytes = match (r.line, r.line_base64) {
@@ -321,9 +442,95 @@ fn read_day(dir: &Path, day: &str) -> io::Result<Vec<Stored>> {
                 line: bytes,
             },
             truncated: r.truncated,
+            count: r.count,
         });
     }
     Ok(out)
+}
+
+/// The records of a file's bytes that decode.
+fn read_records(bytes: &[u8]) -> impl Iterator<Item = Record> + '_ {
+    bytes
+        .split(|b| *b == b'\n')
+        .filter_map(|line| serde_json::from_slice::<Record>(line).ok())
+}
+
+/// Consecutive dead letters of one file, refused for the same reason and message.
+struct Run<'a> {
+    first: &'a DeadLetter,
+    /// Offset just past the last line (before its newline).
+    end: u64,
+    count: u64,
+    lines: Vec<u8>,
+}
+
+impl Run<'_> {
+    fn takes(&self, l: &DeadLetter) -> bool {
+        let whole = |d: &DeadLetter| d.line.len() as u64 == d.length;
+        whole(self.first)
+            && whole(l)
+            && l.offset == self.end + 1
+            && l.path == self.first.path
+            && l.reason == self.first.reason
+            && l.message == self.first.message
+            && self.lines.len() + 1 + l.line.len() <= RUN_BYTES
+    }
+
+    fn record(&self, time: &str) -> Record {
+        let (line, line_base64) = encode(&self.lines);
+        let length = self.end - self.first.offset;
+        Record {
+            v: 1,
+            time: time.to_string(),
+            reason: self.first.reason.name().to_string(),
+            message: self.first.message.clone(),
+            path: self.first.path.clone(),
+            offset: self.first.offset,
+            length,
+            line,
+            line_base64,
+            truncated: (self.lines.len() as u64) < length,
+            count: self.count,
+        }
+    }
+}
+
+fn runs(letters: &[DeadLetter]) -> Vec<Run<'_>> {
+    let mut out: Vec<Run<'_>> = Vec::new();
+    for l in letters {
+        if let Some(run) = out.last_mut().filter(|r| r.takes(l)) {
+            run.lines.push(b'\n');
+            run.lines.extend_from_slice(&l.line);
+            run.end = l.offset + l.length;
+            run.count += 1;
+            continue;
+        }
+        out.push(Run {
+            first: l,
+            end: l.offset + l.length,
+            count: 1,
+            lines: l.line.clone(),
+        });
+    }
+    out
+}
+
+/// The line as a JSON string when it is UTF-8 and that is no longer than base64, else as
+/// base64: control characters escape to six bytes each, which would let a hostile line
+/// grow threefold on disk.
+fn encode(bytes: &[u8]) -> (Option<String>, Option<String>) {
+    let b64 = || base64::engine::general_purpose::STANDARD.encode(bytes);
+    match std::str::from_utf8(bytes) {
+        Ok(text) => {
+            let escaped = serde_json::to_string(text).map_or(usize::MAX, |j| j.len() - 2);
+            if escaped <= bytes.len().div_ceil(3) * 4 {
+                (Some(text.to_string()), None)
+            } else {
+                (None, Some(b64()))
+            }
+        }
+        Err(_) => (None, Some(b64())),
+    }
 }
 
 impl From<SystemTime> for Timestamp {
@@ -428,5 +635,92 @@ mod tests {
             (listed[0].letter.line.len(), listed[0].letter.length),
             (KEPT_BYTES, 2 * KEPT_BYTES as u64)
         );
+    }
+
+    fn flood(store: &DeadLetterStore, path: &Path, lines: u64, per_append: u64) {
+        let mut offset = 0;
+        while offset < lines * 2 {
+            let letters: Vec<DeadLetter> = (0..per_append)
+                .map(|i| {
+                    DeadLetter::new(
+                        Reason::InvalidJson,
+                        "expected value at line 1 column 1",
+                        path,
+                        offset + i * 2,
+                        b"x",
+                    )
+                })
+                .collect();
+            offset += per_append * 2;
+            store.append(&letters).unwrap();
+        }
+    }
+
+    fn stored(dir: &Path) -> u64 {
+        fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum()
+    }
+
+    #[test]
+    fn a_flood_of_one_byte_lines_takes_at_most_twice_its_size_and_requeues_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DeadLetterStore::open(dir.path()).unwrap();
+        let path = Path::new("/var/log/at/svc/flood.log");
+        // 200,000 lines "x\n" (400,000 bytes), in batches as the tail reads them.
+        flood(&store, path, 200_000, 20_000);
+        let on_disk = stored(store.dir());
+        assert!(on_disk <= 2 * 400_000, "{on_disk} bytes for 400,000");
+        let all = store.list().unwrap();
+        assert_eq!(all.iter().map(|s| s.count).sum::<u64>(), 200_000);
+        let first = &all[0];
+        assert_eq!(
+            (first.letter.offset, first.letter.path.as_path()),
+            (0, path)
+        );
+        assert!(first.count > 1 && first.letter.line.starts_with(b"x\nx\n"));
+        let (moved, file) = store.requeue(|_| true).unwrap();
+        assert_eq!(moved, all.len());
+        let text = fs::read(file.unwrap()).unwrap();
+        assert_eq!(text, b"x\n".repeat(200_000));
+    }
+
+    #[test]
+    fn past_the_limit_the_oldest_records_go_and_are_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let limit = 64 * 1024;
+        let store = DeadLetterStore::open_with_limit(dir.path(), limit).unwrap();
+        let before = crate::metrics::global()
+            .dead_letters_dropped
+            .load(std::sync::atomic::Ordering::Relaxed);
+        // Lines that do not follow each other: one record each (~200 bytes).
+        for i in 0..2_000u64 {
+            let l = DeadLetter::new(
+                Reason::MissingService,
+                "missing meta",
+                Path::new("/l/a.log"),
+                i * 100,
+                b"{}",
+            );
+            store.append(&[l]).unwrap();
+        }
+        let on_disk = stored(store.dir());
+        assert!(
+            on_disk <= limit + limit / 8 + 1024,
+            "{on_disk} over {limit}"
+        );
+        let left = store.list().unwrap();
+        assert!(left.len() < 2_000);
+        assert_eq!(
+            left.last().unwrap().letter.offset,
+            1_999 * 100,
+            "the newest are kept"
+        );
+        let dropped = crate::metrics::global()
+            .dead_letters_dropped
+            .load(std::sync::atomic::Ordering::Relaxed)
+            - before;
+        assert!(dropped >= 2_000 - left.len() as u64, "{dropped}");
     }
 }

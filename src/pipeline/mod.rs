@@ -44,7 +44,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         .state_dir()
         .context("no state directory: set <system> root_dir or a pos_file in a tail source")?;
     let dead_letters = Arc::new(
-        DeadLetterStore::open(&state)
+        DeadLetterStore::open_with_limit(&state, config.system.dead_letter_limit_size)
             .with_context(|| format!("opening the dead-letter store in {}", state.display()))?,
     );
     let config = Arc::new(config);

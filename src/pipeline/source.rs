@@ -22,7 +22,7 @@ use super::append::{append_until_done, Unwritten};
 use sort::{Group, Sorted};
 
 mod sort;
-use super::held::{Held, Mark, Written};
+use super::held::{Held, Mark, Routes, Written};
 
 pub(super) struct Worker {
     config: Arc<Config>,
@@ -260,14 +260,27 @@ impl Worker {
         // attempt at every append (which succeeds unless the buffer is full or failing).
         let w = Arc::clone(&self);
         let batch = Arc::new(batch);
-        let (unwritten, marks, routes, batch) = tokio::task::spawn_blocking(move || {
+        let first = tokio::task::spawn_blocking(move || {
             let mut sorted = w.sort(&batch);
             let routes = std::mem::take(&mut sorted.routes);
-            w.write_sorted(sorted)
-                .map(|(unwritten, marks)| (unwritten, marks, routes, batch))
+            match w.dead_letters.append(&sorted.letters) {
+                Ok(()) => Ok(w
+                    .write_sorted(sorted)
+                    .map(|(unwritten, marks)| (unwritten, marks, routes, batch))),
+                Err(e) => Err(LettersUnwritten {
+                    sorted,
+                    routes,
+                    batch,
+                    error: e,
+                }),
+            }
         })
         .await
-        .map_err(std::io::Error::other)??;
+        .map_err(std::io::Error::other)?;
+        let (unwritten, marks, routes, batch) = match first {
+            Ok(done) => done?,
+            Err(rest) => Arc::clone(&self).keep_letters_until_done(rest).await?,
+        };
         for rest in unwritten {
             append_until_done(rest).await;
         }
@@ -290,7 +303,6 @@ impl Worker {
     /// the buffer's generation after the piece with the file's last record (see
     /// [`Written::after`]).
     fn write_sorted(&self, sorted: Sorted) -> std::io::Result<(Vec<Unwritten>, Vec<Mark>)> {
-        self.dead_letters.append(&sorted.letters)?;
         for l in &sorted.letters {
             crate::metrics::global().dead_lettered(l.reason.name(), 1);
         }
@@ -351,6 +363,59 @@ impl Worker {
             }
         }
         Ok((unwritten, marks))
+    }
+}
+
+/// A sorted batch whose dead letters could not be written (a full disk, EIO).
+struct LettersUnwritten {
+    sorted: Sorted,
+    routes: Routes,
+    batch: Arc<Batch>,
+    error: std::io::Error,
+}
+
+type WrittenParts = (Vec<Unwritten>, Vec<Mark>, Routes, Arc<Batch>);
+
+impl Worker {
+    /// Retries writing a batch's dead letters with back-off, as a full buffer is waited
+    /// for: nothing of the batch goes on (its positions are not saved) and this source
+    /// takes no new batch meanwhile, so reading pauses and resumes by itself once the disk
+    /// has room. Then the rest of the batch is written.
+    async fn keep_letters_until_done(
+        self: Arc<Self>,
+        rest: LettersUnwritten,
+    ) -> std::io::Result<WrittenParts> {
+        let LettersUnwritten {
+            sorted,
+            routes,
+            batch,
+            mut error,
+        } = rest;
+        let sorted = Arc::new(sorted);
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            error!(dir = %self.dead_letters.dir().display(), error = %error, retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(0), "Cannot write dead letters (disk full?); reading of this source pauses, nothing is dropped.");
+            crate::metrics::global().dead_letter_write_error();
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+            let (w, s) = (Arc::clone(&self), Arc::clone(&sorted));
+            match tokio::task::spawn_blocking(move || w.dead_letters.append(&s.letters))
+                .await
+                .map_err(std::io::Error::other)?
+            {
+                Ok(()) => break,
+                Err(e) => error = e,
+            }
+        }
+        warn!(dir = %self.dead_letters.dir().display(), "Dead letters written again; reading resumes.");
+        let sorted = Arc::try_unwrap(sorted).map_err(|_| std::io::Error::other("batch shared"))?;
+        let w = Arc::clone(&self);
+        tokio::task::spawn_blocking(move || {
+            w.write_sorted(sorted)
+                .map(|(unwritten, marks)| (unwritten, marks, routes, batch))
+        })
+        .await
+        .map_err(std::io::Error::other)?
     }
 }
 

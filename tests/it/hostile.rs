@@ -270,3 +270,120 @@ fn a_huge_retry_after_is_capped_by_retry_max_interval() {
     });
     assert_eq!(daemon.stop_within(Duration::from_secs(30)), Some(0));
 }
+
+fn dead_lettered_lines(state: &Path) -> u64 {
+    at_forwarder::event::dead_letter::DeadLetterStore::open(state)
+        .and_then(|s| s.list())
+        .map_or(0, |all| all.iter().map(|s| s.count).sum())
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .filter_map(|e| e.ok()?.metadata().ok())
+            .map(|m| m.len())
+            .sum()
+    })
+}
+
+/// Row 3: a flood of 1-byte lines. One record per line made the dead-letter store 106×
+/// the input; now consecutive lines refused alike share a record: at most 2×.
+#[test]
+fn a_flood_of_one_byte_lines_takes_at_most_twice_its_size_in_dead_letters() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = stdout_config(dir.path(), "");
+    let logs = dir.path().join("logs");
+    let lines = 300_000u64;
+    append(&logs.join("flood.log"), &"x\n".repeat(lines as usize));
+    let daemon = start(&conf);
+    eventually("every flood line dead-lettered", || {
+        dead_lettered_lines(dir.path()) >= lines
+    });
+    still_forwards(&daemon, &logs.join("flood.log"), "after-flood", 2);
+    assert_eq!(daemon.stop_within(Duration::from_secs(30)), Some(0));
+    let stored = dir_bytes(&dir.path().join("dead-letters"));
+    eprintln!(
+        "flood of {lines} 1-byte lines ({} bytes): {stored} bytes of dead letters",
+        lines * 2
+    );
+    assert_eq!(dead_lettered_lines(dir.path()), lines);
+    assert!(
+        stored <= 2 * lines * 2,
+        "{stored} bytes for {} bytes",
+        lines * 2
+    );
+}
+
+/// A tmpfs of `size` mounted at `at`, unmounted on drop; `None` when not root (or mount
+/// fails), with a message.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(at).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("skipped: mounting a tmpfs needs root");
+            return None;
+        }
+        Some(Tmpfs(at.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Row 4: the state directory on a full disk. A dead-letter write error stopped the source
+/// for good; now reading pauses (ERROR, back-off) and resumes by itself once space returns,
+/// with nothing lost.
+#[test]
+fn a_full_disk_for_dead_letters_pauses_the_source_until_space_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let Some(_tmpfs) = Tmpfs::mount(&state, "1m") else {
+        return;
+    };
+    let conf = stdout_config(dir.path(), "");
+    let text = std::fs::read_to_string(&conf).unwrap();
+    std::fs::write(
+        &conf,
+        format!(
+            "<system>\n  root_dir {}\n</system>\n{text}",
+            state.display()
+        ),
+    )
+    .unwrap();
+    let logs = dir.path().join("logs");
+    let daemon = start(&conf);
+    daemon.wait_started();
+    // Fill the tmpfs.
+    let ballast = state.join("ballast");
+    let mut f = std::fs::File::create(&ballast).unwrap();
+    let block = vec![0u8; 64 * 1024];
+    while std::io::Write::write_all(&mut f, &block).is_ok() {}
+    drop(f);
+    append(&logs.join("a.log"), "not json\n");
+    append(&logs.join("a.log"), &event("after-the-bad-line"));
+    let line = daemon
+        .log_line("Cannot write dead letters", Duration::from_secs(30))
+        .expect("an ERROR about the dead-letter write");
+    assert!(line.contains("ERROR"), "{line}");
+    std::fs::remove_file(&ballast).unwrap();
+    let got = daemon.events(1);
+    assert!(
+        got.len() == 1 && got[0].contains("after-the-bad-line"),
+        "{got:?}"
+    );
+    eventually("the bad line dead-lettered", || {
+        dead_lettered_lines(&state) == 1
+    });
+    still_forwards(&daemon, &logs.join("a.log"), "resumed", 2);
+    assert_eq!(daemon.stop_within(Duration::from_secs(30)), Some(0));
+}
