@@ -66,9 +66,9 @@ fn recover_chunk(store: &Store, recovered: &Recovered, id: &str, path: &Path) ->
                     .map(<[u8]>::to_vec)
             });
             if let Some(tail) = tail {
-                let _ = fs::write(
-                    store.dirs.quarantine.join(format!("{id}.tail-{offset}")),
-                    tail,
+                let _ = crate::fsutil::write_private(
+                    &store.dirs.quarantine.join(format!("{id}.tail-{offset}")),
+                    &tail,
                 );
                 pieces += 1;
             }

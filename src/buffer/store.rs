@@ -427,7 +427,7 @@ impl Store {
     pub(super) fn quarantine_pieces(&self, id: &str, scan: &chunk::Scan) {
         for (offset, bytes) in &scan.corrupt {
             let target = self.dirs.quarantine.join(format!("{id}.record-{offset}"));
-            if let Err(e) = fs::write(&target, bytes) {
+            if let Err(e) = crate::fsutil::write_private(&target, bytes) {
                 error!(file = %target.display(), error = %e, "Could not write a quarantined record.");
             }
         }

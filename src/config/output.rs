@@ -205,6 +205,19 @@ fn build_at(s: &mut Section<'_>) -> Option<AtOutput> {
     let max_events = s
         .integer("max_events_per_request", 1, 100_000)
         .map_or(1000, |v| v.value);
+    let allow_http = s.bool("allow_insecure_http").is_some_and(|b| b.value);
+    if let Some(t) = target.as_ref().filter(|t| !allow_http && cleartext_off_host(&t.value.1)) {
+        s.error(
+            Diagnostic::warning(
+                Some(t.span),
+                format!(
+                    "targetHost '{}' is plain http to another machine: service tokens would cross the network in clear text",
+                    t.value.0
+                ),
+            )
+            .with_help("use https, or set 'allow_insecure_http true' if this network is trusted"),
+        );
+    }
     if let Some(t) = &target {
         if looks_like_placeholder(&t.value.0) {
             s.error(Diagnostic::warning(Some(t.span), format!("targetHost '{}' looks like a placeholder", t.value.0))
@@ -240,6 +253,19 @@ fn build_at(s: &mut Section<'_>) -> Option<AtOutput> {
         compress,
         max_events_per_request: max_events,
     })
+}
+
+/// Whether a URL is plain http to a host other than this machine (loopback).
+fn cleartext_off_host(url: &url::Url) -> bool {
+    if url.scheme() != "http" {
+        return false;
+    }
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => !ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => !ip.is_loopback(),
+        Some(url::Host::Domain(name)) => !name.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
 }
 
 /// A host (`activity-tracker.ng.bluemix.net`, meaning https) or a full URL

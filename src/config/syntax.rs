@@ -411,6 +411,16 @@ impl Body<'_, '_, '_, '_> {
                 format!("cannot read included file {}: {e}", path.display()),
             )
         })?;
+        if holds_service_tokens(&text) {
+            // Its lines would be quoted by every diagnostic and by `check`.
+            return Err(Diagnostic::error(
+                Some(span),
+                format!(
+                    "@include of {} refused: it holds service tokens (the Activity Tracker Secret); point secrets_path at its directory instead",
+                    path.display()
+                ),
+            ));
+        }
         let file = self.ctx.sources.add(path.to_path_buf(), text);
         self.ctx.include_stack.push(canonical);
         let result = parse_file_into(self.ctx, file, self.params, self.elements);
@@ -419,9 +429,43 @@ impl Body<'_, '_, '_, '_> {
     }
 }
 
+/// Whether a file is the Activity Tracker Secret (its JSON, or base64 of it).
+fn holds_service_tokens(text: &str) -> bool {
+    use base64::Engine;
+    const FIELD: &str = "auth_token_value";
+    if text.contains(FIELD) {
+        return true;
+    }
+    let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(compact)
+        .is_ok_and(|json| String::from_utf8_lossy(&json).contains(FIELD))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_include_of_the_secret_is_refused_without_quoting_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let json = r#"{"services":[{"service_name":"svc","auth_token_value":"tok-SECRET"}]}"#;
+        let b64 = {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.encode(json)
+        };
+        for (name, content) in [("plain", json.to_string()), ("encoded", b64)] {
+            std::fs::write(dir.path().join(name), content).unwrap();
+            let env = EvalEnv::fixed("node-1", &[]);
+            let mut ctx = ParseCtx::new(&env);
+            let conf = format!("@include {}\n", dir.path().join(name).display());
+            let file = ctx.sources.add(dir.path().join("at.conf"), conf);
+            let err = parse_root(&mut ctx, file).unwrap_err();
+            let shown = format!("{err:?}");
+            assert!(shown.contains("holds service tokens"), "{shown}");
+            assert!(!shown.contains("SECRET"), "{shown}");
+        }
+    }
 
     pub(crate) fn parse(src: &str) -> Result<Element, Diagnostic> {
         let env = EvalEnv::fixed("node-1", &[]);

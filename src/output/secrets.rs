@@ -20,6 +20,9 @@ use tracing::{error, info};
 /// How often the Secret's file is looked at for changes.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 
+/// Largest Secret file read: a Kubernetes Secret holds at most 1 MiB.
+pub const MAX_SECRET_BYTES: u64 = 1 << 20;
+
 /// A credential: shown as `[REDACTED]`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Token(String);
@@ -59,7 +62,8 @@ struct ServiceEntry {
     project_id: String,
 }
 
-/// Parses the Secret's content: JSON, or base64 of JSON.
+/// Parses the Secret's content: JSON, or base64 of JSON. An error names the byte offset
+/// and the kind of problem only: parser messages quote the bad value, which may be a token.
 pub fn parse(content: &[u8]) -> Result<HashMap<String, ServiceCredentials>, String> {
     let text = String::from_utf8_lossy(content);
     let trimmed = text.trim();
@@ -69,10 +73,20 @@ pub fn parse(content: &[u8]) -> Result<HashMap<String, ServiceCredentials>, Stri
         let compact: String = trimmed.chars().filter(|c| !c.is_whitespace()).collect();
         base64::engine::general_purpose::STANDARD
             .decode(compact)
-            .map_err(|e| format!("neither JSON nor base64: {e}"))?
+            .map_err(|_| "neither JSON nor base64".to_string())?
     };
-    let file: SecretFile = serde_json::from_slice(&json)
-        .map_err(|e| format!("not the services JSON ({{\"services\":[…]}}): {e}"))?;
+    let file: SecretFile = serde_json::from_slice(&json).map_err(|e| {
+        let what = match e.classify() {
+            serde_json::error::Category::Io => "unreadable",
+            serde_json::error::Category::Syntax => "invalid JSON",
+            serde_json::error::Category::Data => "a field of the wrong type or missing",
+            serde_json::error::Category::Eof => "cut short",
+        };
+        format!(
+            "not the services JSON ({{\"services\":[…]}}): {what} at byte {} of the JSON",
+            byte_offset(&json, e.line(), e.column())
+        )
+    })?;
     Ok(file
         .services
         .into_iter()
@@ -86,6 +100,16 @@ pub fn parse(content: &[u8]) -> Result<HashMap<String, ServiceCredentials>, Stri
             )
         })
         .collect())
+}
+
+/// The byte offset of a 1-based line and column (serde_json's error position).
+fn byte_offset(text: &[u8], line: usize, column: usize) -> usize {
+    let line_start: usize = text
+        .split(|b| *b == b'\n')
+        .take(line.saturating_sub(1))
+        .map(|l| l.len() + 1)
+        .sum();
+    (line_start + column.saturating_sub(1)).min(text.len())
 }
 
 /// The base64 services string of the Secret, from `NAME=TOKEN:PROJECT` arguments.
@@ -203,9 +227,7 @@ impl Secrets {
             return;
         }
         s.seen = Some(id);
-        match std::fs::read(&self.path)
-            .map_err(|e| e.to_string())
-            .and_then(|c| parse(&c))
+        match read_capped(&self.path).and_then(|c| parse(&c))
         {
             Ok(services) => {
                 info!(file = %self.path.display(), services = services.len(), "Loaded service tokens.");
@@ -222,12 +244,57 @@ impl Secrets {
     }
 }
 
+/// The file's bytes, if it holds at most [`MAX_SECRET_BYTES`].
+fn read_capped(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_SECRET_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > MAX_SECRET_BYTES {
+        return Err(format!(
+            "larger than {MAX_SECRET_BYTES} bytes (a Kubernetes Secret holds at most 1 MiB)"
+        ));
+    }
+    Ok(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const JSON: &str =
         r#"{"services":[{"service_name":"svc","auth_token_value":"tok-1","project_id":"p1"}]}"#;
+
+    #[test]
+    fn parse_errors_name_the_byte_not_the_value() {
+        let cases = [
+            r#"{"services":"tok-SECRET-1"}"#,
+            r#"{"services":[{"service_name":"svc","auth_token_value":"tok-SECRET-2","project_id":7}]}"#,
+            r#"{"services":[{"service_name":"svc","auth_token_value":"tok-SECRET-3\q"}]}"#,
+            "tok-SECRET-4 not base64!",
+        ];
+        for case in cases {
+            let err = parse(case.as_bytes()).unwrap_err();
+            assert!(!err.contains("SECRET"), "{err}");
+        }
+        let err = parse(cases[0].as_bytes()).unwrap_err();
+        assert!(err.contains("at byte 25"), "{err}");
+    }
+
+    #[test]
+    fn a_secret_file_over_1_mib_is_refused_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("host");
+        let big = format!(
+            r#"{{"services":[{{"service_name":"svc","auth_token_value":"{}"}}]}}"#,
+            "t".repeat(2 << 20)
+        );
+        std::fs::write(&path, big).unwrap();
+        let err = read_capped(&path).unwrap_err();
+        assert!(err.contains("larger than"), "{err}");
+        assert!(Secrets::new(path).get("svc").is_none());
+    }
 
     #[test]
     fn encode_round_trips_through_parse() {

@@ -93,6 +93,12 @@ fn a_flipped_byte_quarantines_one_record_and_the_rest_is_delivered() {
     assert!(!got.contains(&"{\"n\":2}".to_string()));
     assert_eq!(names(&dir.join("quarantine")).len(), 1);
     assert_eq!(buffer.counters().quarantined, 1);
+    // Audit data: the quarantined piece is the owner's only (issue 20, row 13).
+    for entry in fs::read_dir(dir.join("quarantine")).unwrap() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = entry.unwrap().metadata().unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
 }
 
 #[test]

@@ -188,3 +188,31 @@ fn row_of(stdout: &str, name: &str) -> Vec<String> {
         .map(String::from)
         .collect()
 }
+
+/// Issue 20, row 13: plain http to another machine sends tokens in clear text: a warning,
+/// an error under `--strict`, silenced knowingly by `allow_insecure_http true`; loopback
+/// (the local receiver) is fine.
+#[test]
+fn plain_http_to_another_host_is_flagged_and_strict_refuses_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |target: &str, extra: &str| {
+        let conf = dir.path().join("at.conf");
+        std::fs::write(
+            &conf,
+            crate::support::pipeline(
+                "",
+                &format!("  @type ibmactivitytracker\n  targetHost {target}\n  service_region ng\n{extra}  <buffer>\n    path {}/buf\n  </buffer>\n", dir.path().display()),
+            ),
+        )
+        .unwrap();
+        run(binary().args(["check", "--strict", "-c"]).arg(&conf))
+    };
+    let (code, _, stderr) = check("http://at.example.com", "");
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("clear text"), "{stderr}");
+    let (code, _, stderr) = check("http://at.example.com", "  allow_insecure_http true\n");
+    assert!(!stderr.contains("clear text"), "{stderr}");
+    assert_eq!(code, 0, "{stderr}");
+    let (code, _, stderr) = check("http://127.0.0.1:9000", "");
+    assert_eq!(code, 0, "{stderr}");
+}
