@@ -206,7 +206,10 @@ fn build_at(s: &mut Section<'_>) -> Option<AtOutput> {
         .integer("max_events_per_request", 1, 100_000)
         .map_or(1000, |v| v.value);
     let allow_http = s.bool("allow_insecure_http").is_some_and(|b| b.value);
-    if let Some(t) = target.as_ref().filter(|t| !allow_http && cleartext_off_host(&t.value.1)) {
+    if let Some(t) = target
+        .as_ref()
+        .filter(|t| !allow_http && cleartext_off_host(&t.value.1))
+    {
         s.error(
             Diagnostic::warning(
                 Some(t.span),

@@ -227,8 +227,7 @@ impl Secrets {
             return;
         }
         s.seen = Some(id);
-        match read_capped(&self.path).and_then(|c| parse(&c))
-        {
+        match read_capped(&self.path).and_then(|c| parse(&c)) {
             Ok(services) => {
                 info!(file = %self.path.display(), services = services.len(), "Loaded service tokens.");
                 s.services = services;

@@ -169,9 +169,9 @@ async fn open_positions(
     let mut warned = false;
     loop {
         let d = dir.to_path_buf();
-        match tokio::task::spawn_blocking(move || PositionStore::open(&d)).await? {
+        match tokio::task::spawn_blocking(move || PositionStore::open_or_recover(&d)).await? {
             Ok(store) => return Ok(Some(store)),
-            Err(e) if e.to_string().contains("lock") => {
+            Err(e) if crate::tail::positions::is_lock_error(&e) => {
                 if !warned {
                     warn!(dir = %dir.display(), "The position store is held by another process; waiting for it.");
                     warned = true;

@@ -267,12 +267,12 @@ impl Worker {
                 Ok(()) => Ok(w
                     .write_sorted(sorted)
                     .map(|(unwritten, marks)| (unwritten, marks, routes, batch))),
-                Err(e) => Err(LettersUnwritten {
+                Err(e) => Err(Box::new(LettersUnwritten {
                     sorted,
                     routes,
                     batch,
                     error: e,
-                }),
+                })),
             }
         })
         .await
@@ -383,14 +383,14 @@ impl Worker {
     /// has room. Then the rest of the batch is written.
     async fn keep_letters_until_done(
         self: Arc<Self>,
-        rest: LettersUnwritten,
+        rest: Box<LettersUnwritten>,
     ) -> std::io::Result<WrittenParts> {
         let LettersUnwritten {
             sorted,
             routes,
             batch,
             mut error,
-        } = rest;
+        } = *rest;
         let sorted = Arc::new(sorted);
         let mut backoff = Duration::from_millis(100);
         loop {

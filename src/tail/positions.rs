@@ -13,7 +13,10 @@
 //!   `marker` are FNV-1a hashes of the file's first bytes and of the bytes before `offset`
 //!   ([`super::identity`]); `born` the birth time in ns when known; `path` where the file was
 //!   last seen; `seen` when (Unix seconds).
-//! - Tree `meta`: `fluentd_import` = the path of the fluentd pos file already imported.
+//! - Tree `meta`: `fluentd_import` = the path of the fluentd pos file already imported;
+//!   `created` = set when the store is first opened (its absence in a database with data
+//!   means sled opened a damaged one as empty); `rebuilt` = set when the store replaced a
+//!   damaged one (see below).
 //!
 //! Changing the format: a new optional field keeps version 1 (readers ignore unknown
 //! fields, missing ones take defaults); anything else bumps `v`, and the loader converts
@@ -24,6 +27,19 @@
 //! Only the stage that made lines durable (the disk buffer, after fsync) calls
 //! [`PositionStore::commit`]; the tailer reads positions at start-up and never writes one
 //! ahead of the data. `commit` returns after sled has flushed (fsync) the batch.
+//!
+//! # A damaged store
+//!
+//! sled can fail to open after an abrupt stop (`Read corrupted data`), or open a damaged
+//! database as empty. [`PositionStore::open_or_recover`] never lets either become a crash
+//! loop or a silent re-send from the wrong place: the damaged directory is moved aside to
+//! `<dir>.corrupt-<unix seconds>` (kept for inspection), an ERROR says so, and a new store
+//! is marked `rebuilt`. The tailer then reads every file it finds from its start, whatever
+//! the start policy (`read_from_head false` tails only on the very first start): what
+//! was read before is sent again — duplicates, which the receiver's id check and the
+//! buffer's recovered-id check absorb in part — but nothing written while the positions
+//! were lost is skipped. Positions written ahead in this boot (`.ahead`) are then applied
+//! over it by the pipeline as at any start.
 //!
 //! # Importing fluentd's pos file
 //!
@@ -55,6 +71,11 @@ pub enum PositionsError {
         #[source]
         source: sled::Error,
     },
+}
+
+/// Whether opening failed because another handle holds the database's lock.
+pub fn is_lock_error(e: &PositionsError) -> bool {
+    e.to_string().contains("could not acquire lock")
 }
 
 /// A saved position and the identity it belongs to.
@@ -165,6 +186,56 @@ impl PositionStore {
             meta,
             db,
         })
+    }
+
+    /// Opens the store in `dir`, recovering from damage (see the module doc): a database
+    /// sled cannot open is moved aside and replaced, one opened empty although it held data
+    /// is reported; both are marked [`PositionStore::rebuilt`]. Lock errors (another
+    /// process) are returned as they are.
+    pub fn open_or_recover(dir: &Path) -> Result<Self, PositionsError> {
+        let had_data = std::fs::metadata(dir.join("db")).is_ok_and(|m| m.len() > 0);
+        let store = match Self::open(dir) {
+            Ok(store) => {
+                let created = store.meta.get("created").map_err(|e| store.err(e))?;
+                if had_data && created.is_none() && store.positions.is_empty() {
+                    tracing::error!(dir = %dir.display(), "The position store opened empty although it held data (damaged); reading every file from its start: events read before are sent again.");
+                    store.mark("rebuilt")?;
+                }
+                store
+            }
+            Err(e) if is_lock_error(&e) => return Err(e),
+            Err(e) => {
+                let secs = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let mut aside = dir.as_os_str().to_owned();
+                aside.push(format!(".corrupt-{secs}"));
+                let aside = PathBuf::from(aside);
+                std::fs::rename(dir, &aside).map_err(|io| PositionsError::Store {
+                    path: dir.to_path_buf(),
+                    source: sled::Error::Io(io),
+                })?;
+                tracing::error!(dir = %dir.display(), moved_to = %aside.display(), error = %e, "The position store is damaged and cannot be opened: moved aside, starting a new one; every file is read from its start, so events read before are sent again.");
+                let store = Self::open(dir)?;
+                store.mark("rebuilt")?;
+                store
+            }
+        };
+        store.mark("created")?;
+        Ok(store)
+    }
+
+    /// Whether this store replaced a damaged one: files are read from their start.
+    pub fn rebuilt(&self) -> Result<bool, PositionsError> {
+        Ok(self.meta.get("rebuilt").map_err(|e| self.err(e))?.is_some())
+    }
+
+    fn mark(&self, key: &str) -> Result<(), PositionsError> {
+        if self.meta.get(key).map_err(|e| self.err(e))?.is_none() {
+            self.meta.insert(key, &b"1"[..]).map_err(|e| self.err(e))?;
+            self.db.flush().map_err(|e| self.err(e))?;
+        }
+        Ok(())
     }
 
     /// A store kept in a temporary directory, gone when the process ends (a source

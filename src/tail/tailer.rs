@@ -88,7 +88,9 @@ impl Tailer {
             opts.limit_recently_modified,
             opts.follow_symlinks_outside,
         );
-        let fresh_start = saved.is_empty() && fluentd.is_empty();
+        // A store rebuilt after damage knows nothing: reading from the end would skip
+        // what was written while positions were lost.
+        let fresh_start = saved.is_empty() && fluentd.is_empty() && !store.rebuilt()?;
         Ok(Tailer {
             opts,
             discovery,

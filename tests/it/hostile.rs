@@ -387,3 +387,71 @@ fn a_full_disk_for_dead_letters_pauses_the_source_until_space_returns() {
     still_forwards(&daemon, &logs.join("a.log"), "resumed", 2);
     assert_eq!(daemon.stop_within(Duration::from_secs(30)), Some(0));
 }
+
+/// Row 8: a damaged position store. A flipped byte made every start exit 1 (a crash
+/// loop); now the store is moved aside with an ERROR and every file is read from its start
+/// — duplicates, but nothing written meanwhile is skipped, even with `read_from_head false`.
+#[test]
+fn a_damaged_position_store_is_moved_aside_and_nothing_is_skipped() {
+    for damage in [
+        "flip a byte of db",
+        "zero the head of db",
+        "flip a byte of conf",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = stdout_config(dir.path(), "");
+        let log = dir.path().join("logs/a.log");
+        let daemon = start(&conf);
+        daemon.wait_started();
+        still_forwards(&daemon, &log, "first-run", 3);
+        assert_eq!(daemon.stop_within(Duration::from_secs(30)), Some(0));
+        let sled = dir.path().join("at.pos.sled");
+        let file = sled.join(if damage.ends_with("conf") {
+            "conf"
+        } else {
+            "db"
+        });
+        let mut bytes = std::fs::read(&file).unwrap();
+        if damage.ends_with("conf") {
+            bytes[0] ^= 0x01;
+        } else if damage.starts_with("flip") {
+            // The first message of the log: sled checks its CRC.
+            let at = bytes.iter().position(|b| *b != 0).unwrap_or(0) + 8;
+            bytes[at] ^= 0x40;
+        } else {
+            let n = bytes.len().min(4096);
+            bytes[..n].fill(0);
+        }
+        std::fs::write(&file, bytes).unwrap();
+        append(&log, &event("while-down"));
+        // Positions saved: a start that believed the store empty would tail from the end.
+        let text = std::fs::read_to_string(&conf).unwrap();
+        std::fs::write(
+            &conf,
+            text.replace("read_from_head true", "read_from_head false"),
+        )
+        .unwrap();
+        let daemon = start(&conf);
+        let line = daemon
+            .log_line("position store", Duration::from_secs(30))
+            .unwrap_or_else(|| panic!("{damage}: no ERROR about the position store"));
+        assert!(line.contains("ERROR"), "{damage}: {line}");
+        // Everything again from the start, the event written while down included.
+        let got = daemon.events(4).join("\n");
+        assert!(
+            got.contains("first-run-0") && got.contains("while-down"),
+            "{damage}: {got}"
+        );
+        still_forwards(&daemon, &log, "after", 1);
+        assert_eq!(
+            daemon.stop_within(Duration::from_secs(30)),
+            Some(0),
+            "{damage}"
+        );
+        let kept_aside = std::fs::read_dir(dir.path()).unwrap().any(|e| {
+            let name = e.unwrap().file_name();
+            name.to_string_lossy().starts_with("at.pos.sled.corrupt-")
+        });
+        assert_eq!(kept_aside, damage.ends_with("conf"), "{damage}");
+    }
+}
