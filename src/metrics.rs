@@ -31,6 +31,8 @@ pub struct Metrics {
     pub dead_letter_write_errors: AtomicU64,
     /// Dead-letter records removed to keep the store under `dead_letter_limit_size`.
     pub dead_letters_dropped: AtomicU64,
+    /// Operations endpoint connections closed unanswered (too many open).
+    pub ops_connections_evicted: AtomicU64,
     /// Unread bytes per followed file.
     lag: Mutex<BTreeMap<String, u64>>,
     /// Secret (re)loads.
@@ -173,6 +175,12 @@ impl Metrics {
             "at_forwarder_dead_letters_dropped_total",
             "Dead-letter records removed, oldest first, to stay under dead_letter_limit_size.",
             load(&self.dead_letters_dropped),
+        );
+        counter(
+            &mut out,
+            "at_forwarder_ops_connections_evicted_total",
+            "Operations endpoint connections closed unanswered because too many were open.",
+            load(&self.ops_connections_evicted),
         );
         counter(
             &mut out,

@@ -16,13 +16,18 @@ pub(crate) struct Daemon {
 }
 
 pub(crate) fn start(conf: &Path) -> Daemon {
+    start_on(conf, "127.0.0.1:0")
+}
+
+/// As [`start`], with the operations endpoint on `listen`.
+pub(crate) fn start_on(conf: &Path, listen: &str) -> Daemon {
     let mut child = binary()
         .args([
             "--log-format",
             "json",
             "run",
             "--metrics-listen",
-            "127.0.0.1:0",
+            listen,
             "-c",
         ])
         .arg(conf)
@@ -95,6 +100,11 @@ pub(crate) fn append(path: &Path, text: &str) {
 }
 
 impl Daemon {
+    /// The process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Log lines on stderr until one contains `needle`, or `within` passed.
     pub(crate) fn log_line(&self, needle: &str, within: Duration) -> Option<String> {
         let deadline = Instant::now() + within;

@@ -455,3 +455,57 @@ fn a_damaged_position_store_is_moved_aside_and_nothing_is_skipped() {
         assert_eq!(kept_aside, damage.ends_with("conf"), "{damage}");
     }
 }
+
+/// Row 7: thousands of half-open connections to the operations endpoint held a file
+/// descriptor and memory each, without end. Now at most 64 are open (the oldest evicted),
+/// each for at most 5 s, and the probes still answer.
+#[test]
+fn half_open_connections_to_the_operations_endpoint_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = stdout_config(dir.path(), "");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let daemon = crate::daemon::start_on(&conf, &format!("127.0.0.1:{port}"));
+    daemon.wait_started();
+    let fds = |pid: u32| {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count()
+    };
+    let before = fds(daemon.pid());
+    // 600 connections that never send a byte (this process's fd limit may be 1,024).
+    let idle: Vec<std::net::TcpStream> = (0..600)
+        .filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).ok())
+        .collect();
+    assert!(idle.len() > 500, "{} connected", idle.len());
+    let get = |path: &str| -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        answer
+    };
+    let mut health = String::new();
+    eventually("/healthz answers while idle connections are held", || {
+        health = get("/healthz");
+        health.starts_with("HTTP/1.1 200")
+    });
+    let metrics = get("/metrics");
+    assert!(
+        metrics.contains("at_forwarder_ops_connections_evicted_total"),
+        "{metrics}"
+    );
+    let during = fds(daemon.pid());
+    assert!(
+        during <= before + at_forwarder::ops::MAX_CONNECTIONS + 2,
+        "{during} descriptors open (were {before}) with {} idle connections",
+        idle.len()
+    );
+    drop(idle);
+    assert_eq!(daemon.stop_within(Duration::from_secs(30)), Some(0));
+}
