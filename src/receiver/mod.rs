@@ -8,7 +8,12 @@
 //! per tenant: a service copy under the project (unless `saveServiceCopy` is false) and a
 //! user copy under `userAccountIds[0]`, `userSpaceId`, or the account of `logSourceCRN`.
 //! Reads are scoped to the caller's project, or with `?scope=account:<id>` / `space:<id>`,
-//! to a tenant the caller's service has written to.
+//! to a tenant the caller's service has written to, and cover only the events the caller's
+//! service wrote (an account holds the user copies of many services).
+//!
+//! A request is authenticated before its body is read; a body is at most [`MAX_BODY`]
+//! bytes, also once gunzipped (413 beyond). `/sink` and `/sink/ids` exist only with
+//! `--sink` (benchmarks and the chaos suite).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -17,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -36,8 +41,8 @@ use sink::SinkCounts;
 
 pub use store::{EventStore, Ingested};
 
-/// Largest request body accepted.
-const MAX_BODY: usize = 64 << 20;
+/// Largest request body accepted, compressed or not.
+pub const MAX_BODY: usize = 64 << 20;
 
 /// How the receiver runs.
 #[derive(Debug, Clone)]
@@ -116,15 +121,17 @@ pub async fn start(
         opts: Arc::new(opts.clone()),
         started: Instant::now(),
     };
-    let router = Router::new()
+    let mut router = Router::new()
         .route("/v3/events", get(counts).post(ingest).delete(delete))
         .route("/v3/events/download", get(download))
         .route("/v3/events/stream", get(stream))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/sink", get(sink::counts))
-        .route("/sink/ids", get(sink::ids))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(app.clone());
+        .route("/healthz", get(|| async { "ok" }));
+    if opts.sink {
+        router = router
+            .route("/sink", get(sink::counts))
+            .route("/sink/ids", get(sink::ids));
+    }
+    let router = router.with_state(app.clone());
     let listener = tokio::net::TcpListener::bind(opts.listen).await?;
     let addr = listener.local_addr()?;
     if let Some(days) = opts.retention_days {
@@ -241,10 +248,15 @@ async fn faults(app: &App) -> Option<Response> {
         .then(|| (StatusCode::SERVICE_UNAVAILABLE, "injected failure").into_response())
 }
 
-async fn ingest(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
+async fn ingest(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
+    // The body is read only once the caller is known.
     let (service, project) = match authenticate(&app, &headers) {
         Ok(caller) => caller,
         Err(r) => return r.into_response(),
+    };
+    let body = match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(body) => body,
+        Err(_) => return too_large(),
     };
     if let Some(r) = faults(&app).await {
         return r;
@@ -253,8 +265,9 @@ async fn ingest(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Resp
     let plain = if gzip {
         let mut out = Vec::new();
         let mut decoder =
-            std::io::Read::take(flate2::read::GzDecoder::new(&body[..]), MAX_BODY as u64 * 8);
+            std::io::Read::take(flate2::read::GzDecoder::new(&body[..]), MAX_BODY as u64 + 1);
         match std::io::Read::read_to_end(&mut decoder, &mut out) {
+            Ok(n) if n > MAX_BODY => return too_large(),
             Ok(_) => Bytes::from(out),
             Err(e) => {
                 return (StatusCode::BAD_REQUEST, format!("bad gzip body: {e}")).into_response()
@@ -304,8 +317,9 @@ async fn ingest(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Resp
             if !result.replay && app.live.receiver_count() > 0 {
                 for e in &events {
                     for tenant in store::copies(e, &project, &today()).tenants {
+                        // Keyed by tenant and writer: a stream shows its own service's events.
                         let _ = app.live.send((
-                            tenant,
+                            format!("{tenant}\0{service}"),
                             Bytes::from(serde_json::to_vec(e).unwrap_or_default()),
                         ));
                     }
@@ -318,6 +332,14 @@ async fn ingest(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Resp
     }
 }
 
+fn too_large() -> Response {
+    (
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("the body is over {MAX_BODY} bytes (once gunzipped)"),
+    )
+        .into_response()
+}
+
 #[derive(Debug, Deserialize)]
 struct Range {
     start: Option<String>,
@@ -326,12 +348,16 @@ struct Range {
     gzip: Option<bool>,
 }
 
-/// The tenant a read covers, and the date range (defaults: everything up to today).
-fn read_scope(
-    app: &App,
-    headers: &HeaderMap,
-    q: &Range,
-) -> Result<(String, String, String), Refused> {
+/// What a read covers: the caller's service, the tenant, and the date range (defaults:
+/// everything up to today).
+struct Scope {
+    service: String,
+    tenant: String,
+    start: String,
+    end: String,
+}
+
+fn read_scope(app: &App, headers: &HeaderMap, q: &Range) -> Result<Scope, Refused> {
     let (service, project) = authenticate(app, headers)?;
     let tenant = match &q.scope {
         None => format!("project:{project}"),
@@ -358,15 +384,25 @@ fn read_scope(
             "start and end are dates, YYYY-MM-DD",
         ));
     }
-    Ok((tenant, start, end))
+    Ok(Scope {
+        service,
+        tenant,
+        start,
+        end,
+    })
 }
 
 async fn counts(State(app): State<App>, headers: HeaderMap, Query(q): Query<Range>) -> Response {
     match read_scope(&app, &headers, &q) {
-        Ok((tenant, start, end)) => {
+        Ok(Scope {
+            service,
+            tenant,
+            start,
+            end,
+        }) => {
             let days: Vec<serde_json::Value> = app
                 .store
-                .counts(&tenant, &start, &end)
+                .counts(&tenant, &start, &end, &service)
                 .into_iter()
                 .map(|(d, n)| serde_json::json!({"date": d, "count": n}))
                 .collect();
@@ -377,7 +413,12 @@ async fn counts(State(app): State<App>, headers: HeaderMap, Query(q): Query<Rang
 }
 
 async fn download(State(app): State<App>, headers: HeaderMap, Query(q): Query<Range>) -> Response {
-    let (tenant, start, end) = match read_scope(&app, &headers, &q) {
+    let Scope {
+        service,
+        tenant,
+        start,
+        end,
+    } = match read_scope(&app, &headers, &q) {
         Ok(s) => s,
         Err(r) => return r.into_response(),
     };
@@ -387,7 +428,10 @@ async fn download(State(app): State<App>, headers: HeaderMap, Query(q): Query<Ra
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.contains("gzip"));
     let mut ndjson = Vec::new();
-    if let Err(e) = app.store.download(&tenant, &start, &end, &mut ndjson) {
+    if let Err(e) = app
+        .store
+        .download(&tenant, &start, &end, &service, &mut ndjson)
+    {
         return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
     }
     if gzip {
@@ -408,7 +452,12 @@ async fn download(State(app): State<App>, headers: HeaderMap, Query(q): Query<Ra
 
 async fn delete(State(app): State<App>, headers: HeaderMap, Query(q): Query<Range>) -> Response {
     match read_scope(&app, &headers, &q) {
-        Ok((tenant, start, end)) => match app.store.delete(&tenant, &start, &end) {
+        Ok(Scope {
+            service,
+            tenant,
+            start,
+            end,
+        }) => match app.store.delete(&tenant, &start, &end, &service) {
             Ok(n) => Json(serde_json::json!({"scope": tenant, "deleted": n})).into_response(),
             Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
         },
@@ -417,11 +466,14 @@ async fn delete(State(app): State<App>, headers: HeaderMap, Query(q): Query<Rang
 }
 
 async fn stream(State(app): State<App>, headers: HeaderMap, Query(q): Query<Range>) -> Response {
-    let (tenant, _, _) = match read_scope(&app, &headers, &q) {
+    let Scope {
+        service, tenant, ..
+    } = match read_scope(&app, &headers, &q) {
         Ok(s) => s,
         Err(r) => return r.into_response(),
     };
     let rx = app.live.subscribe();
+    let tenant = format!("{tenant}\0{service}");
     let events = futures_util::stream::unfold((rx, tenant), |(mut rx, tenant)| async move {
         loop {
             match rx.recv().await {

@@ -170,12 +170,16 @@ impl EventStore {
             .unwrap_or(false)
     }
 
-    fn days(
-        &self,
+    /// The events of `tenant` in `[start, end]` that `service` wrote: a tenant (an
+    /// account) holds the user copies of many services, and one service's token must not
+    /// read or delete another's.
+    fn days<'a>(
+        &'a self,
         tenant: &str,
         start: &str,
         end: &str,
-    ) -> impl Iterator<Item = (String, sled::IVec, sled::IVec)> + '_ {
+        service: &'a str,
+    ) -> impl Iterator<Item = (String, sled::IVec, sled::IVec)> + 'a {
         let prefix = format!("{tenant}\0");
         let from = key(&[tenant, start, ""]);
         let to = key(&[tenant, end, "\u{ffff}"]);
@@ -187,12 +191,22 @@ impl EventStore {
                 let day = String::from_utf8_lossy(rest.split(|b| *b == 0).next()?).into_owned();
                 Some((day, k, v))
             })
+            .filter(move |(_, _, v)| {
+                serde_json::from_slice::<Value>(v)
+                    .is_ok_and(|e| e["meta"]["serviceProviderName"].as_str() == Some(service))
+            })
     }
 
-    /// Events per day in `[start, end]` (dates `YYYY-MM-DD`).
-    pub fn counts(&self, tenant: &str, start: &str, end: &str) -> Vec<(String, u64)> {
+    /// Events per day in `[start, end]` (dates `YYYY-MM-DD`) that `service` wrote.
+    pub fn counts(
+        &self,
+        tenant: &str,
+        start: &str,
+        end: &str,
+        service: &str,
+    ) -> Vec<(String, u64)> {
         let mut out: Vec<(String, u64)> = Vec::new();
-        for (day, _, _) in self.days(tenant, start, end) {
+        for (day, _, _) in self.days(tenant, start, end, service) {
             match out.last_mut() {
                 Some((d, n)) if *d == day => *n += 1,
                 _ => out.push((day, 1)),
@@ -201,16 +215,17 @@ impl EventStore {
         out
     }
 
-    /// Writes the events of `[start, end]` as NDJSON.
+    /// Writes the events of `[start, end]` that `service` wrote as NDJSON.
     pub fn download(
         &self,
         tenant: &str,
         start: &str,
         end: &str,
+        service: &str,
         out: &mut impl Write,
     ) -> std::io::Result<u64> {
         let mut n = 0;
-        for (_, _, v) in self.days(tenant, start, end) {
+        for (_, _, v) in self.days(tenant, start, end, service) {
             out.write_all(&v)?;
             out.write_all(b"\n")?;
             n += 1;
@@ -218,9 +233,12 @@ impl EventStore {
         Ok(n)
     }
 
-    /// Deletes the events of `[start, end]`; returns how many.
-    pub fn delete(&self, tenant: &str, start: &str, end: &str) -> sled::Result<u64> {
-        let keys: Vec<sled::IVec> = self.days(tenant, start, end).map(|(_, k, _)| k).collect();
+    /// Deletes the events of `[start, end]` that `service` wrote; returns how many.
+    pub fn delete(&self, tenant: &str, start: &str, end: &str, service: &str) -> sled::Result<u64> {
+        let keys: Vec<sled::IVec> = self
+            .days(tenant, start, end, service)
+            .map(|(_, k, _)| k)
+            .collect();
         for k in &keys {
             self.events.remove(k)?;
         }

@@ -334,3 +334,108 @@ async fn sink_counts_ids_and_skips_replays() {
     assert_eq!(ids, serde_json::json!({"e1": 1, "e2": 2}));
     stop.cancel();
 }
+
+/// Issue 20, row 12: a token reads and deletes in an account only its own service's
+/// events, though both services wrote user copies there.
+#[tokio::test]
+async fn an_account_shared_by_two_services_shows_each_only_its_own_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let (c, _stop) = start(options(dir.path())).await;
+    let day = "2026-11-20T00:00:00Z";
+    assert_eq!(
+        c.post(
+            "tok-a",
+            "proj-a",
+            "a1",
+            &[event("svc-a", "a-1", day, "shared")]
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        c.post(
+            "tok-b",
+            "proj-b",
+            "b1",
+            &[event("svc-b", "b-1", day, "shared")]
+        )
+        .await
+        .0,
+        200
+    );
+    let path = "/v3/events/download?scope=account:shared&start=2026-11-20&end=2026-11-20";
+    let (_, body) = c.get(path).await;
+    assert!(body.contains("a-1") && !body.contains("b-1"), "{body}");
+    let deleted = c
+        .req(
+            reqwest::Method::DELETE,
+            "/v3/events?scope=account:shared&start=2026-11-20&end=2026-11-20",
+            "tok-a",
+            "proj-a",
+        )
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(deleted.contains("\"deleted\":1"), "{deleted}");
+    let b_view = c
+        .req(reqwest::Method::GET, path, "tok-b", "proj-b")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(b_view.contains("b-1"), "svc-b's event survived: {b_view}");
+}
+
+/// Issue 20, row 12: the body is read only after authentication (a 401 comes back while
+/// a large body is still unsent), a gzip bomb is refused with 413, and `/sink/*` does not
+/// exist without `--sink`.
+#[tokio::test]
+async fn bodies_are_read_after_authentication_and_bounded_once_gunzipped() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let stop = CancellationToken::new();
+    let (r, _) = receiver::start(options(dir.path()), stop.clone())
+        .await
+        .unwrap();
+    let addr = r.addr;
+    let unauthenticated = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        // Announces 50 MB, sends 1 KiB, then waits for the answer.
+        write!(s, "POST /v3/events HTTP/1.1\r\nHost: x\r\nX-Auth-Token: bearer nope\r\nX-Auth-Project-Id: p\r\nContent-Length: 50000000\r\n\r\n").unwrap();
+        s.write_all(&[b'[' ; 1024]).unwrap();
+        let mut answer = [0u8; 12];
+        s.read_exact(&mut answer).unwrap();
+        String::from_utf8_lossy(&answer).into_owned()
+    })
+    .await
+    .unwrap();
+    assert_eq!(unauthenticated, "HTTP/1.1 401");
+
+    // 100 MB of zeros gzip to ~100 KB.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(&vec![b' '; 100 << 20]).unwrap();
+    let bomb = gz.finish().unwrap();
+    let c = Client {
+        http: reqwest::Client::new(),
+        base: format!("http://{addr}"),
+    };
+    let status = c
+        .req(reqwest::Method::POST, "/v3/events", "tok-a", "proj-a")
+        .header("Content-Encoding", "gzip")
+        .body(bomb)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16();
+    assert_eq!(status, 413);
+    assert_eq!(c.get("/sink/ids").await.0, 404);
+    stop.cancel();
+}
