@@ -254,9 +254,8 @@ async fn ingest(State(app): State<App>, headers: HeaderMap, body: Body) -> Respo
         Ok(caller) => caller,
         Err(r) => return r.into_response(),
     };
-    let body = match axum::body::to_bytes(body, MAX_BODY).await {
-        Ok(body) => body,
-        Err(_) => return too_large(),
+    let Ok(body) = axum::body::to_bytes(body, MAX_BODY).await else {
+        return too_large();
     };
     if let Some(r) = faults(&app).await {
         return r;
