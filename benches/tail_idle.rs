@@ -47,7 +47,13 @@ fn main() {
         let tailer = Tailer::open(opts, store.clone()).unwrap();
         let (tx, mut rx) = tokio::sync::mpsc::channel(16);
         let shutdown = CancellationToken::new();
-        let thread = run::spawn(tailer, Duration::from_secs(60), tx, shutdown.clone()).unwrap();
+        let thread = run::spawn(
+            tailer,
+            Duration::from_secs(60),
+            tx,
+            shutdown.clone(),
+            at_forwarder::health::Heartbeat::detached("tail"),
+        ).unwrap();
         let mut lines = 0;
         while lines < FILES {
             let batch = rx.recv().await.unwrap();

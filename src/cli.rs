@@ -607,5 +607,18 @@ pub(crate) fn listen_for_signals(
         };
         info!(signal = name, "Signal received, shutting down.");
         shutdown.cancel();
+        // A second signal ends the process at once: an operator who asks twice does not
+        // wait for a stuck stage or a flush. Positions stay as last saved (durable), so
+        // nothing is lost; what was read after them is read again.
+        let again = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        warn!(
+            signal = again,
+            "Second signal: exiting now; positions stay as last saved."
+        );
+        #[allow(clippy::exit)] // the point of a second signal
+        std::process::exit(130);
     }))
 }

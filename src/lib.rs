@@ -55,6 +55,7 @@ pub mod config;
 pub mod demo;
 pub mod event;
 pub mod fsutil;
+pub mod health;
 pub mod metrics;
 pub mod ops;
 pub mod output;

@@ -33,6 +33,8 @@ pub struct Metrics {
     pub dead_letters_dropped: AtomicU64,
     /// Operations endpoint connections closed unanswered (too many open).
     pub ops_connections_evicted: AtomicU64,
+    /// 1 per stage stalled (see [`crate::health`]), 0 per stage alive.
+    stalled: Mutex<BTreeMap<String, u64>>,
     /// Unread bytes per followed file.
     lag: Mutex<BTreeMap<String, u64>>,
     /// Secret (re)loads.
@@ -76,6 +78,21 @@ impl Metrics {
     pub fn dead_letter_write_error(&self) {
         self.dead_letter_write_errors
             .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Sets whether `stage` is stalled.
+    pub fn set_stalled(&self, stage: &str, stalled: bool) {
+        lock(&self.stalled).insert(stage.to_string(), u64::from(stalled));
+    }
+
+    /// Forgets a stage (its pipeline stopped).
+    pub fn forget_stage(&self, stage: &str) {
+        lock(&self.stalled).remove(stage);
+    }
+
+    /// Whether any stage is stalled: the health probes answer 503.
+    pub fn any_stalled(&self) -> bool {
+        lock(&self.stalled).values().any(|v| *v > 0)
     }
 
     /// Replaces the unread bytes of the followed files.
@@ -155,6 +172,14 @@ impl Metrics {
             "Requests to Activity Tracker by status code (0: no answer).",
             "code",
             &requests,
+        );
+        labelled(
+            &mut out,
+            "at_forwarder_stage_stalled",
+            "gauge",
+            "1 while a stage has had work without progress for longer than stall_timeout.",
+            "stage",
+            &lock(&self.stalled),
         );
         labelled(
             &mut out,

@@ -1,6 +1,7 @@
 //! The operations endpoint: `/metrics` (Prometheus text), `/healthz` (the process and its
-//! runtime answer), `/readyz` (start-up finished: configuration loaded, positions loaded,
-//! buffers open; 503 before, and while a reload swaps pipelines).
+//! runtime answer, and no stage is stalled: see [`crate::health`]), `/readyz` (start-up
+//! finished: configuration loaded, positions loaded, buffers open, no stage stalled; 503
+//! before, and while a reload swaps pipelines).
 //!
 //! It may listen on all interfaces (`<system> http_port`), so it is built to be cheap
 //! whatever connects: a plain HTTP/1.1 exchange per connection (`Connection: close`, which
@@ -116,9 +117,15 @@ async fn exchange(mut stream: TcpStream) -> std::io::Result<()> {
             let body = crate::metrics::global().render();
             respond(&mut stream, 200, "text/plain; version=0.0.4", &body).await
         }
+        b"/healthz" if crate::metrics::global().any_stalled() => {
+            respond(&mut stream, 503, "text/plain", "stalled").await
+        }
         b"/healthz" => respond(&mut stream, 200, "text/plain", "ok").await,
         b"/readyz" => {
-            if crate::metrics::global().ready.load(Ordering::Relaxed) {
+            let m = crate::metrics::global();
+            if m.any_stalled() {
+                respond(&mut stream, 503, "text/plain", "stalled").await
+            } else if m.ready.load(Ordering::Relaxed) {
                 respond(&mut stream, 200, "text/plain", "ready").await
             } else {
                 respond(&mut stream, 503, "text/plain", "starting").await

@@ -41,6 +41,7 @@ pub async fn deliver<S: Sink>(
     workers: usize,
     dead_letter: DeadLetterFn,
     stop: CancellationToken,
+    heartbeat: crate::health::Heartbeat,
 ) {
     let asked = Arc::clone(&sink);
     buffer
@@ -63,12 +64,20 @@ pub async fn deliver<S: Sink>(
                 Arc::clone(&dead_letter),
             ));
         }
+        // Sends in flight are work; an answer is progress (a retry's back-off is not
+        // in flight: waiting for it is idle).
+        if tasks.is_empty() {
+            heartbeat.idle();
+        } else {
+            heartbeat.working();
+        }
         let later = Instant::now() + Duration::from_secs(3600);
         let due = buffer.next_due().map_or(later, |d| d.max(Instant::now()));
         let seal_at = buffer.next_seal().map_or(later, |d| d.max(Instant::now()));
         tokio::select! {
             () = stop.cancelled() => break,
             Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                heartbeat.beat();
                 if let Err(e) = done {
                     error!(error = %e, "A send task failed; its chunk is retried.");
                 }

@@ -189,6 +189,9 @@ impl<'a> Builder<'a> {
         if let Some(limit) = s.size("dead_letter_limit_size") {
             system.dead_letter_limit_size = limit.value;
         }
+        if let Some(d) = s.duration("stall_timeout") {
+            system.stall_timeout = d.value.max(std::time::Duration::from_secs(1));
+        }
         system.http_port = s
             .integer("http_port", 1, 65535)
             .and_then(|p| u16::try_from(p.value).ok());

@@ -21,7 +21,12 @@ pub(super) fn describe(config: &Config) -> String {
     if let Some(root) = &s.root_dir {
         let _ = writeln!(out, "  root_dir {}", root.display());
     }
-    let _ = writeln!(out, "  dead_letter_limit_size {}", s.dead_letter_limit_size);
+    let _ = writeln!(
+        out,
+        "  dead_letter_limit_size {}, stall_timeout {}s",
+        s.dead_letter_limit_size,
+        s.stall_timeout.as_secs()
+    );
     if let Some(port) = s.http_port {
         let _ = writeln!(
             out,

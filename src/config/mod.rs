@@ -137,6 +137,9 @@ pub struct System {
     /// `dead_letter_limit_size` (at-forwarder's own, default 256 MiB): the dead-letter
     /// store's files together; past it the oldest go first, counted and logged.
     pub dead_letter_limit_size: u64,
+    /// `stall_timeout` (at-forwarder's own, default 120s): how long a stage with work may
+    /// go without progress before the health probes fail (see `crate::health`).
+    pub stall_timeout: std::time::Duration,
 }
 
 impl Default for System {
@@ -147,6 +150,7 @@ impl Default for System {
             log_level: LogLevel::Info,
             http_port: None,
             dead_letter_limit_size: DEFAULT_DEAD_LETTER_LIMIT,
+            stall_timeout: std::time::Duration::from_secs(120),
         }
     }
 }

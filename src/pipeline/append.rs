@@ -44,7 +44,7 @@ pub(super) fn append_pieces(
 /// Appends what a first attempt left, waiting while the buffer is full (back-pressure: the
 /// tail thread pauses when this worker stops taking batches) and backing off on write
 /// errors such as a full disk.
-pub(super) async fn append_until_done(rest: Unwritten) {
+pub(super) async fn append_until_done(rest: Unwritten, heartbeat: &crate::health::Heartbeat) {
     let Unwritten {
         buffer,
         key,
@@ -59,6 +59,8 @@ pub(super) async fn append_until_done(rest: Unwritten) {
     let mut reported = false;
     let mut memory_deadline = None;
     while let Some(e) = error.take() {
+        // Waiting for room is by design, not a stall.
+        heartbeat.beat();
         match e {
             AppendError::MemoryFull { .. } => {
                 // Back-pressure while deliveries keep up; chunks go to disk when they do

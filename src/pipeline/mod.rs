@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::buffer::{self, Buffer, BufferOptions};
 use crate::config::{Config, Output, SourceKind};
@@ -36,6 +36,8 @@ mod source;
 const BATCHES_IN_FLIGHT: usize = 2;
 /// How long `flush_at_shutdown` may take.
 pub const FLUSH_DEADLINE: Duration = Duration::from_secs(25);
+/// How long stopping waits for the sources and their tail threads.
+pub const STOP_DEADLINE: Duration = Duration::from_secs(15);
 
 /// Runs the pipeline of `config` until `shutdown` is cancelled (mini-redis style: the
 /// caller owns the signal, so tests can stop it without one).
@@ -48,6 +50,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
             .with_context(|| format!("opening the dead-letter store in {}", state.display()))?,
     );
     let config = Arc::new(config);
+    let health = crate::health::Registry::new(config.system.stall_timeout);
+    let watchdog_stop = CancellationToken::new();
+    let watchdog = tokio::spawn(Arc::clone(&health).watch(watchdog_stop.clone()));
+    // Stops the watchdog on every way out of this function, early errors included.
+    let _watchdog_guard = watchdog_stop.clone().drop_guard();
     let senders_stop = CancellationToken::new();
     let senders = TaskTracker::new();
     let mut buffers: Vec<Option<(Arc<Buffer>, bool)>> = Vec::new();
@@ -84,6 +91,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
             workers,
             dead_letter,
             senders_stop.clone(),
+            health.register(&format!("output:{}", buffers.len() + 1)),
         ));
         buffers.push(Some((buffer, b.flush_at_shutdown)));
     }
@@ -121,8 +129,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
             .context("loading positions")?;
         let (tx, rx) = tokio::sync::mpsc::channel(BATCHES_IN_FLIGHT);
         threads.push(
-            tail_run::spawn(tailer, tail.refresh_interval, tx, shutdown.clone())
-                .context("starting the tail thread")?,
+            tail_run::spawn(
+                tailer,
+                tail.refresh_interval,
+                tx,
+                shutdown.clone(),
+                health.register(&format!("tail:{}", index + 1)),
+            )
+            .context("starting the tail thread")?,
         );
         let plain: Vec<Option<Arc<Buffer>>> = buffers
             .iter()
@@ -135,6 +149,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
             Arc::clone(&dead_letters),
             plain,
             ahead,
+            (
+                health.register(&format!("source:{}", index + 1)),
+                health.register(&format!("commit:{}", index + 1)),
+            ),
         );
         sources.spawn(worker.run(rx));
     }
@@ -148,14 +166,29 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         .store(false, std::sync::atomic::Ordering::Relaxed);
     info!("Shutdown requested: stopping sources, then flushing.");
     sources.close();
-    sources.wait().await;
+    // A stuck stage must not hold the process: past the deadline, shutdown goes on
+    // (positions stay as last saved; what follows them is read again at the next start).
+    if tokio::time::timeout(STOP_DEADLINE, sources.wait())
+        .await
+        .is_err()
+    {
+        error!(deadline_s = STOP_DEADLINE.as_secs(), "A source did not stop in time; stopping without it (its positions stay as last saved).");
+    }
     for thread in threads {
-        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        let joined = tokio::task::spawn_blocking(move || thread.join());
+        if tokio::time::timeout(STOP_DEADLINE, joined).await.is_err() {
+            error!(
+                deadline_s = STOP_DEADLINE.as_secs(),
+                "A tail thread did not stop in time; stopping without it."
+            );
+        }
     }
     flush(&buffers).await;
     senders_stop.cancel();
     senders.close();
     senders.wait().await;
+    watchdog_stop.cancel();
+    let _ = watchdog.await;
     info!("at-forwarder stopped");
     Ok(())
 }

@@ -35,6 +35,9 @@ pub(super) struct Worker {
     /// Positions written downstream but not yet saved, and the file that records them for
     /// a restart after a crash of this process (see [`crate::tail::ahead`]).
     ahead: std::sync::Mutex<Ahead>,
+    /// This worker's liveness, and its group commit's.
+    heartbeat: crate::health::Heartbeat,
+    commit_heartbeat: crate::health::Heartbeat,
 }
 
 struct Ahead {
@@ -71,6 +74,7 @@ impl Worker {
         dead_letters: Arc<DeadLetterStore>,
         buffers: Vec<Option<Arc<Buffer>>>,
         ahead: Option<AheadFile>,
+        heartbeats: (crate::health::Heartbeat, crate::health::Heartbeat),
     ) -> Self {
         let SourceKind::Tail(tail) = &config.sources[source].kind;
         let validator = Validator::new(tail.cadf_validation, tail.normalize_time);
@@ -85,6 +89,8 @@ impl Worker {
                 file: ahead,
                 unsaved: Vec::new(),
             }),
+            heartbeat: heartbeats.0,
+            commit_heartbeat: heartbeats.1,
         }
     }
 
@@ -140,9 +146,15 @@ impl Worker {
             let wait = pending_since.map_or(Duration::from_secs(3600), |t| {
                 interval.saturating_sub(t.elapsed())
             });
+            if writing.is_some() {
+                worker.heartbeat.working();
+            } else {
+                worker.heartbeat.idle();
+            }
             tokio::select! {
                 written = async { writing.as_mut().expect("polled only while writing").await }, if writing.is_some() => {
                     writing = None;
+                    worker.heartbeat.beat();
                     match written {
                         Ok(batch) => held.push(batch),
                         Err(e) => {
@@ -282,7 +294,7 @@ impl Worker {
             Err(rest) => Arc::clone(&self).keep_letters_until_done(rest).await?,
         };
         for rest in unwritten {
-            append_until_done(rest).await;
+            append_until_done(rest, &self.heartbeat).await;
         }
         if batch.caught_up {
             // The end of a backlog: its last records go out now, not a flush_interval later.
@@ -394,6 +406,7 @@ impl Worker {
         let sorted = Arc::new(sorted);
         let mut backoff = Duration::from_millis(100);
         loop {
+            self.heartbeat.beat();
             error!(dir = %self.dead_letters.dir().display(), error = %error, retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(0), "Cannot write dead letters (disk full?); reading of this source pauses, nothing is dropped.");
             crate::metrics::global().dead_letter_write_error();
             tokio::time::sleep(backoff).await;
@@ -435,7 +448,13 @@ async fn commit_loop(
     worker: Arc<Worker>,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<Vec<Position>>,
 ) {
-    while let Some(mut positions) = rx.recv().await {
+    let heartbeat = worker.commit_heartbeat.clone();
+    loop {
+        heartbeat.idle();
+        let Some(mut positions) = rx.recv().await else {
+            break;
+        };
+        heartbeat.working();
         while let Ok(more) = rx.try_recv() {
             merge_positions(&mut positions, more);
         }

@@ -38,6 +38,7 @@ pub fn spawn(
     refresh_interval: Duration,
     sink: tokio::sync::mpsc::Sender<Batch>,
     shutdown: CancellationToken,
+    heartbeat: crate::health::Heartbeat,
 ) -> std::io::Result<JoinHandle<()>> {
     let (tx, rx) = mpsc::channel();
     let stop = tx.clone();
@@ -52,7 +53,7 @@ pub fn spawn(
         .spawn(move || {
             // Kept alive for as long as the loop runs.
             let _watcher = watcher;
-            follow(tailer, refresh_interval, &sink, &rx, notified);
+            follow(tailer, refresh_interval, &sink, &rx, notified, &heartbeat);
         })
 }
 
@@ -84,10 +85,14 @@ fn follow(
     sink: &tokio::sync::mpsc::Sender<Batch>,
     rx: &Receiver<Hint>,
     notified: bool,
+    heartbeat: &crate::health::Heartbeat,
 ) {
     let mut next_scan = Instant::now();
     let mut written: Vec<PathBuf> = Vec::new();
     loop {
+        // A pass is the tail thread's unit of progress: one that never ends (an open or a
+        // read that blocks) is what the watchdog catches.
+        heartbeat.beat();
         let now = Instant::now();
         let batch = if now >= next_scan {
             next_scan = now + refresh;
@@ -98,7 +103,7 @@ fn follow(
                 .poll_open(now, &paths)
                 .unwrap_or_else(|| tailer.poll(now))
         };
-        if !batch.is_empty() && !send(&mut tailer, sink, rx, batch, &mut written) {
+        if !batch.is_empty() && !send(&mut tailer, sink, rx, batch, &mut written, heartbeat) {
             return;
         }
         let wait = if tailer.unread() {
@@ -108,6 +113,7 @@ fn follow(
         } else {
             next_scan.saturating_duration_since(Instant::now())
         };
+        heartbeat.idle();
         match wait_for_hints(rx, wait, &mut written) {
             Some(true) => next_scan = Instant::now(),
             Some(false) => {}
@@ -124,9 +130,12 @@ fn send(
     rx: &Receiver<Hint>,
     batch: Batch,
     written: &mut Vec<PathBuf>,
+    heartbeat: &crate::health::Heartbeat,
 ) -> bool {
     let mut queue = std::collections::VecDeque::from([batch]);
     while let Some(batch) = queue.pop_front() {
+        // Waiting for room (back-pressure) is by design: each look beats.
+        heartbeat.beat();
         let room = RUNTIME.with(|rt| {
             rt.block_on(async { tokio::time::timeout(PAUSED_LOOK, sink.reserve()).await })
         });

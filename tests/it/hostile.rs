@@ -509,3 +509,68 @@ fn half_open_connections_to_the_operations_endpoint_are_bounded() {
     drop(idle);
     assert_eq!(daemon.stop_within(Duration::from_secs(30)), Some(0));
 }
+
+/// The watchdog: a stage with work that makes no progress (here a sender whose request
+/// never ends: an endpoint that accepts and never answers, with `request_timeout 1h`)
+/// turns `/healthz` and `/readyz` to 503, sets `at_forwarder_stage_stalled` and logs an
+/// ERROR naming the stage. A second SIGTERM then ends the process at once.
+#[test]
+fn a_stalled_stage_turns_the_probes_red_and_a_second_sigterm_exits_at_once() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", silent.local_addr().unwrap());
+    let held = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = Arc::clone(&held);
+    std::thread::spawn(move || {
+        for conn in silent.incoming().take(64).flatten() {
+            keep.lock().unwrap().push(conn);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let conf = at_config(dir.path(), &url, "");
+    let text = std::fs::read_to_string(&conf).unwrap().replace(
+        "  service_region ng\n",
+        "  service_region ng\n  request_timeout 1h\n",
+    );
+    std::fs::write(
+        &conf,
+        format!("<system>\n  stall_timeout 2s\n</system>\n{text}"),
+    )
+    .unwrap();
+    append(&dir.path().join("logs/a.log"), &event("never-answered"));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let daemon = crate::daemon::start_on(&conf, &format!("127.0.0.1:{port}"));
+    let line = daemon
+        .log_line("no progress", Duration::from_secs(60))
+        .expect("an ERROR about the stalled stage");
+    assert!(
+        line.contains("ERROR") && line.contains("output:1"),
+        "{line}"
+    );
+    let get = |path: &str| -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        answer
+    };
+    assert!(get("/healthz").starts_with("HTTP/1.1 503"));
+    assert!(get("/readyz").starts_with("HTTP/1.1 503"));
+    assert!(
+        get("/metrics").contains("at_forwarder_stage_stalled{stage=\"output:1\"} 1"),
+        "{}",
+        get("/metrics")
+    );
+    // Two SIGTERMs: the second does not wait for the flush (25 s) of a stuck sender.
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(daemon.pid()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    daemon
+        .log_line("Shutdown requested", Duration::from_secs(10))
+        .expect("the first signal is taken");
+    assert_eq!(daemon.stop_within(Duration::from_secs(10)), Some(130));
+}

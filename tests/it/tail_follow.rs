@@ -27,7 +27,14 @@ async fn follows_writes_and_rotations_until_shutdown() {
     let tailer = Tailer::open(opts, store.clone()).unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::channel(4);
     let shutdown = CancellationToken::new();
-    let thread = run::spawn(tailer, Duration::from_secs(3600), tx, shutdown.clone()).unwrap();
+    let thread = run::spawn(
+        tailer,
+        Duration::from_secs(3600),
+        tx,
+        shutdown.clone(),
+        at_forwarder::health::Heartbeat::detached("tail"),
+    )
+    .unwrap();
 
     let path = logs.join("svc/app.log");
     let write = |from: usize, to: usize| {
@@ -97,7 +104,14 @@ async fn files_rotated_away_while_reading_is_paused_are_read_afterwards() {
     // Room for one batch: the second one waits until the first is taken.
     let (tx, mut rx) = tokio::sync::mpsc::channel(1);
     let shutdown = CancellationToken::new();
-    let thread = run::spawn(tailer, Duration::from_secs(3600), tx, shutdown.clone()).unwrap();
+    let thread = run::spawn(
+        tailer,
+        Duration::from_secs(3600),
+        tx,
+        shutdown.clone(),
+        at_forwarder::health::Heartbeat::detached("tail"),
+    )
+    .unwrap();
     let lines = |prefix: &str| -> String {
         (0..30)
             .map(|i| format!("{{\"id\":\"{prefix}-{i}\"}}\n"))
