@@ -145,7 +145,9 @@ mod tests {
             p.next(1, Duration::ZERO, Some(Duration::from_secs(u64::MAX)), 0.0),
             Next::RetryIn(Duration::from_secs(30))
         );
-        let unset = Policy::new(config(true, None, false));
+        let mut c = config(true, None, false);
+        c.max_interval = None;
+        let unset = Policy::new(c);
         assert_eq!(
             unset.next(1, Duration::ZERO, Some(Duration::MAX), 0.0),
             Next::RetryIn(Duration::from_secs(24 * 3600))
