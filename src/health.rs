@@ -127,12 +127,13 @@ impl Registry {
             let now_stalled = stuck > self.stall_timeout;
             let was = hb.inner.stalled.swap(now_stalled, Ordering::Relaxed);
             let stage = &hb.inner.stage;
+            // The probes turn first: whoever reads the ERROR finds them red.
+            crate::metrics::global().set_stalled(stage, now_stalled);
             if now_stalled && !was {
                 error!(stage = %stage, stuck_s = stuck.as_secs(), stall_timeout_s = self.stall_timeout.as_secs(), "A stage has made no progress while it had work: health probes fail until it recovers.");
             } else if was && !now_stalled {
                 warn!(stage = %stage, "A stalled stage is making progress again.");
             }
-            crate::metrics::global().set_stalled(stage, now_stalled);
             if now_stalled {
                 stalled.push(stage.clone());
             }

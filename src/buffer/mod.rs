@@ -162,8 +162,11 @@ pub struct Taken {
 /// A disk buffer: shared by the writer (a pipeline worker) and the senders.
 pub struct Buffer {
     store: store::Store,
-    /// Records found at start-up, not appended again when read again.
+    /// Records found at start-up or delivered by the previous process, not appended again
+    /// when read again.
     recovered: seen::Recovered,
+    /// Hashes of delivered records, for the next process (see `seen.rs`).
+    delivered: seen::Delivered,
     /// Signalled when a chunk may have become ready to send.
     ready: Notify,
     /// Signalled when space was freed.
@@ -183,12 +186,15 @@ impl Buffer {
     pub fn open(opts: BufferOptions) -> std::io::Result<Arc<Self>> {
         let dirs = store::Dirs::new(&opts.path);
         dirs.create()?;
+        let opts_path = opts.path.clone();
         let store = store::Store::new(opts, dirs);
         let recovered = seen::Recovered::new();
+        recovered.add_delivered(&opts_path);
         recovery::recover(&store, &recovered);
         Ok(Arc::new(Buffer {
             store,
             recovered,
+            delivered: seen::Delivered::new(&opts_path),
             ready: Notify::new(),
             space: Notify::new(),
         }))
@@ -372,6 +378,9 @@ impl Buffer {
             Outcome::Split => self.store.split(&taken.id, &taken.records),
             other => self.store.finish(&taken.id, other, now),
         };
+        if matches!(outcome, Outcome::Delivered) && result.is_ok() {
+            self.delivered.record(&taken.records);
+        }
         if matches!(outcome, Outcome::Retry { .. }) {
             // Chunks queued behind this one wait on disk (an error is logged by the spill).
             let _ = self.store.spill_failing();
