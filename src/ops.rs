@@ -42,7 +42,8 @@ pub async fn serve(addr: SocketAddr, shutdown: CancellationToken) -> anyhow::Res
 }
 
 async fn accept_loop(listener: TcpListener, shutdown: CancellationToken) {
-    let open: Arc<Mutex<VecDeque<(u64, CancellationToken)>>> = Arc::default();
+    type Open = VecDeque<(u64, CancellationToken, tokio::task::JoinHandle<()>)>;
+    let open: Arc<Mutex<Open>> = Arc::default();
     let mut next_id = 0u64;
     loop {
         let accepted = tokio::select! {
@@ -58,29 +59,41 @@ async fn accept_loop(listener: TcpListener, shutdown: CancellationToken) {
                 continue;
             }
         };
-        let id = next_id;
-        next_id += 1;
-        let token = shutdown.child_token();
-        {
-            let mut open = lock(&open);
-            while open.len() >= MAX_CONNECTIONS {
-                if let Some((_, oldest)) = open.pop_front() {
-                    oldest.cancel();
+        // Over the cap, the oldest connection is closed — and waited for, so that its
+        // descriptor is free before the next accept.
+        loop {
+            let oldest = {
+                let mut open = lock(&open);
+                if open.len() < MAX_CONNECTIONS {
+                    break;
+                }
+                open.pop_front()
+            };
+            if let Some((_, token, task)) = oldest {
+                // An entry whose task ended before it was listed is only removed.
+                if !task.is_finished() {
                     crate::metrics::global()
                         .ops_connections_evicted
                         .fetch_add(1, Ordering::Relaxed);
                 }
+                token.cancel();
+                let _ = task.await;
             }
-            open.push_back((id, token.clone()));
         }
-        let open = Arc::clone(&open);
-        tokio::spawn(async move {
-            tokio::select! {
-                () = token.cancelled() => {}
-                _ = tokio::time::timeout(EXCHANGE_TIMEOUT, exchange(stream)) => {}
-            }
-            lock(&open).retain(|(other, _)| *other != id);
-        });
+        let id = next_id;
+        next_id += 1;
+        let token = shutdown.child_token();
+        let task = {
+            let (open, token) = (Arc::clone(&open), token.clone());
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = token.cancelled() => {}
+                    _ = tokio::time::timeout(EXCHANGE_TIMEOUT, exchange(stream)) => {}
+                }
+                lock(&open).retain(|(other, _, _)| *other != id);
+            })
+        };
+        lock(&open).push_back((id, token, task));
     }
 }
 

@@ -463,12 +463,7 @@ fn a_damaged_position_store_is_moved_aside_and_nothing_is_skipped() {
 fn half_open_connections_to_the_operations_endpoint_are_bounded() {
     let dir = tempfile::tempdir().unwrap();
     let conf = stdout_config(dir.path(), "");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let daemon = crate::daemon::start_on(&conf, &format!("127.0.0.1:{port}"));
+    let (daemon, port) = start_with_endpoint(&conf);
     daemon.wait_started();
     let fds = |pid: u32| {
         std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -481,15 +476,7 @@ fn half_open_connections_to_the_operations_endpoint_are_bounded() {
         .filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).ok())
         .collect();
     assert!(idle.len() > 500, "{} connected", idle.len());
-    let get = |path: &str| -> String {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-        let mut answer = String::new();
-        let _ = s.read_to_string(&mut answer);
-        answer
-    };
+    let get = |path: &str| http_get(port, path);
     let mut health = String::new();
     eventually("/healthz answers while idle connections are held", || {
         health = get("/healthz");
@@ -537,12 +524,7 @@ fn a_stalled_stage_turns_the_probes_red_and_a_second_sigterm_exits_at_once() {
     )
     .unwrap();
     append(&dir.path().join("logs/a.log"), &event("never-answered"));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let daemon = crate::daemon::start_on(&conf, &format!("127.0.0.1:{port}"));
+    let (daemon, port) = start_with_endpoint(&conf);
     let line = daemon
         .log_line("no progress", Duration::from_secs(60))
         .expect("an ERROR about the stalled stage");
@@ -550,15 +532,7 @@ fn a_stalled_stage_turns_the_probes_red_and_a_second_sigterm_exits_at_once() {
         line.contains("ERROR") && line.contains("output:1"),
         "{line}"
     );
-    let get = |path: &str| -> String {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-        let mut answer = String::new();
-        let _ = s.read_to_string(&mut answer);
-        answer
-    };
+    let get = |path: &str| http_get(port, path);
     assert!(get("/healthz").starts_with("HTTP/1.1 503"));
     assert!(get("/readyz").starts_with("HTTP/1.1 503"));
     assert!(
@@ -573,4 +547,28 @@ fn a_stalled_stage_turns_the_probes_red_and_a_second_sigterm_exits_at_once() {
         .log_line("Shutdown requested", Duration::from_secs(10))
         .expect("the first signal is taken");
     assert_eq!(daemon.stop_within(Duration::from_secs(10)), Some(130));
+}
+
+/// The daemon with its operations endpoint on a free port, and that port.
+fn start_with_endpoint(conf: &Path) -> (Daemon, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    (
+        crate::daemon::start_on(conf, &format!("127.0.0.1:{port}")),
+        port,
+    )
+}
+
+/// One GET to the operations endpoint: the whole answer, head and body.
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    answer
 }
