@@ -170,6 +170,12 @@ pub(super) struct Store {
     state: Mutex<State>,
     /// Whether the output could send a key's chunks now (see [`Store::set_sendable`]).
     sendable: RwLock<Option<SendableFn>>,
+    /// Held while filled chunks are fsynced and queued ([`Store::seal_full`]), so that a
+    /// group commit waits for a seal under way instead of passing it by.
+    sealing: Mutex<()>,
+    /// Tests: the chunk whose fsync fails.
+    #[cfg(test)]
+    pub(super) fail_fsync_of: Mutex<Option<ChunkId>>,
 }
 
 /// Asks the output whether a key's chunks could be sent now.
@@ -198,6 +204,9 @@ impl Store {
             instance: fastrand::u32(..),
             state: Mutex::new(state),
             sendable: RwLock::new(None),
+            sealing: Mutex::new(()),
+            #[cfg(test)]
+            fail_fsync_of: Mutex::new(None),
         }
     }
 
