@@ -21,12 +21,15 @@ use crate::config::{self, Config, LoadOptions};
 
 pub(crate) async fn run(path: &Path, mut config: Config, metrics_listen: SocketAddr) -> Result<()> {
     let shutdown = CancellationToken::new();
+    let metrics = std::sync::Arc::new(crate::metrics::Metrics::default());
     let signals = crate::cli::listen_for_signals(shutdown.clone())?;
     let listen = config.system.http_port.map_or(metrics_listen, |port| {
         SocketAddr::from(([0, 0, 0, 0], port))
     });
     // Forwarding matters more than its metrics: a port in use is reported, not fatal.
-    if let Err(e) = crate::ops::serve(listen, shutdown.clone()).await {
+    if let Err(e) =
+        crate::ops::serve(listen, shutdown.clone(), std::sync::Arc::clone(&metrics)).await
+    {
         error!("{e:#}; running without /metrics, /healthz and /readyz");
     }
     let (reload_tx, mut reload_rx) = mpsc::channel::<&'static str>(4);
@@ -34,7 +37,11 @@ pub(crate) async fn run(path: &Path, mut config: Config, metrics_listen: SocketA
     let hup = listen_for_hangup(reload_tx)?;
     let result = loop {
         let stop = CancellationToken::new();
-        let mut pipeline = tokio::spawn(crate::pipeline::run(config.clone(), stop.clone()));
+        let mut pipeline = tokio::spawn(crate::pipeline::run(
+            config.clone(),
+            stop.clone(),
+            std::sync::Arc::clone(&metrics),
+        ));
         let next = loop {
             tokio::select! {
                 () = shutdown.cancelled() => break None,
@@ -43,7 +50,7 @@ pub(crate) async fn run(path: &Path, mut config: Config, metrics_listen: SocketA
                     // Several events come with one ConfigMap update: let them settle.
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     while reload_rx.try_recv().is_ok() {}
-                    match reload(path, &config) {
+                    match reload(path, &config, &metrics) {
                         Some(new) => {
                             info!(trigger = why, "Configuration changed; restarting the pipeline on the same positions and buffers.");
                             break Some(Ok(new));
@@ -64,9 +71,7 @@ pub(crate) async fn run(path: &Path, mut config: Config, metrics_listen: SocketA
                 if let Err(e) = pipeline.await.map_err(anyhow::Error::from).and_then(|r| r) {
                     break Err(e);
                 }
-                crate::metrics::global()
-                    .reloads
-                    .fetch_add(1, Ordering::Relaxed);
+                metrics.reloads.fetch_add(1, Ordering::Relaxed);
                 config = new;
             }
         }
@@ -78,16 +83,14 @@ pub(crate) async fn run(path: &Path, mut config: Config, metrics_listen: SocketA
 
 /// The new configuration when it loads and differs; `None` (with an ERROR) when it does
 /// not load, and when nothing changed.
-fn reload(path: &Path, current: &Config) -> Option<Config> {
+fn reload(path: &Path, current: &Config, metrics: &crate::metrics::Metrics) -> Option<Config> {
     match config::load(path, &LoadOptions::default()) {
         Ok(loaded) => {
             crate::cli::log_warnings(&loaded);
             (loaded.config != *current).then_some(loaded.config)
         }
         Err(e) => {
-            crate::metrics::global()
-                .reload_failures
-                .fetch_add(1, Ordering::Relaxed);
+            metrics.reload_failures.fetch_add(1, Ordering::Relaxed);
             error!(file = %path.display(), "Reload refused, the running configuration is kept:\n{e}");
             None
         }

@@ -92,14 +92,16 @@ impl Heartbeat {
 #[derive(Debug)]
 pub struct Registry {
     stall_timeout: Duration,
+    metrics: Arc<crate::metrics::Metrics>,
     stages: Mutex<Vec<Heartbeat>>,
 }
 
 impl Registry {
     /// An empty registry.
-    pub fn new(stall_timeout: Duration) -> Arc<Self> {
+    pub fn new(stall_timeout: Duration, metrics: Arc<crate::metrics::Metrics>) -> Arc<Self> {
         Arc::new(Registry {
             stall_timeout,
+            metrics,
             stages: Mutex::new(Vec::new()),
         })
     }
@@ -108,7 +110,7 @@ impl Registry {
     pub fn register(&self, stage: &str) -> Heartbeat {
         let hb = Heartbeat::detached(stage);
         hb.idle();
-        crate::metrics::global().set_stalled(stage, false);
+        self.metrics.set_stalled(stage, false);
         self.lock().push(hb.clone());
         hb
     }
@@ -128,7 +130,7 @@ impl Registry {
             let was = hb.inner.stalled.swap(now_stalled, Ordering::Relaxed);
             let stage = &hb.inner.stage;
             // The probes turn first: whoever reads the ERROR finds them red.
-            crate::metrics::global().set_stalled(stage, now_stalled);
+            self.metrics.set_stalled(stage, now_stalled);
             if now_stalled && !was {
                 error!(stage = %stage, stuck_s = stuck.as_secs(), stall_timeout_s = self.stall_timeout.as_secs(), "A stage has made no progress while it had work: health probes fail until it recovers.");
             } else if was && !now_stalled {
@@ -153,7 +155,7 @@ impl Registry {
             }
         }
         for hb in self.lock().iter() {
-            crate::metrics::global().forget_stage(&hb.inner.stage);
+            self.metrics.forget_stage(&hb.inner.stage);
         }
     }
 }
@@ -164,7 +166,8 @@ mod tests {
 
     #[test]
     fn a_busy_stage_without_progress_stalls_and_an_idle_one_never_does() {
-        let registry = Registry::new(Duration::from_millis(50));
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let registry = Registry::new(Duration::from_millis(50), Arc::clone(&metrics));
         let stuck = registry.register("test:stuck");
         let waiting = registry.register("test:waiting");
         stuck.beat();
@@ -175,11 +178,9 @@ mod tests {
             std::thread::park_timeout(Duration::from_millis(10));
         }
         assert_eq!(registry.check(), ["test:stuck"]);
-        assert!(crate::metrics::global().any_stalled());
+        assert!(metrics.any_stalled());
         stuck.beat();
         assert!(registry.check().is_empty());
-        stuck.idle();
-        crate::metrics::global().forget_stage("test:stuck");
-        crate::metrics::global().forget_stage("test:waiting");
+        assert!(!metrics.any_stalled());
     }
 }

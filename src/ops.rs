@@ -23,6 +23,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::metrics::Metrics;
+
 /// Most connections open at once.
 pub const MAX_CONNECTIONS: usize = 64;
 /// Longest time from accepting a connection to having answered it.
@@ -31,17 +33,21 @@ pub const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const MAX_REQUEST_HEAD: usize = 8 * 1024;
 
 /// Serves the endpoint on `addr` until `shutdown`; returns the bound address.
-pub async fn serve(addr: SocketAddr, shutdown: CancellationToken) -> anyhow::Result<SocketAddr> {
+pub async fn serve(
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("binding the operations endpoint {addr}: {e}"))?;
     let bound = listener.local_addr()?;
     info!(addr = %bound, "Operations endpoint: /metrics, /healthz, /readyz.");
-    tokio::spawn(accept_loop(listener, shutdown));
+    tokio::spawn(accept_loop(listener, shutdown, metrics));
     Ok(bound)
 }
 
-async fn accept_loop(listener: TcpListener, shutdown: CancellationToken) {
+async fn accept_loop(listener: TcpListener, shutdown: CancellationToken, metrics: Arc<Metrics>) {
     type Open = VecDeque<(u64, CancellationToken, tokio::task::JoinHandle<()>)>;
     let open: Arc<Mutex<Open>> = Arc::default();
     let mut next_id = 0u64;
@@ -72,7 +78,7 @@ async fn accept_loop(listener: TcpListener, shutdown: CancellationToken) {
             if let Some((_, token, task)) = oldest {
                 // An entry whose task ended before it was listed is only removed.
                 if !task.is_finished() {
-                    crate::metrics::global()
+                    metrics
                         .ops_connections_evicted
                         .fetch_add(1, Ordering::Relaxed);
                 }
@@ -84,11 +90,11 @@ async fn accept_loop(listener: TcpListener, shutdown: CancellationToken) {
         next_id += 1;
         let token = shutdown.child_token();
         let task = {
-            let (open, token) = (Arc::clone(&open), token.clone());
+            let (open, token, metrics) = (Arc::clone(&open), token.clone(), Arc::clone(&metrics));
             tokio::spawn(async move {
                 tokio::select! {
                     () = token.cancelled() => {}
-                    _ = tokio::time::timeout(EXCHANGE_TIMEOUT, exchange(stream)) => {}
+                    _ = tokio::time::timeout(EXCHANGE_TIMEOUT, exchange(stream, &metrics)) => {}
                 }
                 lock(&open).retain(|(other, _, _)| *other != id);
             })
@@ -102,7 +108,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Reads one request head and answers it.
-async fn exchange(mut stream: TcpStream) -> std::io::Result<()> {
+async fn exchange(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -127,18 +133,17 @@ async fn exchange(mut stream: TcpStream) -> std::io::Result<()> {
     }
     match path {
         b"/metrics" => {
-            let body = crate::metrics::global().render();
+            let body = metrics.render();
             respond(&mut stream, 200, "text/plain; version=0.0.4", &body).await
         }
-        b"/healthz" if crate::metrics::global().any_stalled() => {
+        b"/healthz" if metrics.any_stalled() => {
             respond(&mut stream, 503, "text/plain", "stalled").await
         }
         b"/healthz" => respond(&mut stream, 200, "text/plain", "ok").await,
         b"/readyz" => {
-            let m = crate::metrics::global();
-            if m.any_stalled() {
+            if metrics.any_stalled() {
                 respond(&mut stream, 503, "text/plain", "stalled").await
-            } else if m.ready.load(Ordering::Relaxed) {
+            } else if metrics.ready.load(Ordering::Relaxed) {
                 respond(&mut stream, 200, "text/plain", "ready").await
             } else {
                 respond(&mut stream, 503, "text/plain", "starting").await

@@ -118,7 +118,11 @@ pub async fn run(opts: DemoOptions) -> Result<DemoSummary> {
     )
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     let forwarder_stop = CancellationToken::new();
-    let forwarder = tokio::spawn(crate::pipeline::run(loaded.config, forwarder_stop.clone()));
+    let forwarder = tokio::spawn(crate::pipeline::run(
+        loaded.config,
+        forwarder_stop.clone(),
+        Default::default(),
+    ));
 
     println!("at-forwarder demo: {} services write {} events/s for {} s into {}, rotating every {} lines;", opts.services, opts.rate, opts.duration.as_secs(), root.join("at").display(), opts.rotate_every);
     println!("at-forwarder tails them with the seed's configuration and sends them to a local receiver at {}.\n", receiver.addr);

@@ -146,6 +146,7 @@ pub struct DeadLetterStore {
     dir: PathBuf,
     limit: u64,
     state: Mutex<Counters>,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 #[derive(Debug, Default)]
@@ -163,11 +164,16 @@ struct Counters {
 impl DeadLetterStore {
     /// Opens (creating, mode 0700) `<state_dir>/dead-letters`.
     pub fn open(state_dir: &Path) -> io::Result<Self> {
-        Self::open_with_limit(state_dir, DEFAULT_LIMIT)
+        Self::open_with_limit(state_dir, DEFAULT_LIMIT, std::sync::Arc::default())
     }
 
-    /// Opens the store, keeping its files under `limit` bytes.
-    pub fn open_with_limit(state_dir: &Path, limit: u64) -> io::Result<Self> {
+    /// Opens the store, keeping its files under `limit` bytes (records dropped for it are
+    /// counted in `metrics`).
+    pub fn open_with_limit(
+        state_dir: &Path,
+        limit: u64,
+        metrics: std::sync::Arc<crate::metrics::Metrics>,
+    ) -> io::Result<Self> {
         let dir = state_dir.join("dead-letters");
         fs::DirBuilder::new()
             .recursive(true)
@@ -177,6 +183,7 @@ impl DeadLetterStore {
             dir,
             limit: limit.max(4096),
             state: Mutex::new(Counters::default()),
+            metrics,
         })
     }
 
@@ -290,7 +297,7 @@ impl DeadLetterStore {
         if files == 0 {
             return;
         }
-        crate::metrics::global()
+        self.metrics
             .dead_letters_dropped
             .fetch_add(records, std::sync::atomic::Ordering::Relaxed);
         if state

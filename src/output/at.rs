@@ -30,6 +30,7 @@ pub struct AtSink {
     debug: bool,
     secrets: Secrets,
     missing_token: Mutex<HashMap<String, Instant>>,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 impl std::fmt::Debug for AtSink {
@@ -41,8 +42,12 @@ impl std::fmt::Debug for AtSink {
 }
 
 impl AtSink {
-    /// The sink of a configured `ibmactivitytracker` output.
-    pub fn new(cfg: &AtOutput) -> anyhow::Result<Self> {
+    /// The sink of a configured `ibmactivitytracker` output, counting its requests and
+    /// Secret loads in `metrics`.
+    pub fn new(
+        cfg: &AtOutput,
+        metrics: std::sync::Arc<crate::metrics::Metrics>,
+    ) -> anyhow::Result<Self> {
         let mut builder = reqwest::Client::builder()
             .timeout(cfg.request_timeout)
             .connect_timeout(cfg.request_timeout.min(Duration::from_secs(10)))
@@ -67,8 +72,12 @@ impl AtSink {
             compress: cfg.compress == Compression::Gzip,
             max_events: usize::try_from(cfg.max_events_per_request).unwrap_or(1000),
             debug: cfg.plugin_log_level == PluginLogLevel::Debug,
-            secrets: Secrets::new(cfg.secrets_path.join(&cfg.secret_key)),
+            secrets: Secrets::new(
+                cfg.secrets_path.join(&cfg.secret_key),
+                std::sync::Arc::clone(&metrics),
+            ),
             missing_token: Mutex::new(HashMap::new()),
+            metrics,
         })
     }
 
@@ -132,14 +141,14 @@ impl AtSink {
         let response = match request.body(body).send().await {
             Ok(r) => r,
             Err(e) => {
-                crate::metrics::global().request(0);
+                self.metrics.request(0);
                 return Outcome::Retry {
                     after: None,
                     reason: format!("request failed: {}", error_chain(&e)),
                 };
             }
         };
-        crate::metrics::global().request(response.status().as_u16());
+        self.metrics.request(response.status().as_u16());
         let status = response.status().as_u16();
         if (300..400).contains(&status) {
             let location = response

@@ -145,6 +145,7 @@ fn redact_arg(arg: &str) -> String {
 pub struct Secrets {
     path: PathBuf,
     state: Mutex<State>,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 struct State {
@@ -164,10 +165,12 @@ impl fmt::Debug for Secrets {
 }
 
 impl Secrets {
-    /// Tokens from `<secrets_path>/<secret_key>`; read now, and again when it changes.
-    pub fn new(path: PathBuf) -> Self {
+    /// Tokens from `<secrets_path>/<secret_key>`; read now, and again when it changes
+    /// (each load counted in `metrics`).
+    pub fn new(path: PathBuf, metrics: std::sync::Arc<crate::metrics::Metrics>) -> Self {
         let secrets = Secrets {
             path,
+            metrics,
             state: Mutex::new(State {
                 services: HashMap::new(),
                 seen: None,
@@ -232,7 +235,7 @@ impl Secrets {
                 info!(file = %self.path.display(), services = services.len(), "Loaded service tokens.");
                 s.services = services;
                 s.reloads += 1;
-                crate::metrics::global()
+                self.metrics
                     .secret_reloads
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
@@ -292,7 +295,7 @@ mod tests {
         std::fs::write(&path, big).unwrap();
         let err = read_capped(&path).unwrap_err();
         assert!(err.contains("larger than"), "{err}");
-        assert!(Secrets::new(path).get("svc").is_none());
+        assert!(Secrets::new(path, Default::default()).get("svc").is_none());
     }
 
     #[test]
@@ -331,7 +334,7 @@ mod tests {
         std::fs::write(v1.join("host"), JSON).unwrap();
         std::os::unix::fs::symlink("..2026_01", dir.path().join("..data")).unwrap();
         std::os::unix::fs::symlink("..data/host", dir.path().join("host")).unwrap();
-        let secrets = Secrets::new(dir.path().join("host"));
+        let secrets = Secrets::new(dir.path().join("host"), Default::default());
         assert_eq!(secrets.get("svc").unwrap().token.expose(), "tok-1");
         let v2 = dir.path().join("..2026_02");
         std::fs::create_dir(&v2).unwrap();

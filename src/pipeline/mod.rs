@@ -25,6 +25,7 @@ use crate::buffer::{self, Buffer, BufferOptions};
 use crate::config::{Config, Output, SourceKind};
 use crate::event::dead_letter::{DeadLetter, DeadLetterStore};
 use crate::event::Reason;
+use crate::metrics::{BufferCounts, BufferSample, Metrics, Registration};
 use crate::output::at::AtSink;
 use crate::tail::{ahead, run as tail_run, PositionStore, TailOptions, Tailer};
 
@@ -40,17 +41,22 @@ pub const FLUSH_DEADLINE: Duration = Duration::from_secs(25);
 pub const STOP_DEADLINE: Duration = Duration::from_secs(15);
 
 /// Runs the pipeline of `config` until `shutdown` is cancelled (mini-redis style: the
-/// caller owns the signal, so tests can stop it without one).
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
+/// caller owns the signal, so tests can stop it without one), reporting to `metrics`
+/// what this instance owns for as long as it runs.
+pub async fn run(config: Config, shutdown: CancellationToken, metrics: Arc<Metrics>) -> Result<()> {
     let state = config
         .state_dir()
         .context("no state directory: set <system> root_dir or a pos_file in a tail source")?;
     let dead_letters = Arc::new(
-        DeadLetterStore::open_with_limit(&state, config.system.dead_letter_limit_size)
-            .with_context(|| format!("opening the dead-letter store in {}", state.display()))?,
+        DeadLetterStore::open_with_limit(
+            &state,
+            config.system.dead_letter_limit_size,
+            Arc::clone(&metrics),
+        )
+        .with_context(|| format!("opening the dead-letter store in {}", state.display()))?,
     );
     let config = Arc::new(config);
-    let health = crate::health::Registry::new(config.system.stall_timeout);
+    let health = crate::health::Registry::new(config.system.stall_timeout, Arc::clone(&metrics));
     let watchdog_stop = CancellationToken::new();
     let watchdog = tokio::spawn(Arc::clone(&health).watch(watchdog_stop.clone()));
     // Stops the watchdog on every way out of this function, early errors included.
@@ -58,6 +64,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     let senders_stop = CancellationToken::new();
     let senders = TaskTracker::new();
     let mut buffers: Vec<Option<(Arc<Buffer>, bool)>> = Vec::new();
+    // This instance's series in the metrics: gone when it ends (a reload registers anew).
+    let mut registrations = Vec::new();
     for m in &config.matches {
         let (Output::ActivityTracker(at), Some(b)) = (&m.output, &m.buffer) else {
             buffers.push(None);
@@ -65,7 +73,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         };
         let buffer = Buffer::open(BufferOptions::from_config(b))
             .with_context(|| format!("opening the buffer {}", b.path.display()))?;
-        let sink = Arc::new(AtSink::new(at)?);
+        let sink = Arc::new(AtSink::new(at, Arc::clone(&metrics))?);
         buffer.lay_out_bodies(usize::try_from(at.max_events_per_request).unwrap_or(usize::MAX));
         let dl = Arc::clone(&dead_letters);
         let dead_letter: buffer::engine::DeadLetterFn = Arc::new(move |taken, record| {
@@ -83,7 +91,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
                 tracing::error!(error = %e, "Could not write a dead letter; the event stays in its chunk's backup.");
             }
         });
-        register_buffer_metrics(buffers.len(), m.patterns.as_str(), &buffer);
+        registrations.push(register_buffer_metrics(
+            &metrics,
+            buffers.len(),
+            m.patterns.as_str(),
+            &buffer,
+        ));
         let workers = usize::try_from(b.flush_thread_count).unwrap_or(1);
         senders.spawn(buffer::deliver(
             Arc::clone(&buffer),
@@ -125,8 +138,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
                 PositionStore::temporary().context("creating a temporary position store")?
             }
         };
-        let tailer = Tailer::open(TailOptions::from_config(tail), store.clone())
+        let mut tailer = Tailer::open(TailOptions::from_config(tail), store.clone())
             .context("loading positions")?;
+        let (gauges, registration) = metrics.register_source();
+        tailer.report_to(gauges);
+        registrations.push(registration);
         let (tx, rx) = tokio::sync::mpsc::channel(BATCHES_IN_FLIGHT);
         threads.push(
             tail_run::spawn(
@@ -149,19 +165,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
             Arc::clone(&dead_letters),
             plain,
             ahead,
-            (
-                health.register(&format!("source:{}", index + 1)),
-                health.register(&format!("commit:{}", index + 1)),
-            ),
+            source::Reporting {
+                heartbeat: health.register(&format!("source:{}", index + 1)),
+                commit_heartbeat: health.register(&format!("commit:{}", index + 1)),
+                metrics: Arc::clone(&metrics),
+            },
         );
         sources.spawn(worker.run(rx));
     }
     info!(config = %config.path.display(), sources = config.sources.len(), outputs = config.matches.len(), state = %state.display(), "at-forwarder started");
-    crate::metrics::global()
+    metrics
         .ready
         .store(true, std::sync::atomic::Ordering::Relaxed);
     shutdown.cancelled().await;
-    crate::metrics::global()
+    metrics
         .ready
         .store(false, std::sync::atomic::Ordering::Relaxed);
     info!("Shutdown requested: stopping sources, then flushing.");
@@ -251,33 +268,37 @@ fn resume_ahead(store: &PositionStore, path: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-/// Buffer sizes, chunk states, retries and the oldest event's age, read at scrape time.
-fn register_buffer_metrics(index: usize, patterns: &str, buffer: &Arc<Buffer>) {
-    use std::fmt::Write;
+/// Reports a buffer's sizes, chunk states, counters and oldest event's age, read at
+/// scrape time, until the registration drops (when this pipeline instance ends).
+fn register_buffer_metrics(
+    metrics: &Arc<Metrics>,
+    index: usize,
+    patterns: &str,
+    buffer: &Arc<Buffer>,
+) -> Registration {
     let b = Arc::clone(buffer);
-    let output = format!("{index}:{patterns}")
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"");
-    crate::metrics::global().collect(Box::new(move |out| {
-        let (bytes, queued, open) = b.sizes();
-        let c = b.counters();
-        let age = b.oldest_age().map_or(0, |a| a.as_secs());
-        let mut one = |name: &str, kind: &str, help: &str, value: u64| {
-            let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{output=\"{output}\"}} {value}\n");
-        };
-        one("at_forwarder_buffer_bytes", "gauge", "Bytes of chunks in the buffer (on disk or held in memory), per output.", bytes);
-        one("at_forwarder_buffer_memory_bytes", "gauge", "Bytes of chunks held in memory only, per output.", b.memory());
-        one("at_forwarder_chunks_spilled_total", "counter", "Chunks held in memory that were written to disk (a failed attempt, memory full, shutdown).", c.spilled);
-        one("at_forwarder_chunks_delivered_total", "counter", "Chunks accepted by the endpoint.", c.delivered);
-        one("at_forwarder_retries_total", "counter", "Failed send attempts.", c.retries);
-        one("at_forwarder_chunks_backed_up_total", "counter", "Chunks moved to backup/ (rejected, retries exhausted, dropped).", c.backed_up);
-        one("at_forwarder_chunks_quarantined_total", "counter", "Damaged records or files set aside.", c.quarantined);
-        one("at_forwarder_oldest_undelivered_age_seconds", "gauge", "Age of the oldest event not yet delivered.", age);
-        let _ = write!(out, "# HELP at_forwarder_buffer_chunks Chunks by state, per output.\n# TYPE at_forwarder_buffer_chunks gauge\n");
-        for (state, n) in [("open", open), ("queued", queued), ("in_flight", b.in_flight())] {
-            let _ = writeln!(out, "at_forwarder_buffer_chunks{{output=\"{output}\",state=\"{state}\"}} {n}");
-        }
-    }));
+    metrics.register_output(
+        &format!("{index}:{patterns}"),
+        Box::new(move || {
+            let (bytes, queued, open) = b.sizes();
+            let c = b.counters();
+            BufferSample {
+                bytes,
+                memory: b.memory(),
+                open: open as u64,
+                queued: queued as u64,
+                in_flight: b.in_flight() as u64,
+                oldest_age_s: b.oldest_age().map_or(0, |a| a.as_secs()),
+                counts: BufferCounts {
+                    delivered: c.delivered,
+                    retries: c.retries,
+                    backed_up: c.backed_up,
+                    quarantined: c.quarantined,
+                    spilled: c.spilled,
+                },
+            }
+        }),
+    )
 }
 
 /// Seals every open chunk; for buffers with `flush_at_shutdown`, waits until they are
@@ -324,7 +345,7 @@ mod tests {
         };
         let loaded = load_str(&text, "t.conf".as_ref(), &options).unwrap();
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(run(loaded.config, shutdown.clone()));
+        let task = tokio::spawn(run(loaded.config, shutdown.clone(), Arc::default()));
         shutdown.cancel();
         task.await
             .expect("the task does not panic")

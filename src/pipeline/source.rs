@@ -38,6 +38,14 @@ pub(super) struct Worker {
     /// This worker's liveness, and its group commit's.
     heartbeat: crate::health::Heartbeat,
     commit_heartbeat: crate::health::Heartbeat,
+    metrics: Arc<crate::metrics::Metrics>,
+}
+
+/// Where a worker reports: its heartbeat, its group commit's, and the metrics.
+pub(super) struct Reporting {
+    pub heartbeat: crate::health::Heartbeat,
+    pub commit_heartbeat: crate::health::Heartbeat,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 struct Ahead {
@@ -74,7 +82,7 @@ impl Worker {
         dead_letters: Arc<DeadLetterStore>,
         buffers: Vec<Option<Arc<Buffer>>>,
         ahead: Option<AheadFile>,
-        heartbeats: (crate::health::Heartbeat, crate::health::Heartbeat),
+        reporting: Reporting,
     ) -> Self {
         let SourceKind::Tail(tail) = &config.sources[source].kind;
         let validator = Validator::new(tail.cadf_validation, tail.normalize_time);
@@ -89,8 +97,9 @@ impl Worker {
                 file: ahead,
                 unsaved: Vec::new(),
             }),
-            heartbeat: heartbeats.0,
-            commit_heartbeat: heartbeats.1,
+            heartbeat: reporting.heartbeat,
+            commit_heartbeat: reporting.commit_heartbeat,
+            metrics: reporting.metrics,
         }
     }
 
@@ -316,7 +325,7 @@ impl Worker {
     /// [`Written::after`]).
     fn write_sorted(&self, sorted: Sorted) -> std::io::Result<(Vec<Unwritten>, Vec<Mark>)> {
         for l in &sorted.letters {
-            crate::metrics::global().dead_lettered(l.reason.name(), 1);
+            self.metrics.dead_lettered(l.reason.name(), 1);
         }
         if !sorted.stdout.is_empty() {
             let mut out = std::io::stdout().lock();
@@ -408,7 +417,7 @@ impl Worker {
         loop {
             self.heartbeat.beat();
             error!(dir = %self.dead_letters.dir().display(), error = %error, retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(0), "Cannot write dead letters (disk full?); reading of this source pauses, nothing is dropped.");
-            crate::metrics::global().dead_letter_write_error();
+            self.metrics.dead_letter_write_error();
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(30));
             let (w, s) = (Arc::clone(&self), Arc::clone(&sorted));

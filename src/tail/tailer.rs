@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use tracing::{debug, info, warn};
@@ -23,6 +24,7 @@ use super::lines::ReadFrom;
 use super::positions::{Checkpoint, FluentdEntry, PositionStore, PositionsError};
 use super::siblings::{self, Wanted};
 use super::TailOptions;
+use crate::metrics::SourceGauges;
 
 mod fluentd;
 mod truncation;
@@ -64,6 +66,8 @@ pub struct Tailer {
     /// `read_lines_limit`): reading is catching up with a backlog (see
     /// [`Batch::caught_up`]).
     behind: bool,
+    /// Where reading is reported (see [`Tailer::report_to`]).
+    gauges: Arc<SourceGauges>,
 }
 
 /// Bytes of lines one pass reads at most (it ends at a file boundary past it). With
@@ -107,7 +111,14 @@ impl Tailer {
             first_read: FileKey { dev: 0, ino: 0 },
             behind: false,
             lost_copies: Vec::new(),
+            gauges: Arc::default(),
         })
+    }
+
+    /// Reports files followed, lines and bytes read, and each file's lag to `gauges` (a
+    /// pipeline's registration in the metrics).
+    pub fn report_to(&mut self, gauges: Arc<SourceGauges>) {
+        self.gauges = gauges;
     }
 
     /// The directories whose changes are worth a look.
@@ -197,7 +208,7 @@ impl Tailer {
 
     /// Publishes files tracked and unread bytes per file to the metrics.
     fn publish_metrics(&self) {
-        let metrics = crate::metrics::global();
+        let metrics = &self.gauges;
         metrics.files_tracked.store(
             self.files.len() as u64,
             std::sync::atomic::Ordering::Relaxed,
@@ -398,6 +409,7 @@ impl Tailer {
             first_read,
             behind,
             discovery,
+            gauges,
             ..
         } = self;
         // Memory in flight is bounded by bytes, not by files: with many rotated files
@@ -423,7 +435,7 @@ impl Tailer {
                 return;
             }
             let w = files.get_mut(key).expect("collected above");
-            if let Err(e) = read_file(w, opts, discovery.confinement(), buf, batch, now) {
+            if let Err(e) = read_file(w, opts, discovery.confinement(), buf, batch, (now, gauges)) {
                 // A closed file's path now naming a FIFO or a link out: the next scan
                 // finds the file gone; no WARN per pass.
                 if super::confine::is_refusal(&e) {

@@ -327,3 +327,78 @@ async fn the_end_of_a_backlog_goes_out_at_once_and_a_trickle_waits_for_flush_int
     );
     assert_eq!(distinct(), n + 1);
 }
+
+/// Each series of a scrape, with its labels (a name shown twice is a broken exposition).
+fn series(body: &str) -> Vec<&str> {
+    let mut names: Vec<&str> = (body.lines())
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' ').map(|(name, _)| name))
+        .collect();
+    names.sort_unstable();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_reloads_each_series_is_shown_once_and_counters_keep_counting() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, ids) = counting_server();
+    let conf = at_config(dir.path(), &server.url(), "");
+    let log = dir.path().join("logs/a.log");
+    let port = free_port();
+    let mut daemon = start(&conf, port);
+    let metrics = format!("http://127.0.0.1:{port}/metrics");
+    let delivered = "at_forwarder_chunks_delivered_total{output=\"0:at.**\"}";
+    let mut sent = 0;
+    let mut send = |n: usize| {
+        let text: String = (sent..sent + n).map(|i| event(&format!("e{i}"))).collect();
+        append(&log, &text);
+        sent += n;
+    };
+    send(10);
+    let (_, body) = poll_until(&metrics, |_, b| metric(b, delivered) >= 1).await;
+    let first = series(&body);
+    let mut last_delivered = metric(&body, delivered);
+    let text = std::fs::read_to_string(&conf).unwrap();
+    for reload in 1..=3u64 {
+        // A change that takes effect (the reload restarts the pipeline), then more events.
+        let changed = text.replace(
+            "read_from_head true",
+            &format!("read_from_head true\n  rotate_wait {}", 5 + reload),
+        );
+        std::fs::write(&conf, changed).unwrap();
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(daemon.id()).unwrap());
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+        poll_until(&metrics, |_, b| {
+            metric(b, "at_forwarder_config_reloads_total") >= reload
+        })
+        .await;
+        send(10);
+        let (_, body) = poll_until(&metrics, |_, b| metric(b, delivered) > last_delivered).await;
+        last_delivered = metric(&body, delivered);
+    }
+    // And a SIGHUP with nothing changed.
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(daemon.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    send(10);
+    let (_, body) = poll_until(&metrics, |_, b| {
+        metric(b, "at_forwarder_read_lines_total") >= 50
+    })
+    .await;
+    let after = series(&body);
+    let mut unique = after.clone();
+    unique.dedup();
+    assert_eq!(after, unique, "a series shown twice:\n{body}");
+    assert_eq!(first, after, "the same series as before the reloads");
+    assert_eq!(
+        body.matches("# TYPE at_forwarder_buffer_bytes ").count(),
+        1,
+        "{body}"
+    );
+    assert!(
+        metric(&body, delivered) >= 4,
+        "counted across reloads:\n{body}"
+    );
+    assert_eq!(terminate(&mut daemon), Some(0));
+    let got: HashSet<String> = ids.lock().unwrap().iter().cloned().collect();
+    assert_eq!(got.len(), 50);
+}

@@ -24,7 +24,7 @@ fn sink(dir: &Path, url: &str, extra: &str) -> AtSink {
     let Output::ActivityTracker(at) = &loaded.config.matches[0].output else {
         unreachable!()
     };
-    AtSink::new(at).unwrap()
+    AtSink::new(at, Default::default()).unwrap()
 }
 
 fn chunk(records: &[&str]) -> Taken {

@@ -144,10 +144,10 @@ fn a_flood_of_one_byte_lines_takes_at_most_twice_its_size_and_requeues_whole() {
 fn past_the_limit_the_oldest_records_go_and_are_counted() {
     let dir = tempfile::tempdir().unwrap();
     let limit = 64 * 1024;
-    let store = DeadLetterStore::open_with_limit(dir.path(), limit).unwrap();
-    let before = crate::metrics::global()
-        .dead_letters_dropped
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let metrics = std::sync::Arc::new(crate::metrics::Metrics::default());
+    let store =
+        DeadLetterStore::open_with_limit(dir.path(), limit, std::sync::Arc::clone(&metrics))
+            .unwrap();
     // Lines that do not follow each other: one record each (~200 bytes).
     for i in 0..2_000u64 {
         let l = DeadLetter::new(
@@ -171,9 +171,8 @@ fn past_the_limit_the_oldest_records_go_and_are_counted() {
         1_999 * 100,
         "the newest are kept"
     );
-    let dropped = crate::metrics::global()
+    let dropped = metrics
         .dead_letters_dropped
-        .load(std::sync::atomic::Ordering::Relaxed)
-        - before;
+        .load(std::sync::atomic::Ordering::Relaxed);
     assert!(dropped >= 2_000 - left.len() as u64, "{dropped}");
 }

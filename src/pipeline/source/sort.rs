@@ -175,7 +175,7 @@ impl Worker {
             sorted.buffered[group].note_file(line.key);
             files[file].group = Some(group);
         }
-        let metrics = crate::metrics::global();
+        let metrics = &self.metrics;
         metrics
             .events_emitted
             .fetch_add(emitted, std::sync::atomic::Ordering::Relaxed);

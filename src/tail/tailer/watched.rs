@@ -8,6 +8,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tracing::{info, warn};
 
 use super::truncation::{restart_at, same_content};
+use crate::metrics::SourceGauges;
 use crate::tail::batch::Batch;
 use crate::tail::confine::Confinement;
 use crate::tail::identity::{self, Digest, FileKey, HEAD_BYTES};
@@ -45,7 +46,7 @@ pub(super) fn read_file(
     confine: &Confinement,
     buf: &mut Vec<u8>,
     batch: &mut Batch,
-    now: Instant,
+    (now, metrics): (Instant, &SourceGauges),
 ) -> io::Result<()> {
     if w.file.is_none() {
         if w.vanished_since.is_some() {
@@ -91,7 +92,6 @@ pub(super) fn read_file(
     }
     w.at_eof = out.at_eof;
     w.next = out.next;
-    let metrics = crate::metrics::global();
     metrics
         .lines_read
         .fetch_add(out.lines as u64, std::sync::atomic::Ordering::Relaxed);

@@ -1,24 +1,21 @@
-//! Process-wide counters and gauges, rendered in the Prometheus text format for the
-//! operations endpoint. Stages update them as they work; values owned by a stage (buffer
-//! sizes, the oldest event's age) are read at scrape time through collectors.
+//! The process's counters and gauges, rendered in the Prometheus text format for the
+//! operations endpoint. One [`Metrics`] is made at start and handed down (no global): the
+//! stages update its counters as they work, and what a pipeline instance owns (buffer
+//! sizes, the oldest event's age, its sources' files) is registered for that instance's
+//! life and read at scrape time (see [`live`]).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 
-/// A scrape-time reader: appends its lines to the exposition.
-pub type Collector = Box<dyn Fn(&mut String) + Send + Sync>;
+pub mod live;
+
+pub use live::{BufferCounts, BufferSample, Registration, SourceGauges};
 
 /// The metrics of this process.
 #[derive(Default)]
 pub struct Metrics {
-    /// Files being followed.
-    pub files_tracked: AtomicU64,
-    /// Bytes of lines read.
-    pub bytes_read: AtomicU64,
-    /// Lines read.
-    pub lines_read: AtomicU64,
     /// Events accepted and handed to an output.
     pub events_emitted: AtomicU64,
     /// Requests to Activity Tracker by status (0: no answer).
@@ -35,8 +32,6 @@ pub struct Metrics {
     pub ops_connections_evicted: AtomicU64,
     /// 1 per stage stalled (see [`crate::health`]), 0 per stage alive.
     stalled: Mutex<BTreeMap<String, u64>>,
-    /// Unread bytes per followed file.
-    lag: Mutex<BTreeMap<String, u64>>,
     /// Secret (re)loads.
     pub secret_reloads: AtomicU64,
     /// Configuration reloads that took effect, and that failed.
@@ -45,17 +40,18 @@ pub struct Metrics {
     pub reload_failures: AtomicU64,
     /// Start-up finished: configuration loaded, positions loaded, buffers open.
     pub ready: AtomicBool,
-    collectors: Mutex<Vec<Collector>>,
+    /// What the running pipeline instance registered.
+    live: Mutex<live::Live>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// The metrics of this process.
-pub fn global() -> &'static Metrics {
-    static METRICS: OnceLock<Metrics> = OnceLock::new();
-    METRICS.get_or_init(Metrics::default)
 }
 
 impl Metrics {
@@ -95,50 +91,23 @@ impl Metrics {
         lock(&self.stalled).values().any(|v| *v > 0)
     }
 
-    /// Replaces the unread bytes of the followed files.
-    pub fn set_lag(&self, lag: impl IntoIterator<Item = (String, u64)>) {
-        *lock(&self.lag) = lag.into_iter().collect();
-    }
-
-    /// Adds a scrape-time collector.
-    pub fn collect(&self, collector: Collector) {
-        lock(&self.collectors).push(collector);
-    }
-
-    /// Removes every collector (a reload registers them again).
-    pub fn clear_collectors(&self) {
-        lock(&self.collectors).clear();
-    }
-
     /// The exposition, in the Prometheus text format.
     pub fn render(&self) -> String {
         let mut out = String::new();
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         gauge(&mut out, "at_forwarder_up", "1 while the process runs.", 1);
+        let _ = write!(
+            out,
+            "# HELP at_forwarder_build_info The running build.\n# TYPE at_forwarder_build_info gauge\nat_forwarder_build_info{{version=\"{}\"}} 1\n",
+            env!("CARGO_PKG_VERSION")
+        );
         gauge(
             &mut out,
             "at_forwarder_ready",
             "1 once start-up finished (configuration, positions, buffers).",
             u64::from(self.ready.load(Ordering::Relaxed)),
         );
-        gauge(
-            &mut out,
-            "at_forwarder_files_tracked",
-            "Files being followed.",
-            load(&self.files_tracked),
-        );
-        counter(
-            &mut out,
-            "at_forwarder_read_bytes_total",
-            "Bytes of lines read.",
-            load(&self.bytes_read),
-        );
-        counter(
-            &mut out,
-            "at_forwarder_read_lines_total",
-            "Lines read.",
-            load(&self.lines_read),
-        );
+        self.render_live(&mut out);
         counter(
             &mut out,
             "at_forwarder_events_emitted_total",
@@ -181,14 +150,6 @@ impl Metrics {
             "stage",
             &lock(&self.stalled),
         );
-        labelled(
-            &mut out,
-            "at_forwarder_file_lag_bytes",
-            "gauge",
-            "Bytes not yet read, per followed file.",
-            "path",
-            &lock(&self.lag),
-        );
         counter(
             &mut out,
             "at_forwarder_dead_letter_write_errors_total",
@@ -225,9 +186,6 @@ impl Metrics {
             "Reloads refused; the running pipeline was kept.",
             load(&self.reload_failures),
         );
-        for c in lock(&self.collectors).iter() {
-            c(&mut out);
-        }
         out
     }
 }
@@ -258,30 +216,44 @@ pub fn labelled<K: AsRef<str>>(
 ) {
     let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n");
     for (k, v) in values {
-        let escaped = k
-            .as_ref()
-            .replace('\\', "\\\\")
-            .replace('"', "\\\"")
-            .replace('\n', "\\n");
-        let _ = writeln!(out, "{name}{{{label}=\"{escaped}\"}} {v}");
+        let _ = writeln!(out, "{name}{{{label}=\"{}\"}} {v}", escape(k.as_ref()));
     }
+}
+
+/// A label value as the text format writes it.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    use std::sync::Arc;
+
+    fn sample(delivered: u64) -> BufferSample {
+        BufferSample {
+            bytes: 10,
+            counts: BufferCounts {
+                delivered,
+                ..BufferCounts::default()
+            },
+            ..BufferSample::default()
+        }
+    }
+
     #[test]
     fn renders_prometheus_text() {
-        let m = Metrics::default();
-        m.lines_read.fetch_add(3, Ordering::Relaxed);
+        let m = Arc::new(Metrics::default());
+        let (gauges, _source) = m.register_source();
+        gauges.lines_read.fetch_add(3, Ordering::Relaxed);
+        gauges.set_lag([("/var/log/at/\"x\".log".to_string(), 42)]);
         m.request(200);
         m.request(503);
         m.invalid("invalid_json");
-        m.set_lag([("/var/log/at/\"x\".log".to_string(), 42)]);
-        m.collect(Box::new(|out| {
-            gauge(out, "at_forwarder_test", "A test.", 7)
-        }));
         let text = m.render();
         assert!(text.contains("at_forwarder_read_lines_total 3\n"));
         assert!(text.contains("at_forwarder_requests_total{code=\"503\"} 1\n"));
@@ -289,6 +261,37 @@ mod tests {
         assert!(
             text.contains("at_forwarder_file_lag_bytes{path=\"/var/log/at/\\\"x\\\".log\"} 42\n")
         );
-        assert!(text.contains("# TYPE at_forwarder_test gauge\nat_forwarder_test 7\n"));
+        assert!(text.contains("at_forwarder_build_info{version=\""));
+    }
+
+    /// Each series once per scrape, whatever the number of pipeline instances before.
+    fn series(text: &str) -> Vec<&str> {
+        let mut names: Vec<&str> = (text.lines())
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.rsplit_once(' ').map(|(name, _)| name))
+            .collect();
+        names.sort_unstable();
+        names
+    }
+
+    #[test]
+    fn a_new_pipeline_instance_replaces_the_old_series_and_counters_carry_on() {
+        let m = Arc::new(Metrics::default());
+        let first = m.register_output("0:at.**", Box::new(|| sample(5)));
+        let (gauges, source) = m.register_source();
+        gauges.lines_read.fetch_add(7, Ordering::Relaxed);
+        let before = series(&m.render()).len();
+        drop((first, source));
+        let _second = m.register_output("0:at.**", Box::new(|| sample(2)));
+        let (_gauges, _source) = m.register_source();
+        let text = m.render();
+        let names = series(&text);
+        let mut unique = names.clone();
+        unique.dedup();
+        assert_eq!(names, unique, "a series shown twice");
+        assert_eq!(names.len(), before);
+        assert!(text.contains("at_forwarder_chunks_delivered_total{output=\"0:at.**\"} 7\n"));
+        assert!(text.contains("at_forwarder_read_lines_total 7\n"));
+        assert_eq!(text.matches("# TYPE at_forwarder_buffer_bytes").count(), 1);
     }
 }
