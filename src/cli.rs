@@ -543,7 +543,7 @@ fn positions(path: &std::path::Path) -> ExitCode {
                 report::table(&rows)
             ),
             Err(e) => {
-                let hint = if e.to_string().contains("lock") {
+                let hint = if matches!(e, crate::tail::positions::PositionsError::Locked { .. }) {
                     "\n  = help: a running at-forwarder holds the store; stop it to read positions"
                 } else {
                     ""

@@ -221,7 +221,7 @@ async fn open_positions(
         let d = dir.to_path_buf();
         match tokio::task::spawn_blocking(move || PositionStore::open_or_recover(&d)).await? {
             Ok(store) => return Ok(Some(store)),
-            Err(e) if crate::tail::positions::is_lock_error(&e) => {
+            Err(crate::tail::positions::PositionsError::Locked { .. }) => {
                 if !warned {
                     warn!(dir = %dir.display(), "The position store is held by another process; waiting for it.");
                     warned = true;

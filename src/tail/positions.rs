@@ -71,11 +71,19 @@ pub enum PositionsError {
         #[source]
         source: sled::Error,
     },
+    /// Another process (or handle) holds the database's lock: a running at-forwarder, or
+    /// a previous instance still stopping.
+    #[error("position store {path}: held by another process")]
+    Locked {
+        /// The database directory.
+        path: PathBuf,
+    },
 }
 
-/// Whether opening failed because another handle holds the database's lock.
-pub fn is_lock_error(e: &PositionsError) -> bool {
-    e.to_string().contains("could not acquire lock")
+/// Whether sled refused to open because another handle holds its lock (sled reports it
+/// only as an I/O error with this text; this is the one place that reads it).
+fn is_lock(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
 }
 
 /// A saved position and the identity it belongs to.
@@ -169,11 +177,13 @@ impl PositionStore {
                 .flush_every_ms(None);
             match config.open() {
                 Ok(db) => break db,
-                Err(sled::Error::Io(e))
-                    if e.to_string().contains("could not acquire lock")
-                        && std::time::Instant::now() < deadline =>
-                {
+                Err(e) if is_lock(&e) && std::time::Instant::now() < deadline => {
                     std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) if is_lock(&e) => {
+                    return Err(PositionsError::Locked {
+                        path: dir.to_path_buf(),
+                    })
                 }
                 Err(e) => return Err(err(e)),
             }
@@ -203,7 +213,7 @@ impl PositionStore {
                 }
                 store
             }
-            Err(e) if is_lock_error(&e) => return Err(e),
+            Err(e @ PositionsError::Locked { .. }) => return Err(e),
             Err(e) => {
                 let secs = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
