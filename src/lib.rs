@@ -31,13 +31,14 @@
 //!    only when they cannot be delivered at once; a file's position is saved once every
 //!    chunk holding its lines up to there was accepted by the endpoint or fsynced (with
 //!    `memory_limit_size 0`, every chunk is fsynced first). Until then the file itself is
-//!    the buffer.
+//!    the buffer. One module decides it: `pipeline/checkpoint/` (its doc lists the crash
+//!    cases and the duplicates each can cause).
 //! 2. A chunk is deleted only after the endpoint accepted it (2xx). Delivery is therefore
 //!    at-least-once; duplicates can happen only after a crash, for lines read after the
 //!    last position save: what had not been delivered is read again and sent once, but a
 //!    chunk being sent at the moment of the crash, and lines of a file delivered for one
 //!    service while another service's chunk holding its earlier lines was still in memory,
-//!    arrive twice. Positions recorded as safe ([`tail::ahead`]), chunks re-sent from
+//!    arrive twice. Positions recorded as safe (the checkpoint journal), chunks re-sent from
 //!    disk with their Idempotency-Key and the records found in the buffer at start-up keep
 //!    the rest from being sent twice.
 //! 3. Nothing is dropped silently: a line that cannot be delivered is kept on disk (a

@@ -5,7 +5,7 @@
 //! writes them to their output — a disk [`Buffer`] per `ibmactivitytracker` match (drained
 //! by a delivery engine), or standard output — and dead-letters what cannot be forwarded.
 //! Positions are saved once the records read before them are delivered or durable
-//! (`held.rs`).
+//! (`checkpoint/`).
 //!
 //! Stopping: the tail threads stop reading; workers write what they hold, write the chunks
 //! still in memory to disk, wait (up to 10 s) for those being sent, and save positions;
@@ -27,11 +27,13 @@ use crate::event::dead_letter::{DeadLetter, DeadLetterStore};
 use crate::event::Reason;
 use crate::metrics::{BufferCounts, BufferSample, Metrics, Registration};
 use crate::output::at::AtSink;
-use crate::tail::{ahead, run as tail_run, PositionStore, TailOptions, Tailer};
+use crate::tail::{run as tail_run, PositionStore, TailOptions, Tailer};
 
 mod append;
-mod held;
+mod checkpoint;
 mod source;
+
+use checkpoint::Checkpointer;
 
 /// Batches in flight between a tail thread and its worker.
 const BATCHES_IN_FLIGHT: usize = 2;
@@ -112,7 +114,6 @@ pub async fn run(config: Config, shutdown: CancellationToken, metrics: Arc<Metri
     let mut threads = Vec::new();
     for (index, source) in config.sources.iter().enumerate() {
         let SourceKind::Tail(tail) = &source.kind;
-        let mut ahead = None;
         let store = match &tail.pos_file {
             Some(pos_file) => {
                 let Some(store) =
@@ -120,14 +121,6 @@ pub async fn run(config: Config, shutdown: CancellationToken, metrics: Arc<Metri
                 else {
                     return Ok(());
                 };
-                // The buffers were recovered (and their chunks fsynced) above: what the
-                // previous process wrote to them may now count as saved.
-                let path = ahead::path_for(pos_file);
-                resume_ahead(&store, &path)?;
-                ahead = ahead::AheadFile::create(&path)
-                    .map_err(|e| warn!(file = %path.display(), error = %e, "Cannot record positions read ahead; a crash will re-send what was read after the last save."))
-                    .ok()
-                    .flatten();
                 store
             }
             None => {
@@ -138,8 +131,21 @@ pub async fn run(config: Config, shutdown: CancellationToken, metrics: Arc<Metri
                 PositionStore::temporary().context("creating a temporary position store")?
             }
         };
-        let mut tailer = Tailer::open(TailOptions::from_config(tail), store.clone())
-            .context("loading positions")?;
+        let plain: Vec<Option<Arc<Buffer>>> = buffers
+            .iter()
+            .map(|b| b.as_ref().map(|(b, _)| Arc::clone(b)))
+            .collect();
+        // After the buffers recovered (and fsynced their chunks) above, before the tailer
+        // loads positions: what the previous process made safe downstream counts as saved.
+        let checkpointer = Checkpointer::open(
+            store.clone(),
+            tail.pos_file.as_deref(),
+            plain.clone(),
+            commit_interval(&config),
+            health.register(&format!("commit:{}", index + 1)),
+        )?;
+        let mut tailer =
+            Tailer::open(TailOptions::from_config(tail), store).context("loading positions")?;
         let (gauges, registration) = metrics.register_source();
         tailer.report_to(gauges);
         registrations.push(registration);
@@ -154,20 +160,14 @@ pub async fn run(config: Config, shutdown: CancellationToken, metrics: Arc<Metri
             )
             .context("starting the tail thread")?,
         );
-        let plain: Vec<Option<Arc<Buffer>>> = buffers
-            .iter()
-            .map(|b| b.as_ref().map(|(b, _)| Arc::clone(b)))
-            .collect();
         let worker = source::Worker::new(
             Arc::clone(&config),
             index,
-            store,
             Arc::clone(&dead_letters),
             plain,
-            ahead,
+            checkpointer,
             source::Reporting {
                 heartbeat: health.register(&format!("source:{}", index + 1)),
-                commit_heartbeat: health.register(&format!("commit:{}", index + 1)),
                 metrics: Arc::clone(&metrics),
             },
         );
@@ -239,33 +239,15 @@ async fn open_positions(
     }
 }
 
-/// Saves the positions the previous process recorded as written downstream in this boot
-/// (see [`ahead`]). The record holds, per file, the latest position written and not yet
-/// saved (a commit removes exactly what it saved), so where it differs from the saved one
-/// it is the newer — also for a new generation of a truncated file.
-fn resume_ahead(store: &PositionStore, path: &std::path::Path) -> Result<()> {
-    let recorded = ahead::read_this_boot(path);
-    let mut newer = Vec::new();
-    for p in recorded {
-        let saved = store.get(p.key).context("reading saved positions")?;
-        let c = &p.checkpoint;
-        let differs = saved.is_none_or(|s| {
-            (s.offset, s.head, s.marker, s.born) != (c.offset, c.head, c.marker, c.born)
-        });
-        if differs {
-            newer.push(p);
-        }
-    }
-    if !newer.is_empty() {
-        store
-            .commit(&newer)
-            .context("saving positions read ahead")?;
-        info!(
-            files = newer.len(),
-            "Resuming after a crash from what the previous process had written to its buffer."
-        );
-    }
-    Ok(())
+/// How long released positions may wait for a group commit: the smallest
+/// `flush_interval` of the outputs, at most a minute.
+fn commit_interval(config: &Config) -> Duration {
+    (config.matches.iter())
+        .filter_map(|m| m.buffer.as_ref())
+        .map(|b| b.flush_interval)
+        .min()
+        .unwrap_or(Duration::ZERO)
+        .min(Duration::from_secs(60))
 }
 
 /// Reports a buffer's sizes, chunk states, counters and oldest event's age, read at

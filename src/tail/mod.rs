@@ -14,9 +14,9 @@
 //!   always just past a complete line.
 //! - Positions are saved only by the stage downstream, after the lines are delivered or
 //!   durable; a crash re-reads at most what was read after the last save, and a crash of
-//!   the process alone little more than what was not yet delivered ([`ahead`]: positions
-//!   of lines delivered or written downstream but not yet saved are believed within the
-//!   same boot).
+//!   the process alone little more than what was not yet delivered (the pipeline's
+//!   checkpoint journal: positions of lines delivered or written downstream but not yet
+//!   saved are believed within the same boot).
 //! - A rotated file (renamed or deleted) is read to its end before it is let go;
 //!   `rotate_wait` only bounds how long it is kept once drained (fluentd drops it after
 //!   `rotate_wait` even when unread lines remain).
@@ -38,7 +38,6 @@ use std::time::Duration;
 
 use crate::config::TailSource;
 
-pub mod ahead;
 pub mod batch;
 pub mod confine;
 pub mod discovery;

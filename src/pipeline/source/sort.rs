@@ -8,7 +8,7 @@ use crate::config::value::ConfigEnum;
 use crate::config::{Output, SourceKind};
 use crate::event::dead_letter::DeadLetter;
 use crate::event::{Origin, Reason};
-use crate::pipeline::held::Routes;
+use crate::pipeline::checkpoint::Routes;
 use crate::tail::identity::FileKey;
 use crate::tail::{Batch, Line};
 

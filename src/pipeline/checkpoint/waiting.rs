@@ -1,5 +1,5 @@
-//! Tail positions held back until the records read before them are safe: delivered, or
-//! on disk. A buffer that keeps chunks in memory (see `buffer::store::memory`) reports,
+//! Batches whose tail positions wait until the records read before them are safe:
+//! delivered, or on disk. A buffer that keeps chunks in memory (see `buffer::store::memory`) reports,
 //! per key, the lowest append generation still in memory only; a batch notes, for each
 //! file and key its lines went to, the buffer's generation after the append that held
 //! the file's last record (its *mark*), and a file's position in it is released once each
@@ -25,15 +25,15 @@ use crate::tail::identity::FileKey;
 use crate::tail::Position;
 
 /// The keys a file's lines went to in one batch: (file, match index, key).
-pub(super) type Routes = Vec<(FileKey, usize, String)>;
+pub(in crate::pipeline) type Routes = Vec<(FileKey, usize, String)>;
 
 /// A file's mark for a key: (file, match index, key, the buffer's generation after the
 /// append that held the file's last record for that key — `None` when that append came
 /// after the first attempt).
-pub(super) type Mark = (FileKey, usize, String, Option<u64>);
+pub(in crate::pipeline) type Mark = (FileKey, usize, String, Option<u64>);
 
 /// One batch written to the buffers.
-pub(super) struct Written {
+pub(in crate::pipeline) struct Written {
     /// Each buffer's generation after the whole batch was appended (by match index).
     marks: Vec<u64>,
     /// The keys each file's lines went to, with the file's mark for each.
@@ -44,7 +44,7 @@ pub(super) struct Written {
 
 /// Batches whose positions wait, oldest first.
 #[derive(Default)]
-pub(super) struct Held {
+pub(super) struct Waiting {
     batches: VecDeque<Written>,
 }
 
@@ -83,7 +83,7 @@ impl Written {
     }
 }
 
-impl Held {
+impl Waiting {
     /// Holds a written batch's positions.
     pub(super) fn push(&mut self, batch: Written) {
         if !batch.positions.is_empty() {
@@ -241,39 +241,42 @@ mod tests {
     #[test]
     fn a_file_waits_for_its_own_services_and_a_copy_start_for_everything_before() {
         let (_dir, b, buffers) = one_buffer();
-        let mut held = Held::default();
+        let mut waiting = Waiting::default();
         // Batch 1: file 1's lines go to svc-a, file 2's to svc-b.
         b.append("svc-a", &[b"{}"]).unwrap();
         b.append("svc-b", &[b"{}"]).unwrap();
         let routes = vec![(file(1), 0, "svc-a".into()), (file(2), 0, "svc-b".into())];
-        held.push(Written::after(
+        waiting.push(Written::after(
             &buffers,
             routes,
             &[],
             vec![at(1, 10), at(2, 20)],
         ));
         // Batch 2: a copytruncate copy (file 3) is taken up; no lines of it yet.
-        held.push(Written::after(&buffers, Vec::new(), &[], vec![at(3, 30)]));
-        assert!(held.release(&buffers).is_empty(), "nothing delivered yet");
+        waiting.push(Written::after(&buffers, Vec::new(), &[], vec![at(3, 30)]));
+        assert!(
+            waiting.release(&buffers).is_empty(),
+            "nothing delivered yet"
+        );
 
         deliver(&b, "svc-a");
-        assert_eq!(offsets(&held.release(&buffers)), [(1, 10)]);
-        assert!(!held.all_safe(&buffers));
+        assert_eq!(offsets(&waiting.release(&buffers)), [(1, 10)]);
+        assert!(!waiting.all_safe(&buffers));
 
         deliver(&b, "svc-b");
-        assert_eq!(offsets(&held.release(&buffers)), [(2, 20), (3, 30)]);
-        assert!(held.is_empty() && held.all_safe(&buffers));
+        assert_eq!(offsets(&waiting.release(&buffers)), [(2, 20), (3, 30)]);
+        assert!(waiting.is_empty() && waiting.all_safe(&buffers));
     }
 
     #[test]
     fn a_truncated_file_s_new_start_waits_with_its_copy() {
         let (_dir, b, buffers) = one_buffer();
-        let mut held = Held::default();
+        let mut waiting = Waiting::default();
         // svc-a's chunk comes first in the queue (it is the one delivered below).
         b.append("svc-a", &[b"{}"]).unwrap();
         // Batch 1: file 2's lines (svc-b) wait for delivery.
         b.append("svc-b", &[b"{}"]).unwrap();
-        held.push(Written::after(
+        waiting.push(Written::after(
             &buffers,
             vec![(file(2), 0, "svc-b".into())],
             &[],
@@ -281,7 +284,7 @@ mod tests {
         ));
         // Batch 2: file 1 was truncated and is read from its start (to svc-a); its copy,
         // file 3, is taken up at the offset read before, its lines not read yet.
-        held.push(Written::after(
+        waiting.push(Written::after(
             &buffers,
             vec![(file(1), 0, "svc-a".into())],
             &[],
@@ -289,12 +292,12 @@ mod tests {
         ));
         deliver(&b, "svc-a");
         assert!(
-            held.release(&buffers).is_empty(),
+            waiting.release(&buffers).is_empty(),
             "file 1's new start is not saved before its copy's position"
         );
         deliver(&b, "svc-b");
         assert_eq!(
-            offsets(&held.release(&buffers)),
+            offsets(&waiting.release(&buffers)),
             [(2, 20), (1, 5), (3, 2000)]
         );
     }
@@ -302,7 +305,7 @@ mod tests {
     #[test]
     fn a_file_waits_for_the_chunks_of_its_own_lines_not_for_those_read_after_it() {
         let (_dir, b, buffers) = one_buffer();
-        let mut held = Held::default();
+        let mut waiting = Waiting::default();
         // One batch: files 1 and 2 both go to svc-a, and a chunk boundary falls between
         // them (file 1's lines in the first chunk, file 2's in the second).
         b.append("svc-a", &[b"{}"]).unwrap();
@@ -315,7 +318,7 @@ mod tests {
             (file(1), 0, "svc-a".to_string(), Some(first)),
             (file(2), 0, "svc-a".to_string(), Some(second)),
         ];
-        held.push(Written::after(
+        waiting.push(Written::after(
             &buffers,
             routes.clone(),
             &marks,
@@ -323,18 +326,18 @@ mod tests {
         ));
         deliver(&b, "svc-a");
         assert_eq!(
-            offsets(&held.release(&buffers)),
+            offsets(&waiting.release(&buffers)),
             [(1, 10)],
             "file 1's lines are all delivered"
         );
         deliver(&b, "svc-a");
-        assert_eq!(offsets(&held.release(&buffers)), [(2, 20)]);
+        assert_eq!(offsets(&waiting.release(&buffers)), [(2, 20)]);
         // A mark appended late (None) counts as the whole batch's.
         let late = [(file(1), 0, "svc-a".to_string(), None)];
         b.append("svc-a", &[b"{}"]).unwrap();
-        held.push(Written::after(&buffers, routes, &late, vec![at(1, 30)]));
-        assert!(held.release(&buffers).is_empty());
+        waiting.push(Written::after(&buffers, routes, &late, vec![at(1, 30)]));
+        assert!(waiting.release(&buffers).is_empty());
         deliver(&b, "svc-a");
-        assert_eq!(offsets(&held.release(&buffers)), [(1, 30)]);
+        assert_eq!(offsets(&waiting.release(&buffers)), [(1, 30)]);
     }
 }

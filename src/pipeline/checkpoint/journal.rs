@@ -1,4 +1,4 @@
-//! Positions read ahead of the saved ones: what the previous process had already made
+//! The journal of positions safe downstream but not saved yet: what the previous process had already made
 //! safe downstream — delivered, or written to its buffer's files (page cache) — but not
 //! yet saved, so that a restart after the process alone died (`kill -9`, an OOM kill, a
 //! panic) does not read and send those lines a second time.
@@ -16,7 +16,7 @@
 //! `<pos_file>.ahead`, rewritten in place (no fsync) each time positions become safe
 //! downstream: a header line `ATFWAHEAD 1 <boot-id> <length> <crc32c>\n`, then `length`
 //! bytes of JSON — an array of `{"key":{"dev":D,"ino":I},"checkpoint":{…}}`, the checkpoint
-//! as in the position store ([`super::positions`]). Bytes after `length` are ignored (the
+//! as in the position store ([`crate::tail::positions`]). Bytes after `length` are ignored (the
 //! file is not truncated on each write). A header, length or checksum that does not match
 //! means the file is ignored.
 
@@ -28,8 +28,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info};
 
-use super::identity::FileKey;
-use super::positions::{Checkpoint, Position};
+use crate::tail::identity::FileKey;
+use crate::tail::positions::{Checkpoint, Position};
 
 const MAGIC: &str = "ATFWAHEAD";
 const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
@@ -40,16 +40,16 @@ struct Entry {
     checkpoint: Checkpoint,
 }
 
-/// The ahead file of one tail source, open for rewriting.
+/// The journal file of one tail source, open for rewriting.
 #[derive(Debug)]
-pub struct AheadFile {
+pub(super) struct JournalFile {
     file: File,
     boot: String,
     buf: Vec<u8>,
 }
 
-/// The ahead file that belongs to a `pos_file` setting.
-pub fn path_for(pos_file: &Path) -> PathBuf {
+/// The journal file that belongs to a `pos_file` setting (`<pos_file>.ahead`).
+pub(super) fn path_for(pos_file: &Path) -> PathBuf {
     let mut name = pos_file.as_os_str().to_owned();
     name.push(".ahead");
     PathBuf::from(name)
@@ -61,10 +61,10 @@ fn boot_id() -> Option<String> {
     (!id.is_empty() && !id.contains(char::is_whitespace)).then(|| id.to_string())
 }
 
-impl AheadFile {
+impl JournalFile {
     /// Opens (creating, mode 0600) the file at `path`. `None` when this system has no
     /// boot id: without it a reboot could not be told apart, so nothing is recorded.
-    pub fn create(path: &Path) -> io::Result<Option<Self>> {
+    pub(super) fn create(path: &Path) -> io::Result<Option<Self>> {
         let Some(boot) = boot_id() else {
             return Ok(None);
         };
@@ -74,7 +74,7 @@ impl AheadFile {
             .truncate(false)
             .mode(0o600)
             .open(path)?;
-        Ok(Some(AheadFile {
+        Ok(Some(JournalFile {
             file,
             boot,
             buf: Vec::new(),
@@ -82,7 +82,10 @@ impl AheadFile {
     }
 
     /// Records `positions` as written downstream (replacing what was recorded before).
-    pub fn write<'a>(&mut self, positions: impl Iterator<Item = &'a Position>) -> io::Result<()> {
+    pub(super) fn write<'a>(
+        &mut self,
+        positions: impl Iterator<Item = &'a Position>,
+    ) -> io::Result<()> {
         let entries: Vec<Entry> = positions
             .map(|p| Entry {
                 key: p.key,
@@ -106,7 +109,7 @@ impl AheadFile {
 
 /// The positions recorded at `path`, if the file was written in this boot and is whole;
 /// empty otherwise (no file, another boot, damage — each logged).
-pub fn read_this_boot(path: &Path) -> Vec<Position> {
+pub(super) fn read_this_boot(path: &Path) -> Vec<Position> {
     let Ok(data) = std::fs::read(path) else {
         return Vec::new();
     };
@@ -172,14 +175,14 @@ mod tests {
     fn a_record_of_this_boot_is_read_back_and_a_shorter_rewrite_wins() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p.ahead");
-        let mut ahead = AheadFile::create(&path)
+        let mut journal = JournalFile::create(&path)
             .unwrap()
             .expect("Linux has a boot id");
         let (a, b) = (position(1, 100), position(2, 2000));
-        ahead.write([&a, &b].into_iter()).unwrap();
+        journal.write([&a, &b].into_iter()).unwrap();
         assert_eq!(read_this_boot(&path), vec![a.clone(), b]);
         let a2 = position(1, 150);
-        ahead.write([&a2].into_iter()).unwrap();
+        journal.write([&a2].into_iter()).unwrap();
         assert_eq!(read_this_boot(&path), vec![a2]);
     }
 
@@ -187,8 +190,8 @@ mod tests {
     fn another_boot_or_damage_is_ignored() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p.ahead");
-        let mut ahead = AheadFile::create(&path).unwrap().unwrap();
-        ahead.write([&position(1, 100)].into_iter()).unwrap();
+        let mut journal = JournalFile::create(&path).unwrap().unwrap();
+        journal.write([&position(1, 100)].into_iter()).unwrap();
         let data = std::fs::read(&path).unwrap();
         assert_eq!(
             parse(&data, Some("another-boot")),
