@@ -50,15 +50,12 @@
 
 pub mod buffer;
 pub mod cli;
-mod cli_run;
-mod cli_tools;
 pub mod config;
 pub mod demo;
 pub mod event;
 pub mod fsutil;
 pub mod health;
 pub mod metrics;
-pub mod ops;
 pub mod output;
 pub mod pipeline;
 pub mod receiver;

@@ -70,11 +70,11 @@ use crate::config::buffer::{BufferConfig, OverflowAction, RetryConfig};
 
 pub mod chunk;
 pub mod engine;
+mod handled;
 pub mod inspect;
 mod records;
 mod recovery;
 pub mod retry;
-mod seen;
 mod store;
 
 pub use engine::{deliver, Sink};
@@ -164,9 +164,9 @@ pub struct Buffer {
     store: store::Store,
     /// Records found at start-up or delivered by the previous process, not appended again
     /// when read again.
-    recovered: seen::Recovered,
-    /// Hashes of delivered records, for the next process (see `seen.rs`).
-    delivered: seen::Delivered,
+    recovered: handled::Recovered,
+    /// Hashes of delivered records, for the next process (see `handled.rs`).
+    delivered: handled::Delivered,
     /// Signalled when a chunk may have become ready to send.
     ready: Notify,
     /// Signalled when space was freed.
@@ -188,13 +188,13 @@ impl Buffer {
         dirs.create()?;
         let opts_path = opts.path.clone();
         let store = store::Store::new(opts, dirs);
-        let recovered = seen::Recovered::new();
+        let recovered = handled::Recovered::new();
         recovered.add_delivered(&opts_path);
         recovery::recover(&store, &recovered);
         Ok(Arc::new(Buffer {
             store,
             recovered,
-            delivered: seen::Delivered::new(&opts_path),
+            delivered: handled::Delivered::new(&opts_path),
             ready: Notify::new(),
             space: Notify::new(),
         }))
@@ -207,7 +207,7 @@ impl Buffer {
     }
 
     /// Drops from `records` those already in the buffer when it was opened (lines read
-    /// again after a crash; see `seen.rs`); returns how many.
+    /// again after a crash; see `handled.rs`); returns how many.
     pub fn skip_recovered(&self, records: &mut Framed) -> usize {
         self.recovered.remove_known(records)
     }

@@ -6,7 +6,7 @@ use std::path::Path;
 use tracing::{error, warn};
 
 use super::chunk::{self, ChunkState, Meta};
-use super::seen::Recovered;
+use super::handled::Recovered;
 use super::store::Store;
 
 pub(super) fn recover(store: &Store, recovered: &Recovered) {

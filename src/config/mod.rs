@@ -253,6 +253,21 @@ impl Loaded {
     pub fn describe(&self) -> String {
         display::describe(&self.config)
     }
+
+    /// Logs the warnings, one WARN line each.
+    pub fn log_warnings(&self) {
+        for d in self.warnings.diagnostics() {
+            let at = (d.span)
+                .map(|s| self.warnings.locate(s))
+                .unwrap_or_default();
+            tracing::warn!(
+                at,
+                help = d.help.as_deref().unwrap_or(""),
+                "Configuration: {}",
+                d.message
+            );
+        }
+    }
 }
 
 /// Why a configuration could not be loaded.

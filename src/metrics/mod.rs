@@ -9,6 +9,7 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
+pub mod endpoint;
 pub mod live;
 
 pub use live::{BufferCounts, BufferSample, Registration, SourceGauges};

@@ -31,7 +31,8 @@ use crate::tail::{run as tail_run, PositionStore, TailOptions, Tailer};
 
 mod append;
 mod checkpoint;
-mod source;
+pub mod supervisor;
+mod worker;
 
 use checkpoint::Checkpointer;
 
@@ -160,13 +161,13 @@ pub async fn run(config: Config, shutdown: CancellationToken, metrics: Arc<Metri
             )
             .context("starting the tail thread")?,
         );
-        let worker = source::Worker::new(
+        let worker = worker::Worker::new(
             Arc::clone(&config),
             index,
             Arc::clone(&dead_letters),
             plain,
             checkpointer,
-            source::Reporting {
+            worker::Reporting {
                 heartbeat: health.register(&format!("source:{}", index + 1)),
                 metrics: Arc::clone(&metrics),
             },

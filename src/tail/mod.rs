@@ -25,7 +25,7 @@
 //!   copytruncate, a copy that the globs match is found by content and finished from the
 //!   saved offset (fluentd resets to 0 and loses what the copy held).
 //! - Rotated names outside the globs (`app.log.1`) are looked for beside the file
-//!   ([`siblings`]): a file renamed while at-forwarder was down is finished from its saved
+//!   ([`rotated`]): a file renamed while at-forwarder was down is finished from its saved
 //!   offset, and a copytruncate copy from the offset read in the original.
 //! - A file that appeared while at-forwarder was down is read from its start, even
 //!   without `read_from_head`: only on the very first start (no saved positions) are
@@ -45,8 +45,8 @@ pub mod identity;
 pub mod lines;
 pub mod positions;
 pub mod report;
+pub mod rotated;
 pub mod run;
-pub mod siblings;
 pub mod tailer;
 #[cfg(target_os = "linux")]
 mod watch;

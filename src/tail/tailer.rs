@@ -22,7 +22,7 @@ use super::discovery::{Discovery, Found};
 use super::identity::{self, FileKey};
 use super::lines::ReadFrom;
 use super::positions::{Checkpoint, FluentdEntry, PositionStore, PositionsError};
-use super::siblings::{self, Wanted};
+use super::rotated::{self, Wanted};
 use super::TailOptions;
 use crate::metrics::SourceGauges;
 
@@ -238,7 +238,7 @@ impl Tailer {
 
     /// Adds the files renamed out of the globs while at-forwarder was down (first scan),
     /// and the copies of files just truncated (copytruncate), from the directories they
-    /// were in ([`siblings`]).
+    /// were in ([`rotated`]).
     fn add_rotated_siblings(&mut self, found: &mut Vec<Found>) {
         let present: std::collections::HashSet<FileKey> = found.iter().map(|f| f.key).collect();
         let mut wanted = Vec::new();
@@ -280,7 +280,7 @@ impl Tailer {
         if wanted.is_empty() {
             return;
         }
-        for f in siblings::find(&wanted, &present, self.discovery.confinement()) {
+        for f in rotated::find(&wanted, &present, self.discovery.confinement()) {
             info!(path = %f.path.display(), "Found a rotated file outside the globs that holds unread lines; reading it to its end.");
             found.push(f);
         }

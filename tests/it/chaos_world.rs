@@ -310,7 +310,7 @@ fn spawn(conf: &Path, log: &Path) -> Child {
             "--log-format",
             "json",
             "--log-level",
-            "info,at_forwarder::tail::siblings=debug",
+            "info,at_forwarder::tail::rotated=debug",
             "run",
             "--metrics-listen",
             "127.0.0.1:0",

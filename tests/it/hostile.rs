@@ -489,7 +489,7 @@ fn half_open_connections_to_the_operations_endpoint_are_bounded() {
     );
     let during = fds(daemon.pid());
     assert!(
-        during <= before + at_forwarder::ops::MAX_CONNECTIONS + 8,
+        during <= before + at_forwarder::metrics::endpoint::MAX_CONNECTIONS + 8,
         "{during} descriptors open (were {before}) with {} idle connections",
         idle.len()
     );

@@ -30,7 +30,7 @@
 //! - **The process dies** (`kill -9`, OOM, panic): the page cache survives, so chunk files
 //!   and the journal do. The next start resumes from the journal; lines read after it
 //!   (held in memory chunks, not delivered) are read again. A record delivered before the
-//!   crash is not appended again (the buffer's delivered journal, `buffer/seen.rs`).
+//!   crash is not appended again (the buffer's delivered journal, `buffer/handled.rs`).
 //!   Duplicates: the records of chunks *being sent* at the crash that the endpoint had
 //!   accepted — at most `flush_thread_count` chunks per output.
 //! - **The machine dies** (power loss, kernel panic): unsynced data and the journal are

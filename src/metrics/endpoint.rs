@@ -23,7 +23,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::metrics::Metrics;
+use super::Metrics;
 
 /// Most connections open at once.
 pub const MAX_CONNECTIONS: usize = 64;

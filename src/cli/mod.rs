@@ -8,9 +8,11 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
 
 use crate::config::{self, ConfigError, LoadOptions, Loaded};
+
+mod run;
+mod tools;
 
 /// Exit code of a configuration that cannot be loaded.
 const EXIT_INVALID_CONFIG: u8 = 2;
@@ -269,16 +271,16 @@ pub fn main() -> ExitCode {
         Command::Run {
             config,
             metrics_listen,
-        } => run(&config, metrics_listen),
+        } => run::run(&config, metrics_listen),
         Command::Positions { config } => positions(&config),
-        Command::Lint { strict, files } => crate::cli_tools::lint(strict, &files),
+        Command::Lint { strict, files } => tools::lint(strict, &files),
         Command::DeadLetters { config, action } => dead_letters(&config, action),
         Command::Buffer { config, action } => buffer(&config, action),
         Command::EncodeServices {
             services,
             at_host,
             yaml,
-        } => crate::cli_tools::encode_services(&services, &at_host, yaml),
+        } => tools::encode_services(&services, &at_host, yaml),
         Command::Demo {
             duration,
             rate,
@@ -424,7 +426,7 @@ fn receiver(opts: crate::receiver::ReceiverOptions) -> ExitCode {
     let result = runtime().and_then(|rt| {
         rt.block_on(async {
             let shutdown = CancellationToken::new();
-            let signals = listen_for_signals(shutdown.clone())?;
+            let signals = run::listen_for_signals(shutdown.clone())?;
             let (receiver, task) = crate::receiver::start(opts, shutdown).await?;
             println!("receiver listening on http://{}", receiver.addr);
             let _ = task.await;
@@ -461,7 +463,7 @@ fn generate(opts: &crate::demo::generate::GenerateOptions) -> ExitCode {
 }
 
 fn buffer(path: &std::path::Path, action: BufferAction) -> ExitCode {
-    use crate::cli_tools::BufferCommand as B;
+    use tools::BufferCommand as B;
     let loaded = match load(path, false) {
         Ok(loaded) => loaded,
         Err(code) => return code,
@@ -477,11 +479,11 @@ fn buffer(path: &std::path::Path, action: BufferAction) -> ExitCode {
         BufferAction::Show { id } => B::Show { id },
         BufferAction::Requeue { ids, all } => B::Requeue { ids, all },
     };
-    crate::cli_tools::buffer(&dirs, &command)
+    tools::buffer(&dirs, &command)
 }
 
 fn dead_letters(path: &std::path::Path, action: DeadLetterAction) -> ExitCode {
-    use crate::cli_tools::DeadLetterCommand as D;
+    use tools::DeadLetterCommand as D;
     let loaded = match load(path, false) {
         Ok(loaded) => loaded,
         Err(code) => return code,
@@ -507,7 +509,7 @@ fn dead_letters(path: &std::path::Path, action: DeadLetterAction) -> ExitCode {
             force,
         },
     };
-    crate::cli_tools::dead_letters(&state, command)
+    tools::dead_letters(&state, command)
 }
 
 fn positions(path: &std::path::Path) -> ExitCode {
@@ -558,67 +560,4 @@ fn positions(path: &std::path::Path) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
-}
-
-fn run(path: &std::path::Path, metrics_listen: std::net::SocketAddr) -> ExitCode {
-    let loaded = match load(path, false) {
-        Ok(loaded) => loaded,
-        Err(code) => return code,
-    };
-    log_warnings(&loaded);
-    match runtime()
-        .and_then(|rt| rt.block_on(crate::cli_run::run(path, loaded.config, metrics_listen)))
-    {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("at-forwarder failed: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// Logs a configuration's warnings, one WARN line each.
-pub(crate) fn log_warnings(loaded: &Loaded) {
-    for d in loaded.warnings.diagnostics() {
-        let at = d
-            .span
-            .map(|s| loaded.warnings.locate(s))
-            .unwrap_or_default();
-        warn!(
-            at,
-            help = d.help.as_deref().unwrap_or(""),
-            "Configuration: {}",
-            d.message
-        );
-    }
-}
-
-/// Cancels `shutdown` on the first SIGTERM or SIGINT.
-pub(crate) fn listen_for_signals(
-    shutdown: CancellationToken,
-) -> Result<tokio::task::JoinHandle<()>> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    Ok(tokio::spawn(async move {
-        let name = tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-        };
-        info!(signal = name, "Signal received, shutting down.");
-        shutdown.cancel();
-        // A second signal ends the process at once: an operator who asks twice does not
-        // wait for a stuck stage or a flush. Positions stay as last saved (durable), so
-        // nothing is lost; what was read after them is read again.
-        let again = tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-        };
-        warn!(
-            signal = again,
-            "Second signal: exiting now; positions stay as last saved."
-        );
-        #[allow(clippy::exit)] // the point of a second signal
-        std::process::exit(130);
-    }))
 }
