@@ -80,16 +80,21 @@ fn chunks(c: &mut Criterion) {
     group.bench_function(
         "a chunk through a buffer in memory (append, seal, take, deliver)",
         |b| {
-            b.iter(|| {
-                buffer
-                    .append_framed("svc-0", framed.as_bytes(), EVENTS)
-                    .expect("appended");
-                buffer.seal_due(Instant::now(), true).expect("sealed");
-                let taken = buffer.take(Instant::now()).expect("a chunk is due");
-                buffer
-                    .finish(&taken, &Outcome::Delivered, |_| {})
-                    .expect("finished");
-            })
+            b.iter_batched(
+                || framed.clone(),
+                |framed| {
+                    buffer
+                        .try_append_all("svc-0", framed)
+                        .ok()
+                        .expect("appended");
+                    buffer.seal_due(Instant::now(), true).expect("sealed");
+                    let taken = buffer.take(Instant::now()).expect("a chunk is due");
+                    buffer
+                        .finish(&taken, &Outcome::Delivered, |_| {})
+                        .expect("finished");
+                },
+                criterion::BatchSize::LargeInput,
+            )
         },
     );
     group.finish();

@@ -45,8 +45,8 @@
 //! Chunks on disk: records are appended to open chunks without fsync; a group commit
 //! ([`Buffer::sync`]) fsyncs them at least every `flush_interval` or every [`SYNC_BYTES`],
 //! and only then are the tail positions of those records saved. Chunks in memory: the
-//! positions wait until the chunk is delivered or spilled ([`Buffer::generation`],
-//! [`Buffer::unsafe_floors`]). So a saved position never runs ahead of delivered or
+//! positions wait until the chunk is delivered or spilled (the [`Receipt`] of an append
+//! and [`Buffer::safety`]: `write.rs`). So a saved position never runs ahead of delivered or
 //! durable data: **at-least-once**. Duplicates come only after a crash, for lines read
 //! after the last position save (they are read again; some may also have reached the
 //! endpoint already).
@@ -76,10 +76,12 @@ mod records;
 mod recovery;
 pub mod retry;
 mod store;
+mod write;
 
 pub use engine::{deliver, Sink};
 pub use records::{Framed, Records};
 pub use store::{AppendError, Counters};
+pub use write::{Pending, Receipt, Receipts, Safety};
 
 /// Group-commit size: an fsync at least every this many bytes appended.
 pub const SYNC_BYTES: u64 = 4 << 20;
@@ -200,36 +202,20 @@ impl Buffer {
         }))
     }
 
-    /// The size at which chunks are sealed; appends larger than it should be split by
-    /// the caller, since one append never spans chunks and must fit the total limit.
-    pub fn chunk_limit_size(&self) -> u64 {
-        self.store.chunk_limit()
-    }
-
-    /// Drops from `records` those already in the buffer when it was opened (lines read
-    /// again after a crash; see `handled.rs`); returns how many.
-    pub fn skip_recovered(&self, records: &mut Framed) -> usize {
-        self.recovered.remove_known(records)
-    }
-
-    /// Appends records under `key` (not yet durable: see [`Buffer::sync`]). All or none
-    /// of them are appended.
-    pub fn append(&self, key: &str, records: &[&[u8]]) -> Result<(), AppendError> {
+    /// Appends records under `key` in one attempt, all or none of them (not yet durable:
+    /// see [`Buffer::sync`]); the pipeline appends with [`Buffer::try_append_all`].
+    pub fn append(&self, key: &str, records: &[&[u8]]) -> Result<Receipt, AppendError> {
         let mut framed = Framed::default();
         for r in records {
             framed.push(r);
         }
-        self.append_framed(key, framed.as_bytes(), framed.records())
+        self.append_framed(key, framed.as_bytes(), framed.records())?;
+        Ok(self.receipt())
     }
 
     /// Appends `records` records framed as [`Framed`] holds them (a whole `Framed`, or
     /// one of its [`Framed::pieces`]). All or none of them are appended.
-    pub fn append_framed(
-        &self,
-        key: &str,
-        framed: &[u8],
-        records: usize,
-    ) -> Result<(), AppendError> {
+    fn append_framed(&self, key: &str, framed: &[u8], records: usize) -> Result<(), AppendError> {
         match self.store.append(key, framed, records) {
             Ok(true) => {
                 // A chunk full by size is ready now, and a new one's age is to be watched.
@@ -412,28 +398,6 @@ impl Buffer {
             .store(records, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// The generation of the last append: a writer notes it after appending records, and
-    /// may save their tail positions once [`Buffer::unsafe_floor`] is above it.
-    pub fn generation(&self) -> u64 {
-        self.store.generation()
-    }
-
-    /// Records appended at a generation below this are delivered or on disk (`u64::MAX`
-    /// when no chunk is held in memory only). See `store/memory.rs`.
-    pub fn unsafe_floor(&self) -> u64 {
-        self.store.unsafe_floor()
-    }
-
-    /// [`Buffer::unsafe_floor`] per key; keys with no chunk in memory only are left out.
-    pub fn unsafe_floors(&self) -> Vec<(String, u64)> {
-        self.store.unsafe_floors()
-    }
-
-    /// Whether a chunk waits for a retry (deliveries are failing).
-    pub fn delivery_failing(&self) -> bool {
-        self.store.failing()
-    }
-
     /// Bytes of chunks held in memory only.
     pub fn memory(&self) -> u64 {
         self.store.memory()
@@ -441,12 +405,12 @@ impl Buffer {
 
     /// How long an append waits for deliveries to free memory before chunks are written
     /// to disk instead: `flush_interval`, at most 5 s.
-    pub fn memory_wait(&self) -> Duration {
+    fn memory_wait(&self) -> Duration {
         self.store.opts.flush_interval.min(Duration::from_secs(5))
     }
 
     /// Waits until a chunk's worth of memory is free, or `deadline`; returns whether it is.
-    pub async fn wait_for_memory(&self, deadline: Instant) -> bool {
+    async fn wait_for_memory(&self, deadline: Instant) -> bool {
         let limit = self.store.opts.memory_limit;
         let room = self.store.chunk_limit();
         loop {
@@ -465,7 +429,8 @@ impl Buffer {
     }
 
     /// Writes chunks held in memory to disk, oldest first, until half the memory limit is
-    /// free (every one not being sent when `all`); returns how many.
+    /// free (every one not being sent when `all`: at the end of the input, so that the
+    /// positions of what was read can be saved); returns how many.
     pub fn spill(&self, all: bool) -> std::io::Result<usize> {
         let spilled = self.store.spill(all)?;
         if spilled > 0 {
@@ -480,7 +445,7 @@ impl Buffer {
     }
 
     /// When the oldest open chunk is to be sealed by age.
-    pub fn next_seal(&self) -> Option<Instant> {
+    pub(super) fn next_seal(&self) -> Option<Instant> {
         self.store.next_seal()
     }
 
@@ -494,7 +459,7 @@ impl Buffer {
         self.store.in_flight()
     }
 
-    pub(crate) fn ready(&self) -> &Notify {
+    pub(super) fn ready(&self) -> &Notify {
         &self.ready
     }
 }

@@ -70,7 +70,7 @@ struct OpenChunk {
 /// records must not be saved until it is delivered or spilled.
 #[derive(Debug, Clone)]
 struct Resident {
-    /// The append generation of its first record (see [`Store::unsafe_floor`]).
+    /// The append generation of its first record (see [`Store::unsafe_floors`]).
     first_gen: u64,
     /// Its bytes; `None` while a sender holds them.
     data: Option<MemoryChunk>,
@@ -119,7 +119,7 @@ pub(super) struct State {
     unsynced: u64,
     last_sync: Instant,
     counters: Counters,
-    /// Appends so far: each append's generation (see [`Store::unsafe_floor`]).
+    /// Appends so far: each append's generation (see [`Store::unsafe_floors`]).
     generation: u64,
     /// Bytes of chunks in memory only (open, queued or in flight).
     memory: u64,

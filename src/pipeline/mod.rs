@@ -29,7 +29,6 @@ use crate::metrics::{BufferCounts, BufferSample, Metrics, Registration};
 use crate::output::at::AtSink;
 use crate::tail::{run as tail_run, PositionStore, TailOptions, Tailer};
 
-mod append;
 mod checkpoint;
 pub mod supervisor;
 mod worker;

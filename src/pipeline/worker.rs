@@ -6,20 +6,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc::Receiver;
-use tracing::{error, info, warn};
+use tracing::{error, warn};
 
-use crate::buffer::Buffer;
+use crate::buffer::{Buffer, Pending, Receipts};
 use crate::config::value::ConfigEnum;
 use crate::config::{Config, SourceKind};
 use crate::event::dead_letter::DeadLetterStore;
 use crate::event::Validator;
+use crate::tail::identity::FileKey;
 use crate::tail::Batch;
 
-use super::append::{append_until_done, Unwritten};
 use sort::{Group, Sorted};
 
 mod sort;
-use super::checkpoint::{Checkpointer, Mark, Routes, Written};
+use super::checkpoint::{Checkpointer, Mark, Written};
 
 pub(super) struct Worker {
     config: Arc<Config>,
@@ -120,15 +120,11 @@ impl Worker {
         let w = Arc::clone(&self);
         let batch = Arc::new(batch);
         let first = tokio::task::spawn_blocking(move || {
-            let mut sorted = w.sort(&batch);
-            let routes = std::mem::take(&mut sorted.routes);
+            let sorted = w.sort(&batch);
             match w.dead_letters.append(&sorted.letters) {
-                Ok(()) => Ok(w
-                    .write_sorted(sorted)
-                    .map(|(unwritten, marks)| (unwritten, marks, routes, batch))),
+                Ok(()) => Ok(w.write_sorted(sorted).map(|parts| (parts, batch))),
                 Err(e) => Err(Box::new(LettersUnwritten {
                     sorted,
-                    routes,
                     batch,
                     error: e,
                 })),
@@ -136,12 +132,13 @@ impl Worker {
         })
         .await
         .map_err(std::io::Error::other)?;
-        let (unwritten, marks, routes, batch) = match first {
+        let ((mut marks, pending), batch) = match first {
             Ok(done) => done?,
             Err(rest) => Arc::clone(&self).keep_letters_until_done(rest).await?,
         };
-        for rest in unwritten {
-            append_until_done(rest, &self.heartbeat).await;
+        for (rest, files) in pending {
+            let receipts = rest.finish(&self.heartbeat).await;
+            marks.extend(files.mark(&receipts));
         }
         if batch.caught_up {
             // The end of a backlog: its last records go out now, not a flush_interval later.
@@ -149,16 +146,13 @@ impl Worker {
                 b.seal_open_soon();
             }
         }
-        Ok(self
-            .checkpointer
-            .written(routes, &marks, batch.positions.clone()))
+        Ok(Written::new(marks, batch.positions.clone()))
     }
 
-    /// Writes a sorted batch: dead letters, stdout, then each key's records to its buffer;
-    /// returns what could not be appended yet, and for each file and key appended in full
-    /// the buffer's generation after the piece with the file's last record (see
-    /// [`Written::after`]).
-    fn write_sorted(&self, sorted: Sorted) -> std::io::Result<(Vec<Unwritten>, Vec<Mark>)> {
+    /// Writes a sorted batch: stdout, then each key's records to its buffer; returns the
+    /// marks of what was appended (per file and key, the receipt of the piece holding the
+    /// file's last record) and what could not be appended yet.
+    fn write_sorted(&self, sorted: Sorted) -> std::io::Result<WrittenParts> {
         for l in &sorted.letters {
             self.metrics.dead_lettered(l.reason.name(), 1);
         }
@@ -167,70 +161,57 @@ impl Worker {
             out.write_all(&sorted.stdout)?;
             out.flush()?;
         }
-        let mut unwritten = Vec::new();
         let mut marks = Vec::new();
+        let mut pending = Vec::new();
         for group in sorted.buffered {
             let Group {
-                index: m,
+                index,
                 key,
-                mut records,
-                mut files,
+                records,
+                files,
             } = group;
-            let buffer = Arc::clone(
-                self.buffers[m]
-                    .as_ref()
-                    .expect("routed only to matches with a buffer"),
-            );
-            let skipped = buffer.skip_recovered(&mut records);
-            if skipped > 0 {
-                info!(key = %key, records = skipped, "Lines read again after a crash were already in the buffer; not appended twice.");
-                // The records' places changed: the files are marked after every append.
-                files.clear();
-            }
-            // Groups no larger than a chunk, each all-or-nothing, so a retry never appends
-            // twice.
-            let limit = usize::try_from(buffer.chunk_limit_size()).unwrap_or(usize::MAX);
-            let pieces = records.pieces(limit);
-            let mut appended = 0;
-            for (from, (range, count)) in pieces.iter().enumerate() {
-                let framed = &records.as_bytes()[range.clone()];
-                if let Err(error) = buffer.append_framed(&key, framed, *count) {
-                    // Appended later: these files are marked once every append is done.
-                    marks.extend(files.iter().map(|(file, _)| (*file, m, key.clone(), None)));
-                    unwritten.push(Unwritten {
-                        buffer: Arc::clone(&buffer),
-                        key: key.clone(),
-                        records: Arc::new(records),
-                        pieces,
-                        from,
-                        error,
-                    });
-                    break;
-                }
-                appended += count;
-                let generation = buffer.generation();
-                files.retain(|(file, last)| {
-                    let done = *last <= appended;
-                    if done {
-                        marks.push((*file, m, key.clone(), Some(generation)));
-                    }
-                    !done
-                });
+            let buffer =
+                (self.buffers[index].as_ref()).expect("routed only to matches with a buffer");
+            let files = GroupFiles { index, key, files };
+            match buffer.try_append_all(&files.key, records) {
+                Ok(receipts) => marks.extend(files.mark(&receipts)),
+                Err(rest) => pending.push((rest, files)),
             }
         }
-        Ok((unwritten, marks))
+        Ok((marks, pending))
+    }
+}
+
+/// The files of one group, to mark once its records are appended.
+struct GroupFiles {
+    index: usize,
+    key: String,
+    /// Each file and the count of the group's records up to its last one.
+    files: Vec<(FileKey, usize)>,
+}
+
+impl GroupFiles {
+    fn mark<'a>(&'a self, receipts: &'a Receipts) -> impl Iterator<Item = Mark> + 'a {
+        (self.files.iter()).map(|(file, last)| {
+            (
+                *file,
+                self.index,
+                self.key.clone(),
+                receipts.covering(*last),
+            )
+        })
     }
 }
 
 /// A sorted batch whose dead letters could not be written (a full disk, EIO).
 struct LettersUnwritten {
     sorted: Sorted,
-    routes: Routes,
     batch: Arc<Batch>,
     error: std::io::Error,
 }
 
-type WrittenParts = (Vec<Unwritten>, Vec<Mark>, Routes, Arc<Batch>);
+/// The marks of what was appended, and what waits to be.
+type WrittenParts = (Vec<Mark>, Vec<(Box<Pending>, GroupFiles)>);
 
 impl Worker {
     /// Retries writing a batch's dead letters with back-off, as a full buffer is waited
@@ -240,10 +221,9 @@ impl Worker {
     async fn keep_letters_until_done(
         self: Arc<Self>,
         rest: Box<LettersUnwritten>,
-    ) -> std::io::Result<WrittenParts> {
+    ) -> std::io::Result<(WrittenParts, Arc<Batch>)> {
         let LettersUnwritten {
             sorted,
-            routes,
             batch,
             mut error,
         } = *rest;
@@ -267,11 +247,8 @@ impl Worker {
         warn!(dir = %self.dead_letters.dir().display(), "Dead letters written again; reading resumes.");
         let sorted = Arc::try_unwrap(sorted).map_err(|_| std::io::Error::other("batch shared"))?;
         let w = Arc::clone(&self);
-        tokio::task::spawn_blocking(move || {
-            w.write_sorted(sorted)
-                .map(|(unwritten, marks)| (unwritten, marks, routes, batch))
-        })
-        .await
-        .map_err(std::io::Error::other)?
+        tokio::task::spawn_blocking(move || w.write_sorted(sorted).map(|parts| (parts, batch)))
+            .await
+            .map_err(std::io::Error::other)?
     }
 }

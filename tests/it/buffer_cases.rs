@@ -4,7 +4,7 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use at_forwarder::buffer::{AppendError, Buffer, BufferOptions, Outcome};
+use at_forwarder::buffer::{AppendError, Buffer, BufferOptions, Outcome, Receipt};
 use at_forwarder::config::buffer::{OverflowAction, RetryConfig, RetryType};
 
 fn options(path: &Path) -> BufferOptions {
@@ -35,14 +35,19 @@ fn far() -> Instant {
 }
 
 /// Appends `n` records as 3-record chunks of key "svc" and seals them all.
-fn fill(buffer: &Buffer, n: usize) {
+/// Appends `n` records under `svc`, fsyncs and seals; the last append's receipt.
+fn fill(buffer: &Buffer, n: usize) -> Option<Receipt> {
+    let mut last = None;
     for i in 0..n {
-        buffer
-            .append("svc", &[format!("{{\"n\":{i}}}").as_bytes()])
-            .unwrap();
+        last = Some(
+            buffer
+                .append("svc", &[format!("{{\"n\":{i}}}").as_bytes()])
+                .unwrap(),
+        );
     }
     buffer.sync().unwrap();
     buffer.seal_due(Instant::now(), true).unwrap();
+    last
 }
 
 fn drain(buffer: &Buffer) -> Vec<String> {
@@ -263,7 +268,7 @@ fn the_total_limit_blocks_or_drops_the_oldest_chunk() {
     let mut appended = 0;
     let err = loop {
         match buffer.append("svc", &[&record]) {
-            Ok(()) => appended += 1,
+            Ok(_) => appended += 1,
             Err(e) => break e,
         }
     };
@@ -328,11 +333,13 @@ fn chunks_in_memory_touch_the_disk_only_when_an_attempt_fails() {
     };
     let buffer = Buffer::open(opts.clone()).unwrap();
     // 7 records: two full chunks of 3 and an open one of 1, all in memory.
-    fill(&buffer, 7);
-    let after_fill = buffer.generation();
+    let after_fill = fill(&buffer, 7).unwrap();
     assert!(chunk_files(dir.path()).is_empty(), "nothing written yet");
     assert!(buffer.memory() > 0);
-    assert!(buffer.unsafe_floor() <= after_fill, "records not safe yet");
+    assert!(
+        !buffer.safety().is_safe("svc", after_fill),
+        "records not safe yet"
+    );
 
     // The first is delivered straight from memory; the second fails and goes to disk.
     let first = buffer.take(far()).unwrap();
@@ -403,7 +410,7 @@ fn memory_full_seals_open_chunks_and_spills_the_oldest_on_request() {
     let mut full = None;
     for i in 0..20 {
         match buffer.append(&format!("svc{}", i % 2), &[&record[..]]) {
-            Ok(()) => {}
+            Ok(_) => {}
             Err(e) => {
                 full = Some(e);
                 break;

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use at_forwarder::buffer::{chunk, AppendError, Buffer, BufferOptions, Outcome};
+use at_forwarder::buffer::{chunk, AppendError, Buffer, BufferOptions, Outcome, Receipt};
 use at_forwarder::config::buffer::{OverflowAction, RetryConfig, RetryType};
 use proptest::prelude::*;
 
@@ -83,8 +83,8 @@ struct Model {
     seq: usize,
     appended: HashSet<Vec<u8>>,
     acked: HashSet<Vec<u8>>,
-    /// Records not acknowledged yet, with the generation of their append.
-    unacked: Vec<(u64, Vec<u8>)>,
+    /// Records not acknowledged yet, with the key and receipt of their append.
+    unacked: Vec<(String, Receipt, Vec<u8>)>,
     delivered: HashMap<Vec<u8>, usize>,
     dead_lettered: HashSet<Vec<u8>>,
     /// Length of each chunk file at the last sync: a crash keeps at least this much.
@@ -150,23 +150,28 @@ impl Model {
                     .collect();
                 let refs: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
                 let key = format!("svc{key}");
-                if let Err(AppendError::MemoryFull { .. }) = self.buffer().append(&key, &refs) {
-                    // What the pipeline does once deliveries do not free memory in time.
-                    self.buffer().spill(false).unwrap();
-                    self.buffer().append(&key, &refs).unwrap();
-                }
-                let generation = self.buffer().generation();
+                let receipt = match self.buffer().append(&key, &refs) {
+                    Err(AppendError::MemoryFull { .. }) => {
+                        // What the pipeline does once deliveries do not free memory in time.
+                        self.buffer().spill(false).unwrap();
+                        self.buffer().append(&key, &refs).unwrap()
+                    }
+                    other => other.unwrap(),
+                };
                 self.appended.extend(records.iter().cloned());
                 self.unacked
-                    .extend(records.into_iter().map(|r| (generation, r)));
+                    .extend(records.into_iter().map(|r| (key.clone(), receipt, r)));
             }
             Action::Sync => {
                 self.buffer().sync().unwrap();
-                let floor = self.buffer().unsafe_floor();
-                let (safe, held) = self.unacked.drain(..).partition(|(g, _)| *g < floor);
+                let safety = self.buffer().safety();
+                let (safe, held) = (self.unacked.drain(..))
+                    .partition(|(key, receipt, _)| safety.is_safe(key, *receipt));
                 self.unacked = held;
-                self.acked
-                    .extend(safe.into_iter().map(|(_, r): (u64, Vec<u8>)| r));
+                self.acked.extend(
+                    safe.into_iter()
+                        .map(|(_, _, r): (String, Receipt, Vec<u8>)| r),
+                );
                 self.synced_len = self
                     .chunk_files()
                     .into_iter()

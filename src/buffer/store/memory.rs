@@ -11,10 +11,10 @@
 //!
 //! A chunk in memory is not durable, so the tail positions of its records must not be
 //! saved until it is delivered or spilled. Every append has a *generation*; each chunk
-//! in memory remembers the generation of its first record. A writer that notes
-//! [`Store::generation`] after appending a batch may save that batch's positions once
-//! [`Store::unsafe_floor`] is above the generation it noted: every chunk that could hold
-//! one of its records has then been delivered or is on disk.
+//! in memory remembers the generation of its first record. An append's receipt is the
+//! generation after it (`write.rs`); it is safe once its key's floor
+//! ([`Store::unsafe_floors`]) is above it: every chunk that could hold one of its records
+//! has then been delivered or is on disk.
 
 use std::io;
 use std::ops::Range;
@@ -71,22 +71,6 @@ impl Store {
         self.lock().generation
     }
 
-    /// The lowest first generation among chunks in memory only (`u64::MAX` when there
-    /// are none): records appended at a generation below it are delivered or on disk.
-    pub(in crate::buffer) fn unsafe_floor(&self) -> u64 {
-        let s = self.lock();
-        let open = s
-            .open
-            .values()
-            .filter(|c| c.file.is_none() && c.records > 0)
-            .map(|c| c.first_gen);
-        let queued = s
-            .queue
-            .values()
-            .filter_map(|q| q.resident.as_ref().map(|r| r.first_gen));
-        open.chain(queued).min().unwrap_or(u64::MAX)
-    }
-
     /// Writes to disk the queued chunks in memory of keys whose oldest chunk waits for a
     /// retry: they would wait behind it (one chunk per key in flight), holding memory and
     /// their lines' positions for as long as the endpoint fails.
@@ -120,7 +104,9 @@ impl Store {
         self.lock().queue.values().any(|q| q.attempts > 0)
     }
 
-    /// [`Store::unsafe_floor`] per key (keys without chunks in memory are left out).
+    /// Per key, the lowest first generation among its chunks in memory only: records
+    /// appended under it at a generation below it are delivered or on disk (keys without
+    /// chunks in memory are left out).
     pub(in crate::buffer) fn unsafe_floors(&self) -> Vec<(String, u64)> {
         let s = self.lock();
         let mut floors: Vec<(String, u64)> = Vec::new();

@@ -10,7 +10,7 @@
 //! # How
 //!
 //! A worker hands each batch it has written to the [`Checkpointer`] ([`Checkpointer::hold`])
-//! with the buffers' marks after its appends. Its positions wait (`waiting.rs`: per file,
+//! with, per file, the buffers' receipts for the appends that held its lines. Its positions wait (`waiting.rs`: per file,
 //! for the chunks of that file's own lines) until each buffer reports that what was
 //! appended before the mark has left memory — delivered, or written to a chunk file.
 //! Released positions are then
@@ -60,7 +60,7 @@ use crate::tail::{Position, PositionStore};
 mod journal;
 mod waiting;
 
-pub(super) use waiting::{Mark, Routes, Written};
+pub(super) use waiting::{Mark, Written};
 
 use journal::JournalFile;
 use waiting::Waiting;
@@ -154,17 +154,6 @@ impl Checkpointer {
         self.journal
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// A batch just written to the buffers, whose lines went to `routes`, with the marks
-    /// its appends noted (see [`Written::after`]).
-    pub(super) fn written(
-        &self,
-        routes: Routes,
-        marks: &[Mark],
-        positions: Vec<Position>,
-    ) -> Written {
-        Written::after(&self.buffers, routes, marks, positions)
     }
 
     /// Holds a written batch's positions until they are safe.

@@ -1,10 +1,8 @@
 //! Batches whose tail positions wait until the records read before them are safe:
-//! delivered, or on disk. A buffer that keeps chunks in memory (see `buffer::store::memory`) reports,
-//! per key, the lowest append generation still in memory only; a batch notes, for each
-//! file and key its lines went to, the buffer's generation after the append that held
-//! the file's last record (its *mark*), and a file's position in it is released once each
-//! of those keys' floors is above the mark — and the file's positions in earlier batches
-//! were released. (Marked after the whole batch instead, a file waited for the chunks of
+//! delivered, or on disk. A batch notes, for each file and each buffer and key its lines
+//! went to, the [`Receipt`] of the append that held the file's last record (its *mark*);
+//! a file's position in it is released once the buffers say each of those receipts is
+//! safe ([`Safety`]) — and the file's positions in earlier batches were released. (Marked after the whole batch instead, a file waited for the chunks of
 //! the files read after it too: a `kill -9` then sent up to a batch, 2 MiB, again.)
 //!
 //! Per file and key rather than per batch: a file whose lines go to one service waits for
@@ -20,24 +18,18 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use crate::buffer::Buffer;
+use crate::buffer::{Buffer, Receipt, Safety};
 use crate::tail::identity::FileKey;
 use crate::tail::Position;
 
-/// The keys a file's lines went to in one batch: (file, match index, key).
-pub(in crate::pipeline) type Routes = Vec<(FileKey, usize, String)>;
-
-/// A file's mark for a key: (file, match index, key, the buffer's generation after the
-/// append that held the file's last record for that key — `None` when that append came
-/// after the first attempt).
-pub(in crate::pipeline) type Mark = (FileKey, usize, String, Option<u64>);
+/// Where a file's lines went in one batch, and how far: (file, match index, key, the
+/// receipt of the append that held the file's last record for that key).
+pub(in crate::pipeline) type Mark = (FileKey, usize, String, Receipt);
 
 /// One batch written to the buffers.
 pub(in crate::pipeline) struct Written {
-    /// Each buffer's generation after the whole batch was appended (by match index).
-    marks: Vec<u64>,
-    /// The keys each file's lines went to, with the file's mark for each.
-    routes: Vec<(FileKey, usize, String, u64)>,
+    /// Each file's marks (one per match and key its lines went to).
+    marks: Vec<Mark>,
     /// Positions not released yet.
     positions: Vec<Position>,
 }
@@ -49,38 +41,33 @@ pub(super) struct Waiting {
 }
 
 impl Written {
-    /// A batch just appended to `buffers` (the worker's, by match index), whose lines
-    /// went to `routes`, with the marks its appends noted (a route without one, or with
-    /// one appended late, is marked with the buffer's generation now).
-    pub(super) fn after(
-        buffers: &[Option<Arc<Buffer>>],
-        routes: Routes,
-        noted: &[Mark],
-        positions: Vec<Position>,
-    ) -> Self {
-        let marks: Vec<u64> = buffers
-            .iter()
-            .map(|b| b.as_ref().map_or(0, |b| b.generation()))
-            .collect();
-        let routes = routes
-            .into_iter()
-            .map(|(file, m, key)| {
-                let mut found = (noted.iter())
-                    .filter(|(f, i, k, _)| *f == file && *i == m && *k == key)
-                    .map(|(_, _, _, mark)| *mark)
-                    .peekable();
-                let early = found.peek().is_some();
-                let mark = found.try_fold(0, |max, mark| mark.map(|g| g.max(max)));
-                let mark = mark.filter(|_| early).unwrap_or(marks[m]);
-                (file, m, key, mark)
-            })
-            .collect();
+    /// A batch whose appends noted `marks` (a file, match and key noted more than once —
+    /// its lines alternated with another's — keeps the latest receipt).
+    pub(in crate::pipeline) fn new(marks: Vec<Mark>, positions: Vec<Position>) -> Self {
+        let mut merged: Vec<Mark> = Vec::with_capacity(marks.len());
+        for (file, m, key, receipt) in marks {
+            match (merged.iter_mut()).find(|(f, i, k, _)| *f == file && *i == m && *k == key) {
+                Some((.., r)) => *r = (*r).max(receipt),
+                None => merged.push((file, m, key, receipt)),
+            }
+        }
         Written {
-            marks,
-            routes,
+            marks: merged,
             positions,
         }
     }
+}
+
+/// One look at each buffer (by match index).
+fn look(buffers: &[Option<Arc<Buffer>>]) -> Vec<Option<Safety>> {
+    buffers
+        .iter()
+        .map(|b| b.as_ref().map(|b| b.safety()))
+        .collect()
+}
+
+fn safe(safety: &[Option<Safety>], (_, m, key, receipt): &Mark) -> bool {
+    safety[*m].as_ref().is_none_or(|s| s.is_safe(key, *receipt))
 }
 
 impl Waiting {
@@ -101,16 +88,7 @@ impl Waiting {
         if self.batches.is_empty() {
             return Vec::new();
         }
-        let floors: Vec<Vec<(String, u64)>> = buffers
-            .iter()
-            .map(|b| b.as_ref().map_or_else(Vec::new, |b| b.unsafe_floors()))
-            .collect();
-        let floor = |m: usize, key: &str| {
-            floors[m]
-                .iter()
-                .find(|(k, _)| k == key)
-                .map_or(u64::MAX, |(_, f)| *f)
-        };
+        let safety = look(buffers);
         let mut blocked: Vec<FileKey> = Vec::new();
         let mut released = Vec::new();
         // Whether every earlier batch is released: a position whose file had no lines in
@@ -118,10 +96,8 @@ impl Waiting {
         // derived from other files' progress, so it waits for all that came before.
         let mut earlier_released = true;
         for batch in &mut self.batches {
-            let Written {
-                routes, positions, ..
-            } = batch;
-            let has_lines = |p: &Position| routes.iter().any(|(file, ..)| *file == p.key);
+            let Written { marks, positions } = batch;
+            let has_lines = |p: &Position| marks.iter().any(|(file, ..)| *file == p.key);
             if !earlier_released && !positions.iter().all(has_lines) {
                 // A copy taken up here goes with the truncated original's new start in the
                 // same batch: saved alone, that new start would let a restart skip the
@@ -133,18 +109,18 @@ impl Waiting {
                 if blocked.contains(&p.key) {
                     return true;
                 }
-                let mut keys = routes.iter().filter(|(file, ..)| *file == p.key).peekable();
-                let safe = if keys.peek().is_none() {
+                let mut own = marks.iter().filter(|(file, ..)| *file == p.key).peekable();
+                let is_safe = if own.peek().is_none() {
                     earlier_released
                 } else {
-                    keys.all(|(_, m, key, mark)| floor(*m, key) > *mark)
+                    own.all(|mark| safe(&safety, mark))
                 };
-                if safe {
+                if is_safe {
                     released.push(p.clone());
                 } else {
                     blocked.push(p.key);
                 }
-                !safe
+                !is_safe
             });
             earlier_released &= positions.is_empty();
         }
@@ -152,13 +128,12 @@ impl Waiting {
         released
     }
 
-    /// Whether every held batch is safe by the buffers' overall floors.
+    /// Whether every held batch is safe.
     pub(super) fn all_safe(&self, buffers: &[Option<Arc<Buffer>>]) -> bool {
-        let Some(last) = self.batches.back() else {
-            return true;
-        };
-        (buffers.iter().zip(&last.marks))
-            .all(|(b, mark)| b.as_ref().is_none_or(|b| b.unsafe_floor() > *mark))
+        let safety = look(buffers);
+        (self.batches.iter())
+            .flat_map(|b| &b.marks)
+            .all(|mark| safe(&safety, mark))
     }
 }
 
@@ -238,22 +213,28 @@ mod tests {
             .collect()
     }
 
+    /// Appends one record under `key`; its receipt.
+    fn append(b: &Arc<Buffer>, key: &str) -> Receipt {
+        b.append(key, &[b"{}"]).unwrap()
+    }
+
+    fn mark(ino: u64, key: &str, receipt: Receipt) -> Mark {
+        (file(ino), 0, key.to_string(), receipt)
+    }
+
     #[test]
     fn a_file_waits_for_its_own_services_and_a_copy_start_for_everything_before() {
         let (_dir, b, buffers) = one_buffer();
         let mut waiting = Waiting::default();
         // Batch 1: file 1's lines go to svc-a, file 2's to svc-b.
-        b.append("svc-a", &[b"{}"]).unwrap();
-        b.append("svc-b", &[b"{}"]).unwrap();
-        let routes = vec![(file(1), 0, "svc-a".into()), (file(2), 0, "svc-b".into())];
-        waiting.push(Written::after(
-            &buffers,
-            routes,
-            &[],
+        let a = append(&b, "svc-a");
+        let bb = append(&b, "svc-b");
+        waiting.push(Written::new(
+            vec![mark(1, "svc-a", a), mark(2, "svc-b", bb)],
             vec![at(1, 10), at(2, 20)],
         ));
         // Batch 2: a copytruncate copy (file 3) is taken up; no lines of it yet.
-        waiting.push(Written::after(&buffers, Vec::new(), &[], vec![at(3, 30)]));
+        waiting.push(Written::new(Vec::new(), vec![at(3, 30)]));
         assert!(
             waiting.release(&buffers).is_empty(),
             "nothing delivered yet"
@@ -273,21 +254,14 @@ mod tests {
         let (_dir, b, buffers) = one_buffer();
         let mut waiting = Waiting::default();
         // svc-a's chunk comes first in the queue (it is the one delivered below).
-        b.append("svc-a", &[b"{}"]).unwrap();
+        let a = append(&b, "svc-a");
         // Batch 1: file 2's lines (svc-b) wait for delivery.
-        b.append("svc-b", &[b"{}"]).unwrap();
-        waiting.push(Written::after(
-            &buffers,
-            vec![(file(2), 0, "svc-b".into())],
-            &[],
-            vec![at(2, 20)],
-        ));
+        let bb = append(&b, "svc-b");
+        waiting.push(Written::new(vec![mark(2, "svc-b", bb)], vec![at(2, 20)]));
         // Batch 2: file 1 was truncated and is read from its start (to svc-a); its copy,
         // file 3, is taken up at the offset read before, its lines not read yet.
-        waiting.push(Written::after(
-            &buffers,
-            vec![(file(1), 0, "svc-a".into())],
-            &[],
+        waiting.push(Written::new(
+            vec![mark(1, "svc-a", a)],
             vec![at(1, 5), at(3, 2000)],
         ));
         deliver(&b, "svc-a");
@@ -308,20 +282,11 @@ mod tests {
         let mut waiting = Waiting::default();
         // One batch: files 1 and 2 both go to svc-a, and a chunk boundary falls between
         // them (file 1's lines in the first chunk, file 2's in the second).
-        b.append("svc-a", &[b"{}"]).unwrap();
-        let first = b.generation();
+        let first = append(&b, "svc-a");
         b.seal_due(Instant::now(), true).unwrap();
-        b.append("svc-a", &[b"{}"]).unwrap();
-        let second = b.generation();
-        let routes = vec![(file(1), 0, "svc-a".into()), (file(2), 0, "svc-a".into())];
-        let marks = [
-            (file(1), 0, "svc-a".to_string(), Some(first)),
-            (file(2), 0, "svc-a".to_string(), Some(second)),
-        ];
-        waiting.push(Written::after(
-            &buffers,
-            routes.clone(),
-            &marks,
+        let second = append(&b, "svc-a");
+        waiting.push(Written::new(
+            vec![mark(1, "svc-a", first), mark(2, "svc-a", second)],
             vec![at(1, 10), at(2, 20)],
         ));
         deliver(&b, "svc-a");
@@ -332,10 +297,15 @@ mod tests {
         );
         deliver(&b, "svc-a");
         assert_eq!(offsets(&waiting.release(&buffers)), [(2, 20)]);
-        // A mark appended late (None) counts as the whole batch's.
-        let late = [(file(1), 0, "svc-a".to_string(), None)];
-        b.append("svc-a", &[b"{}"]).unwrap();
-        waiting.push(Written::after(&buffers, routes, &late, vec![at(1, 30)]));
+        // A file noted twice for one key keeps the later receipt.
+        let early = append(&b, "svc-a");
+        b.seal_due(Instant::now(), true).unwrap();
+        let late = append(&b, "svc-a");
+        waiting.push(Written::new(
+            vec![mark(1, "svc-a", early), mark(1, "svc-a", late)],
+            vec![at(1, 30)],
+        ));
+        deliver(&b, "svc-a");
         assert!(waiting.release(&buffers).is_empty());
         deliver(&b, "svc-a");
         assert_eq!(offsets(&waiting.release(&buffers)), [(1, 30)]);

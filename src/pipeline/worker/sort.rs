@@ -8,7 +8,6 @@ use crate::config::value::ConfigEnum;
 use crate::config::{Output, SourceKind};
 use crate::event::dead_letter::DeadLetter;
 use crate::event::{Origin, Reason};
-use crate::pipeline::checkpoint::Routes;
 use crate::tail::identity::FileKey;
 use crate::tail::{Batch, Line};
 
@@ -21,8 +20,6 @@ pub(super) struct Sorted {
     /// Records per buffer and key.
     pub(super) buffered: Vec<Group>,
     pub(super) letters: Vec<DeadLetter>,
-    /// Which keys each file's lines went to.
-    pub(super) routes: Routes,
 }
 
 impl Worker {
@@ -146,7 +143,6 @@ impl Worker {
                 }
             };
             emitted += 1;
-            note_route(&mut sorted.routes, line.key, index, &accepted.service);
             let group = (sorted.buffered.iter())
                 .rposition(|g| g.index == index && g.key == accepted.service);
             if let Some(g) = group.filter(|_| group == guess) {
@@ -194,23 +190,10 @@ impl Sorted {
     fn merge(&mut self, other: Sorted) {
         self.stdout.extend_from_slice(&other.stdout);
         self.letters.extend(other.letters);
-        for (file, index, key) in other.routes {
-            note_route(&mut self.routes, file, index, &key);
-        }
         // Kept as separate groups (a key may then have two, appended in order): joining
         // them copied half of every large batch.
         self.buffered.extend(other.buffered);
     }
-}
-
-/// Notes that a line of `file` went to `key` of match `index` (once per batch).
-fn note_route(routes: &mut Routes, file: FileKey, index: usize, key: &str) {
-    let known = |(f, i, k): &(FileKey, usize, String)| *f == file && *i == index && k == key;
-    // Consecutive lines mostly share file and key: the last entry first.
-    if routes.last().is_some_and(known) || routes.iter().any(known) {
-        return;
-    }
-    routes.push((file, index, key.to_string()));
 }
 
 /// The records of a batch (or half of one) for one buffer and key.
