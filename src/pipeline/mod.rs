@@ -30,10 +30,12 @@ use crate::output::at::AtSink;
 use crate::tail::{run as tail_run, PositionStore, TailOptions, Tailer};
 
 mod checkpoint;
+mod route;
 pub mod supervisor;
 mod worker;
 
 use checkpoint::Checkpointer;
+use route::{Route, Routes};
 
 /// Batches in flight between a tail thread and its worker.
 const BATCHES_IN_FLIGHT: usize = 2;
@@ -65,51 +67,38 @@ pub async fn run(config: Config, shutdown: CancellationToken, metrics: Arc<Metri
     let _watchdog_guard = watchdog_stop.clone().drop_guard();
     let senders_stop = CancellationToken::new();
     let senders = TaskTracker::new();
-    let mut buffers: Vec<Option<(Arc<Buffer>, bool)>> = Vec::new();
     // This instance's series in the metrics: gone when it ends (a reload registers anew).
     let mut registrations = Vec::new();
-    for m in &config.matches {
+    let mut routes = Vec::new();
+    for (index, m) in config.matches.iter().enumerate() {
         let (Output::ActivityTracker(at), Some(b)) = (&m.output, &m.buffer) else {
-            buffers.push(None);
+            routes.push(Route::Stdout);
             continue;
         };
         let buffer = Buffer::open(BufferOptions::from_config(b))
             .with_context(|| format!("opening the buffer {}", b.path.display()))?;
         let sink = Arc::new(AtSink::new(at, Arc::clone(&metrics))?);
         buffer.lay_out_bodies(usize::try_from(at.max_events_per_request).unwrap_or(usize::MAX));
-        let dl = Arc::clone(&dead_letters);
-        let dead_letter: buffer::engine::DeadLetterFn = Arc::new(move |taken, record| {
-            let letter = DeadLetter::new(
-                Reason::RejectedByEndpoint,
-                format!(
-                    "the endpoint refused this event alone (chunk {}, service {})",
-                    taken.id, taken.key
-                ),
-                std::path::Path::new("(buffer)"),
-                0,
-                record,
-            );
-            if let Err(e) = dl.append(&[letter]) {
-                tracing::error!(error = %e, "Could not write a dead letter; the event stays in its chunk's backup.");
-            }
-        });
         registrations.push(register_buffer_metrics(
             &metrics,
-            buffers.len(),
+            index,
             m.patterns.as_str(),
             &buffer,
         ));
-        let workers = usize::try_from(b.flush_thread_count).unwrap_or(1);
         senders.spawn(buffer::deliver(
             Arc::clone(&buffer),
             sink,
-            workers,
-            dead_letter,
+            usize::try_from(b.flush_thread_count).unwrap_or(1),
+            refused_alone(&dead_letters),
             senders_stop.clone(),
-            health.register(&format!("output:{}", buffers.len() + 1)),
+            health.register(&format!("output:{}", index + 1)),
         ));
-        buffers.push(Some((buffer, b.flush_at_shutdown)));
+        routes.push(Route::Buffered {
+            buffer,
+            flush_at_shutdown: b.flush_at_shutdown,
+        });
     }
+    let routes = Routes::new(routes);
     let sources = TaskTracker::new();
     let mut threads = Vec::new();
     for (index, source) in config.sources.iter().enumerate() {
@@ -131,16 +120,12 @@ pub async fn run(config: Config, shutdown: CancellationToken, metrics: Arc<Metri
                 PositionStore::temporary().context("creating a temporary position store")?
             }
         };
-        let plain: Vec<Option<Arc<Buffer>>> = buffers
-            .iter()
-            .map(|b| b.as_ref().map(|(b, _)| Arc::clone(b)))
-            .collect();
         // After the buffers recovered (and fsynced their chunks) above, before the tailer
         // loads positions: what the previous process made safe downstream counts as saved.
         let checkpointer = Checkpointer::open(
             store.clone(),
             tail.pos_file.as_deref(),
-            plain.clone(),
+            routes.clone(),
             commit_interval(&config),
             health.register(&format!("commit:{}", index + 1)),
         )?;
@@ -164,7 +149,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, metrics: Arc<Metri
             Arc::clone(&config),
             index,
             Arc::clone(&dead_letters),
-            plain,
+            routes.clone(),
             checkpointer,
             worker::Reporting {
                 heartbeat: health.register(&format!("source:{}", index + 1)),
@@ -200,7 +185,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, metrics: Arc<Metri
             );
         }
     }
-    flush(&buffers).await;
+    flush(&routes).await;
     senders_stop.cancel();
     senders.close();
     senders.wait().await;
@@ -250,6 +235,26 @@ fn commit_interval(config: &Config) -> Duration {
         .min(Duration::from_secs(60))
 }
 
+/// What a buffer's sender does with a single event the endpoint refuses: a dead letter.
+fn refused_alone(dead_letters: &Arc<DeadLetterStore>) -> buffer::engine::DeadLetterFn {
+    let dl = Arc::clone(dead_letters);
+    Arc::new(move |taken, record| {
+        let letter = DeadLetter::new(
+            Reason::RejectedByEndpoint,
+            format!(
+                "the endpoint refused this event alone (chunk {}, service {})",
+                taken.id, taken.key
+            ),
+            std::path::Path::new("(buffer)"),
+            0,
+            record,
+        );
+        if let Err(e) = dl.append(&[letter]) {
+            tracing::error!(error = %e, "Could not write a dead letter; the event stays in its chunk's backup.");
+        }
+    })
+}
+
 /// Reports a buffer's sizes, chunk states, counters and oldest event's age, read at
 /// scrape time, until the registration drops (when this pipeline instance ends).
 fn register_buffer_metrics(
@@ -285,8 +290,8 @@ fn register_buffer_metrics(
 
 /// Seals every open chunk; for buffers with `flush_at_shutdown`, waits until they are
 /// empty or the deadline passes.
-async fn flush(buffers: &[Option<(Arc<Buffer>, bool)>]) {
-    for (b, _) in buffers.iter().flatten() {
+async fn flush(routes: &Routes) {
+    for b in routes.buffers() {
         let b = Arc::clone(b);
         if let Ok(Err(e)) =
             tokio::task::spawn_blocking(move || b.seal_due(Instant::now(), true)).await
@@ -295,8 +300,8 @@ async fn flush(buffers: &[Option<(Arc<Buffer>, bool)>]) {
         }
     }
     let deadline = Instant::now() + FLUSH_DEADLINE;
-    for (b, flush_at_shutdown) in buffers.iter().flatten() {
-        while *flush_at_shutdown && b.sizes().1 > 0 && Instant::now() < deadline {
+    for (b, flush_at_shutdown) in routes.flushed() {
+        while flush_at_shutdown && b.sizes().1 > 0 && Instant::now() < deadline {
             b.wait_for_space(Duration::from_millis(100)).await;
         }
         let (bytes, queued, _) = b.sizes();

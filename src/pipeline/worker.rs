@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::mpsc::Receiver;
 use tracing::{error, warn};
 
-use crate::buffer::{Buffer, Pending, Receipts};
+use crate::buffer::{Pending, Receipts};
 use crate::config::value::ConfigEnum;
 use crate::config::{Config, SourceKind};
 use crate::event::dead_letter::DeadLetterStore;
@@ -20,14 +20,15 @@ use sort::{Group, Sorted};
 
 mod sort;
 use super::checkpoint::{Checkpointer, Mark, Written};
+use super::route::{Route, Routes};
 
 pub(super) struct Worker {
     config: Arc<Config>,
     source: usize,
     dead_letters: Arc<DeadLetterStore>,
     validator: Validator,
-    /// The buffer of each `<match>`, by index (`None` for outputs without one).
-    buffers: Vec<Option<Arc<Buffer>>>,
+    /// Where each `<match>`'s events go.
+    routes: Routes,
     /// Holds and saves this source's positions.
     checkpointer: Arc<Checkpointer>,
     /// This worker's liveness.
@@ -50,7 +51,7 @@ impl Worker {
         config: Arc<Config>,
         source: usize,
         dead_letters: Arc<DeadLetterStore>,
-        buffers: Vec<Option<Arc<Buffer>>>,
+        routes: Routes,
         checkpointer: Arc<Checkpointer>,
         reporting: Reporting,
     ) -> Self {
@@ -61,7 +62,7 @@ impl Worker {
             source,
             dead_letters,
             validator,
-            buffers,
+            routes,
             checkpointer,
             heartbeat: reporting.heartbeat,
             metrics: reporting.metrics,
@@ -142,7 +143,7 @@ impl Worker {
         }
         if batch.caught_up {
             // The end of a backlog: its last records go out now, not a flush_interval later.
-            for b in self.buffers.iter().flatten() {
+            for b in self.routes.buffers() {
                 b.seal_open_soon();
             }
         }
@@ -171,7 +172,7 @@ impl Worker {
                 files,
             } = group;
             let buffer =
-                (self.buffers[index].as_ref()).expect("routed only to matches with a buffer");
+                (self.routes.buffer(index)).expect("grouped only for matches with a buffer");
             let files = GroupFiles { index, key, files };
             match buffer.try_append_all(&files.key, records) {
                 Ok(receipts) => marks.extend(files.mark(&receipts)),

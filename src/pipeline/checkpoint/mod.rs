@@ -53,9 +53,10 @@ use anyhow::{Context, Result};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tracing::{error, info, warn};
 
-use crate::buffer::Buffer;
 use crate::health::Heartbeat;
 use crate::tail::{Position, PositionStore};
+
+use super::route::Routes;
 
 mod journal;
 mod waiting;
@@ -73,8 +74,8 @@ const SAFE_DEADLINE: Duration = Duration::from_secs(10);
 /// Holds one source's positions until they are safe, and saves them (see the module doc).
 pub(super) struct Checkpointer {
     store: PositionStore,
-    /// The buffer of each `<match>`, by index (`None` for outputs without one).
-    buffers: Vec<Option<Arc<Buffer>>>,
+    /// Where each `<match>` writes (its buffer, if any).
+    routes: Routes,
     /// How long released positions may wait for a group commit.
     interval: Duration,
     journal: Mutex<Journal>,
@@ -106,7 +107,7 @@ impl Checkpointer {
     pub(super) fn open(
         store: PositionStore,
         pos_file: Option<&Path>,
-        buffers: Vec<Option<Arc<Buffer>>>,
+        routes: Routes,
         interval: Duration,
         heartbeat: Heartbeat,
     ) -> Result<Arc<Self>> {
@@ -124,7 +125,7 @@ impl Checkpointer {
         let (commits, rx) = unbounded_channel();
         let checkpointer = Arc::new(Checkpointer {
             store,
-            buffers,
+            routes,
             interval,
             journal: Mutex::new(Journal {
                 file,
@@ -171,7 +172,7 @@ impl Checkpointer {
     /// until the next commit is due.
     pub(super) fn advance(&self, closing: bool) -> Duration {
         let mut state = self.lock_state();
-        let released = state.waiting.release(&self.buffers);
+        let released = state.waiting.release(&self.routes);
         if !released.is_empty() {
             let mut journal = self.lock_journal();
             merge_positions(&mut journal.unsaved, released.iter().cloned());
@@ -184,7 +185,7 @@ impl Checkpointer {
             || state
                 .pending_since
                 .is_some_and(|t| t.elapsed() >= self.interval)
-            || (self.buffers.iter().flatten()).any(|b| b.sync_due(Instant::now()));
+            || self.routes.buffers().any(|b| b.sync_due(Instant::now()));
         if due && !state.pending.is_empty() {
             let positions = std::mem::take(&mut state.pending);
             if let Some(commits) = &state.commits {
@@ -199,7 +200,7 @@ impl Checkpointer {
 
     /// Resolves when a buffer reports progress (a chunk delivered or written to disk).
     pub(super) fn progress(&self) -> impl std::future::Future<Output = ()> + Unpin + '_ {
-        let mut waits: Vec<_> = (self.buffers.iter().flatten())
+        let mut waits: Vec<_> = (self.routes.buffers())
             .map(|b| {
                 let mut wait = Box::pin(b.progress().notified());
                 wait.as_mut().enable();
@@ -224,7 +225,7 @@ impl Checkpointer {
         if !self.holding() {
             return;
         }
-        for b in self.buffers.iter().flatten() {
+        for b in self.routes.buffers() {
             let b = Arc::clone(b);
             if let Ok(Err(e)) = tokio::task::spawn_blocking(move || b.spill(true)).await {
                 error!(error = %e, "Could not write chunks held in memory to disk at shutdown; their lines are read again at the next start.");
@@ -233,7 +234,7 @@ impl Checkpointer {
         let deadline = Instant::now() + SAFE_DEADLINE;
         loop {
             let progress = self.progress();
-            if self.lock_state().waiting.all_safe(&self.buffers) || Instant::now() >= deadline {
+            if self.lock_state().waiting.all_safe(&self.routes) || Instant::now() >= deadline {
                 return;
             }
             let _ = tokio::time::timeout_at(deadline.into(), progress).await;
@@ -255,7 +256,7 @@ impl Checkpointer {
 
     /// A group commit: fsyncs every buffer, then saves the positions.
     fn commit(&self, positions: &[Position]) -> std::io::Result<()> {
-        for b in self.buffers.iter().flatten() {
+        for b in self.routes.buffers() {
             b.sync()?;
         }
         self.store

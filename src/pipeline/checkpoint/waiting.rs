@@ -15,12 +15,11 @@
 //! the whole batch waits with it: the original's new start is in the same batch, and
 //! saved before the copy's position it would let a restart skip the rest of the copy.
 
-use std::collections::VecDeque;
-use std::sync::Arc;
-
-use crate::buffer::{Buffer, Receipt, Safety};
+use crate::buffer::{Receipt, Safety};
+use crate::pipeline::route::Routes;
 use crate::tail::identity::FileKey;
 use crate::tail::Position;
+use std::collections::VecDeque;
 
 /// Where a file's lines went in one batch, and how far: (file, match index, key, the
 /// receipt of the append that held the file's last record for that key).
@@ -59,10 +58,9 @@ impl Written {
 }
 
 /// One look at each buffer (by match index).
-fn look(buffers: &[Option<Arc<Buffer>>]) -> Vec<Option<Safety>> {
-    buffers
-        .iter()
-        .map(|b| b.as_ref().map(|b| b.safety()))
+fn look(routes: &Routes) -> Vec<Option<Safety>> {
+    (0..routes.len())
+        .map(|i| routes.buffer(i).map(|b| b.safety()))
         .collect()
 }
 
@@ -84,11 +82,11 @@ impl Waiting {
 
     /// Takes the positions that are safe now, in order (a later one of a file after an
     /// earlier one).
-    pub(super) fn release(&mut self, buffers: &[Option<Arc<Buffer>>]) -> Vec<Position> {
+    pub(super) fn release(&mut self, routes: &Routes) -> Vec<Position> {
         if self.batches.is_empty() {
             return Vec::new();
         }
-        let safety = look(buffers);
+        let safety = look(routes);
         let mut blocked: Vec<FileKey> = Vec::new();
         let mut released = Vec::new();
         // Whether every earlier batch is released: a position whose file had no lines in
@@ -129,8 +127,8 @@ impl Waiting {
     }
 
     /// Whether every held batch is safe.
-    pub(super) fn all_safe(&self, buffers: &[Option<Arc<Buffer>>]) -> bool {
-        let safety = look(buffers);
+    pub(super) fn all_safe(&self, routes: &Routes) -> bool {
+        let safety = look(routes);
         (self.batches.iter())
             .flat_map(|b| &b.marks)
             .all(|mark| safe(&safety, mark))
@@ -140,10 +138,11 @@ impl Waiting {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::buffer::{BufferOptions, Outcome};
+    use crate::buffer::{Buffer, BufferOptions, Outcome};
     use crate::config::buffer::{OverflowAction, RetryConfig, RetryType};
     use crate::tail::identity::Digest;
     use crate::tail::positions::Checkpoint;
+    use std::sync::Arc;
     use std::time::{Duration, Instant};
 
     fn buffer(dir: &std::path::Path) -> Arc<Buffer> {
@@ -198,12 +197,15 @@ mod tests {
         b.finish(&taken, &Outcome::Delivered, |_| {}).unwrap();
     }
 
-    /// A buffer in a temporary directory, and the worker's list of it.
-    fn one_buffer() -> (tempfile::TempDir, Arc<Buffer>, Vec<Option<Arc<Buffer>>>) {
+    /// A buffer in a temporary directory, and the routes of a pipeline writing to it.
+    fn one_buffer() -> (tempfile::TempDir, Arc<Buffer>, Routes) {
         let dir = tempfile::tempdir().unwrap();
         let b = buffer(dir.path());
-        let buffers = vec![Some(Arc::clone(&b))];
-        (dir, b, buffers)
+        let routes = Routes::new(vec![crate::pipeline::route::Route::Buffered {
+            buffer: Arc::clone(&b),
+            flush_at_shutdown: false,
+        }]);
+        (dir, b, routes)
     }
 
     fn offsets(released: &[Position]) -> Vec<(u64, u64)> {

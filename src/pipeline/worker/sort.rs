@@ -5,13 +5,13 @@ use std::sync::Arc;
 
 use crate::buffer::Framed;
 use crate::config::value::ConfigEnum;
-use crate::config::{Output, SourceKind};
+use crate::config::SourceKind;
 use crate::event::dead_letter::DeadLetter;
 use crate::event::{Origin, Reason};
 use crate::tail::identity::FileKey;
 use crate::tail::{Batch, Line};
 
-use super::Worker;
+use super::{Route, Worker};
 
 /// A batch sorted by destination.
 #[derive(Default)]
@@ -121,9 +121,9 @@ impl Worker {
                 }
             };
             // Only a file routed to a buffer has a group to guess.
-            let index = match files[file].route {
-                Some(i) if matches!(self.config.matches[i].output, Output::ActivityTracker(_)) => i,
-                Some(_) => {
+            let index = match files[file].route.map(|i| (i, self.routes.get(i))) {
+                Some((i, Route::Buffered { .. })) => i,
+                Some((_, Route::Stdout)) => {
                     debug_assert!(guess.is_none());
                     emitted += 1;
                     sorted.stdout.extend_from_slice(&event);
