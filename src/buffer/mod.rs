@@ -285,6 +285,11 @@ impl Buffer {
         self.store.counters()
     }
 
+    /// Per key (service): events delivered since start, and events waiting in the buffer.
+    pub fn by_key(&self) -> std::collections::BTreeMap<String, (u64, u64)> {
+        self.store.by_key()
+    }
+
     /// Waits until space may have been freed, or `timeout` passed.
     pub async fn wait_for_space(&self, timeout: Duration) {
         let _ = tokio::time::timeout(timeout, self.space.notified()).await;

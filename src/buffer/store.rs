@@ -119,6 +119,8 @@ pub(super) struct State {
     unsynced: u64,
     last_sync: Instant,
     counters: Counters,
+    /// Events delivered since start, per key (service).
+    delivered_by_key: BTreeMap<String, u64>,
     /// Appends so far: each append's generation (see [`Store::unsafe_floors`]).
     generation: u64,
     /// Bytes of chunks in memory only (open, queued or in flight).
@@ -193,6 +195,7 @@ impl Store {
             unsynced: 0,
             last_sync: Instant::now(),
             counters: Counters::default(),
+            delivered_by_key: BTreeMap::new(),
             generation: 0,
             memory: 0,
         };
@@ -497,6 +500,22 @@ impl Store {
 
     pub(super) fn counters(&self) -> Counters {
         self.lock().counters
+    }
+
+    /// Per key: events delivered since start, and events waiting (open, queued or being
+    /// sent).
+    pub(super) fn by_key(&self) -> BTreeMap<String, (u64, u64)> {
+        let s = self.lock();
+        let mut keys: BTreeMap<String, (u64, u64)> = (s.delivered_by_key.iter())
+            .map(|(k, n)| (k.clone(), (*n, 0)))
+            .collect();
+        let open = s.open.iter().map(|(k, c)| (k, c.records));
+        let full = s.full.iter().map(|(k, c)| (k, c.records));
+        let queued = s.queue.values().map(|q| (&q.key, q.records));
+        for (key, records) in open.chain(full).chain(queued) {
+            keys.entry(key.clone()).or_default().1 += records;
+        }
+        keys
     }
 
     pub(super) fn in_flight(&self) -> usize {

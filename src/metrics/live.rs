@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use super::{lock, Metrics};
 
 /// One output's buffer as sampled at a scrape.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct BufferSample {
     /// Bytes of chunks (on disk or held in memory).
     pub bytes: u64,
@@ -27,6 +27,8 @@ pub struct BufferSample {
     pub oldest_age_s: u64,
     /// Counters since the buffer was opened.
     pub counts: BufferCounts,
+    /// Per service: events delivered since the buffer was opened, and events waiting.
+    pub services: BTreeMap<String, (u64, u64)>,
 }
 
 /// Counters of one buffer, added up across pipeline instances.
@@ -85,6 +87,8 @@ pub(super) struct Live {
     sources: Vec<(u64, Arc<SourceGauges>)>,
     /// Counters of instances that ended, by output label.
     carried: BTreeMap<String, BufferCounts>,
+    /// Events delivered by instances that ended, by output label and service.
+    carried_services: BTreeMap<(String, String), u64>,
     /// Lines and bytes read by sources that ended.
     carried_read: (u64, u64),
 }
@@ -102,9 +106,14 @@ impl Drop for Registration {
         let id = self.id;
         if let Some(i) = live.outputs.iter().position(|(o, ..)| *o == id) {
             let (_, label, sampler) = live.outputs.remove(i);
-            let last = sampler().counts;
+            let last = sampler();
+            for (service, (delivered, _)) in last.services {
+                *(live.carried_services)
+                    .entry((label.clone(), service))
+                    .or_default() += delivered;
+            }
             let carried = live.carried.entry(label).or_default();
-            *carried = carried.plus(last);
+            *carried = carried.plus(last.counts);
         }
         if let Some(i) = live.sources.iter().position(|(s, _)| *s == id) {
             let (_, gauges) = live.sources.remove(i);
@@ -187,6 +196,11 @@ impl Metrics {
                 s.counts = s
                     .counts
                     .plus(live.carried.get(label).copied().unwrap_or_default());
+                for ((output, service), delivered) in &live.carried_services {
+                    if output == label {
+                        s.services.entry(service.clone()).or_default().0 += delivered;
+                    }
+                }
                 (super::escape(label), s)
             })
             .collect();
@@ -213,6 +227,39 @@ impl Metrics {
             let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n");
             for (label, s) in &samples {
                 let _ = writeln!(out, "{name}{{output=\"{label}\"}} {}", value(s));
+            }
+        }
+        type PerService = (
+            &'static str,
+            &'static str,
+            &'static str,
+            fn(&(u64, u64)) -> u64,
+        );
+        let per_service: [PerService; 2] = [
+            (
+                "at_forwarder_service_events_delivered_total",
+                "counter",
+                "Events accepted by the endpoint, per output and service.",
+                |c| c.0,
+            ),
+            (
+                "at_forwarder_service_events_waiting",
+                "gauge",
+                "Events in the buffer (open, queued or being sent), per output and service.",
+                |c| c.1,
+            ),
+        ];
+        for (name, kind, help, value) in per_service {
+            let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n");
+            for (label, s) in &samples {
+                for (service, counts) in &s.services {
+                    let service = super::escape(service);
+                    let _ = writeln!(
+                        out,
+                        "{name}{{output=\"{label}\",service=\"{service}\"}} {}",
+                        value(counts)
+                    );
+                }
             }
         }
         let name = "at_forwarder_buffer_chunks";

@@ -278,7 +278,13 @@ mod tests {
     #[test]
     fn a_new_pipeline_instance_replaces_the_old_series_and_counters_carry_on() {
         let m = Arc::new(Metrics::default());
-        let first = m.register_output("0:at.**", Box::new(|| sample(5)));
+        let first = m.register_output(
+            "0:at.**",
+            Box::new(|| BufferSample {
+                services: [("svc".to_string(), (40, 1))].into(),
+                ..sample(5)
+            }),
+        );
         let (gauges, source) = m.register_source();
         gauges.lines_read.fetch_add(7, Ordering::Relaxed);
         let before = series(&m.render()).len();
@@ -293,6 +299,9 @@ mod tests {
         assert_eq!(names.len(), before);
         assert!(text.contains("at_forwarder_chunks_delivered_total{output=\"0:at.**\"} 7\n"));
         assert!(text.contains("at_forwarder_read_lines_total 7\n"));
+        assert!(text.contains(
+            "at_forwarder_service_events_delivered_total{output=\"0:at.**\",service=\"svc\"} 40\n"
+        ));
         assert_eq!(text.matches("# TYPE at_forwarder_buffer_bytes").count(), 1);
     }
 }

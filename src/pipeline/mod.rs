@@ -283,6 +283,7 @@ fn register_buffer_metrics(
                     quarantined: c.quarantined,
                     spilled: c.spilled,
                 },
+                services: b.by_key(),
             }
         }),
     )

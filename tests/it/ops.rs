@@ -380,10 +380,19 @@ async fn after_reloads_each_series_is_shown_once_and_counters_keep_counting() {
     let pid = nix::unistd::Pid::from_raw(i32::try_from(daemon.id()).unwrap());
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
     send(10);
+    // Per service, counted across the four pipeline instances.
+    let per_service =
+        "at_forwarder_service_events_delivered_total{output=\"0:at.**\",service=\"svc\"}";
     let (_, body) = poll_until(&metrics, |_, b| {
-        metric(b, "at_forwarder_read_lines_total") >= 50
+        metric(b, "at_forwarder_read_lines_total") >= 50 && metric(b, per_service) >= 50
     })
     .await;
+    assert!(
+        body.contains(
+            "at_forwarder_service_events_waiting{output=\"0:at.**\",service=\"svc\"} 0\n"
+        ),
+        "{body}"
+    );
     let after = series(&body);
     let mut unique = after.clone();
     unique.dedup();

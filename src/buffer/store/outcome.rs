@@ -29,6 +29,7 @@ impl Store {
                 s.queue.remove(id);
                 s.total = s.total.saturating_sub(q.bytes);
                 s.counters.delivered += 1;
+                *s.delivered_by_key.entry(q.key.clone()).or_default() += q.records;
                 if q.resident.is_some() {
                     s.memory = s.memory.saturating_sub(q.bytes);
                     return Ok(());
