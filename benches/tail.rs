@@ -71,7 +71,10 @@ fn tailer_pass(c: &mut Criterion) {
             f.write_all(line.as_bytes()).unwrap();
         }
     }
-    let opts = TailOptions::new(vec![format!("{}/*.log", logs.display())]);
+    let opts = TailOptions {
+        read_from_head: true,
+        ..TailOptions::new(vec![format!("{}/*.log", logs.display())])
+    };
     let mut group = c.benchmark_group("tail");
     group.throughput(Throughput::Bytes(size as u64));
     group.sample_size(20);

@@ -36,7 +36,10 @@ fn main() {
         let mut f = std::fs::File::create(sub.join(format!("pod{i}.log"))).unwrap();
         writeln!(f, "{{\"id\":{i}}}").unwrap();
     }
-    let opts = TailOptions::new(vec![format!("{}/**/*.log*", logs.display())]);
+    let opts = TailOptions {
+        read_from_head: true,
+        ..TailOptions::new(vec![format!("{}/**/*.log*", logs.display())])
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

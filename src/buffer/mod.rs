@@ -59,14 +59,11 @@
 //! rewritten with its good records; every chunk left is sealed and queued. Nothing here
 //! stops start-up or panics; each problem is an ERROR line naming the file.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 use tracing::{error, warn};
-
-use crate::config::buffer::{BufferConfig, OverflowAction, RetryConfig};
 
 pub mod chunk;
 pub mod engine;
@@ -83,49 +80,7 @@ pub use records::{Framed, Records};
 pub use store::{AppendError, Counters};
 pub use write::{Pending, Receipt, Receipts, Safety};
 
-/// Group-commit size: an fsync at least every this many bytes appended.
-pub const SYNC_BYTES: u64 = 4 << 20;
-
-/// What a buffer needs from its `<buffer>` section.
-#[derive(Debug, Clone)]
-pub struct BufferOptions {
-    /// The directory.
-    pub path: PathBuf,
-    /// Seal a chunk at this size.
-    pub chunk_limit_size: u64,
-    /// … or at this many records.
-    pub chunk_limit_records: Option<u64>,
-    /// All queued and open chunks together.
-    pub total_limit_size: u64,
-    /// Seal a chunk at this age; fsync at least this often.
-    pub flush_interval: Duration,
-    /// What to do at the total limit.
-    pub overflow_action: OverflowAction,
-    /// Chunks are held in memory, up to this many bytes together, and written to disk
-    /// only when they cannot be delivered at once; 0 writes every chunk to disk.
-    pub memory_limit: u64,
-    /// Group-commit size.
-    pub sync_bytes: u64,
-    /// When to retry and give up.
-    pub retry: RetryConfig,
-}
-
-impl BufferOptions {
-    /// The options of a configured buffer.
-    pub fn from_config(b: &BufferConfig) -> Self {
-        BufferOptions {
-            path: b.path.clone(),
-            chunk_limit_size: b.chunk_limit_size,
-            chunk_limit_records: b.chunk_limit_records,
-            total_limit_size: b.total_limit_size,
-            flush_interval: b.flush_interval,
-            overflow_action: b.overflow_action,
-            memory_limit: b.memory_limit_size,
-            sync_bytes: SYNC_BYTES,
-            retry: b.retry.clone(),
-        }
-    }
-}
+pub use crate::config::buffer::{BufferOptions, SYNC_BYTES};
 
 /// How a send went; the engine decides what follows.
 #[derive(Debug, Clone, PartialEq, Eq)]

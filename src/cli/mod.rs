@@ -472,7 +472,7 @@ fn buffer(path: &std::path::Path, action: BufferAction) -> ExitCode {
         .config
         .matches
         .iter()
-        .filter_map(|m| m.buffer.as_ref().map(|b| b.path.clone()))
+        .filter_map(|m| m.buffer.as_ref().map(|b| b.options.path.clone()))
         .collect();
     let command = match action {
         BufferAction::List => B::List,
@@ -514,7 +514,7 @@ fn dead_letters(path: &std::path::Path, action: DeadLetterAction) -> ExitCode {
 
 fn positions(path: &std::path::Path) -> ExitCode {
     use crate::config::SourceKind;
-    use crate::tail::{report, PositionStore, TailOptions};
+    use crate::tail::{report, PositionStore};
     let loaded = match load(path, false) {
         Ok(loaded) => loaded,
         Err(code) => return code,
@@ -522,7 +522,7 @@ fn positions(path: &std::path::Path) -> ExitCode {
     let mut failed = false;
     for (i, source) in loaded.config.sources.iter().enumerate() {
         let SourceKind::Tail(tail) = &source.kind;
-        let Some(pos_file) = &tail.pos_file else {
+        let Some(pos_file) = &tail.options.pos_file else {
             println!("source #{}: no pos_file, positions are not kept", i + 1);
             continue;
         };
@@ -535,8 +535,8 @@ fn positions(path: &std::path::Path) -> ExitCode {
             );
             continue;
         }
-        let result = PositionStore::open(&dir)
-            .and_then(|store| report::positions(&TailOptions::from_config(tail), &store));
+        let result =
+            PositionStore::open(&dir).and_then(|store| report::positions(&tail.options, &store));
         match result {
             Ok(rows) => println!(
                 "source #{} ({}):\n{}",

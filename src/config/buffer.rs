@@ -78,11 +78,12 @@ config_enum! {
     }
 }
 
-/// A resolved `<buffer>` section.
+/// Group-commit size: an fsync at least every this many bytes appended.
+pub const SYNC_BYTES: u64 = 4 << 20;
+
+/// What a buffer needs from its `<buffer>` section.
 #[derive(Debug, Clone, PartialEq)]
-pub struct BufferConfig {
-    /// Chunk keys from `<buffer KEYS>` (`tag`, `time`, record fields, `$.a.b`).
-    pub chunk_keys: Vec<String>,
+pub struct BufferOptions {
     /// Directory of the chunk files (`path`).
     pub path: PathBuf,
     /// A chunk is sealed at this size (`chunk_limit_size`, default 256 MiB).
@@ -91,6 +92,30 @@ pub struct BufferConfig {
     pub chunk_limit_records: Option<u64>,
     /// All chunks on disk together (`total_limit_size`, default 64 GiB).
     pub total_limit_size: u64,
+    /// Age at which a chunk is sealed and sent, and longest time between two group
+    /// commits (`flush_interval`, default 60 s).
+    pub flush_interval: Duration,
+    /// What happens when `total_limit_size` is reached (default block).
+    pub overflow_action: OverflowAction,
+    /// Chunks held in memory together, at most (`memory_limit_size`, default 8 MiB; an
+    /// at-forwarder parameter): a chunk is written to disk only when it cannot be
+    /// delivered at once, and tail positions are saved once their lines are delivered or
+    /// on disk. 0 writes every chunk to disk as it fills.
+    pub memory_limit: u64,
+    /// Group-commit size ([`SYNC_BYTES`]; not a fluentd parameter).
+    pub sync_bytes: u64,
+    /// Retry policy.
+    pub retry: RetryConfig,
+}
+
+/// A resolved `<buffer>` section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BufferConfig {
+    /// Chunk keys from `<buffer KEYS>` (`tag`, `time`, record fields, `$.a.b`).
+    pub chunk_keys: Vec<String>,
+    /// What the buffer itself needs (path, limits, flush_interval, overflow, memory,
+    /// retries): used by it as it is.
+    pub options: BufferOptions,
     /// Most chunks waiting to be sent (`queued_chunks_limit_size`).
     pub queued_chunks_limit_size: Option<u64>,
     /// Fraction of `chunk_limit_size` at which a chunk counts as full (default 0.95).
@@ -102,19 +127,8 @@ pub struct BufferConfig {
     pub flush_at_shutdown: bool,
     /// When chunks are flushed (resolved: never `default`).
     pub flush_mode: FlushMode,
-    /// Age at which a chunk is sealed and sent (`flush_interval`, default 60 s).
-    pub flush_interval: Duration,
     /// Concurrent senders (`flush_thread_count`, default 1).
     pub flush_thread_count: u64,
-    /// What happens when `total_limit_size` is reached (default block).
-    pub overflow_action: OverflowAction,
-    /// Chunks held in memory together, at most (`memory_limit_size`, default 8 MiB; an
-    /// at-forwarder parameter): a chunk is written to disk only when it cannot be
-    /// delivered at once, and tail positions are saved once their lines are delivered or
-    /// on disk. 0 writes every chunk to disk as it fills.
-    pub memory_limit_size: u64,
-    /// Retry policy.
-    pub retry: RetryConfig,
     /// Time-key period (`timekey`), required by the `time` chunk key.
     pub timekey: Option<Duration>,
     /// Grace period after a time-key period before flushing (`timekey_wait`, default 600 s).
@@ -276,10 +290,10 @@ pub(super) fn build(
     let flush_mode = s
         .enumeration::<FlushMode>("flush_mode")
         .map_or(FlushMode::Default, |v| v.value);
+    let chunk_limit_records = s
+        .integer("chunk_limit_records", 1, u64::MAX)
+        .map(|v| v.value);
     let config = BufferConfig {
-        chunk_limit_records: s
-            .integer("chunk_limit_records", 1, u64::MAX)
-            .map(|v| v.value),
         queued_chunks_limit_size: queued.map(|v| v.value),
         chunk_full_threshold: threshold.map_or(0.95, |v| v.value),
         compress: s
@@ -303,13 +317,6 @@ pub(super) fn build(
             FlushMode::Default => FlushMode::Interval,
             other => other,
         },
-        flush_interval: pick(
-            diags,
-            s.duration("flush_interval"),
-            legacy.flush_interval,
-            ("flush_interval", "flush_interval"),
-        )
-        .map_or(Duration::from_secs(60), |v| v.value),
         flush_thread_count: pick(
             diags,
             s.integer("flush_thread_count", 1, 64),
@@ -317,25 +324,36 @@ pub(super) fn build(
             ("flush_thread_count", "num_threads"),
         )
         .map_or(1, |v| v.value),
-        overflow_action: pick(
-            diags,
-            s.enumeration("overflow_action"),
-            legacy.overflow_action,
-            ("overflow_action", "buffer_queue_full_action"),
-        )
-        .map_or(OverflowAction::Block, |v| v.value),
-        retry,
+        options: BufferOptions {
+            path: PathBuf::new(),
+            chunk_limit_size: chunk_limit_size.map_or(256 << 20, |v| v.value),
+            chunk_limit_records,
+            total_limit_size: total_limit_size.map_or(64 << 30, |v| v.value),
+            flush_interval: pick(
+                diags,
+                s.duration("flush_interval"),
+                legacy.flush_interval,
+                ("flush_interval", "flush_interval"),
+            )
+            .map_or(Duration::from_secs(60), |v| v.value),
+            overflow_action: pick(
+                diags,
+                s.enumeration("overflow_action"),
+                legacy.overflow_action,
+                ("overflow_action", "buffer_queue_full_action"),
+            )
+            .map_or(OverflowAction::Block, |v| v.value),
+            memory_limit: s
+                .size("memory_limit_size")
+                .map_or(DEFAULT_MEMORY_LIMIT, |v| v.value),
+            sync_bytes: SYNC_BYTES,
+            retry,
+        },
         timekey,
         timekey_wait: s
             .duration("timekey_wait")
             .map_or(Duration::from_secs(600), |v| v.value),
-        chunk_limit_size: chunk_limit_size.map_or(256 << 20, |v| v.value),
-        memory_limit_size: s
-            .size("memory_limit_size")
-            .map_or(DEFAULT_MEMORY_LIMIT, |v| v.value),
-        total_limit_size: total_limit_size.map_or(64 << 30, |v| v.value),
         chunk_keys: Vec::new(),
-        path: PathBuf::new(),
     };
     s.without_effect(
         &[
@@ -375,7 +393,10 @@ pub(super) fn build(
     diags.extend(s.finish());
     Some(BufferConfig {
         chunk_keys: keys,
-        path: path?,
+        options: BufferOptions {
+            path: path?,
+            ..config.options
+        },
         ..config
     })
 }
@@ -467,19 +488,19 @@ fn check_limits(
     chunk: Option<Spanned<u64>>,
     threshold: Option<Spanned<f64>>,
 ) {
-    if config.chunk_limit_size == 0 {
+    if config.options.chunk_limit_size == 0 {
         s.error(Diagnostic::error(
             chunk.map(|c| c.span),
             "'chunk_limit_size' must be more than 0",
         ));
     }
-    if config.chunk_limit_size > config.total_limit_size {
+    if config.options.chunk_limit_size > config.options.total_limit_size {
         let span = chunk.map(|c| c.span).unwrap_or(s.element().span);
         s.error(Diagnostic::error(
             Some(span),
             format!(
                 "'chunk_limit_size' ({} bytes) is larger than 'total_limit_size' ({} bytes)",
-                config.chunk_limit_size, config.total_limit_size
+                config.options.chunk_limit_size, config.options.total_limit_size
             ),
         ));
     }

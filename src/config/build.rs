@@ -462,7 +462,7 @@ impl<'a> Builder<'a> {
         }
         for source in &config.sources {
             let SourceKind::Tail(tail) = &source.kind;
-            let tag = tail.tag.expand(&example_path(&tail.paths[0]));
+            let tag = tail.tag.expand(&example_path(&tail.options.paths[0]));
             if config
                 .route(source.directive.label.as_deref(), &tag)
                 .is_none()

@@ -43,7 +43,9 @@ pub(super) fn describe(config: &Config) -> String {
             placement(&source.directive)
         );
         describe_tail(&mut out, tail);
-        let tag = tail.tag.expand(&super::build::example_path(&tail.paths[0]));
+        let tag = tail
+            .tag
+            .expand(&super::build::example_path(&tail.options.paths[0]));
         let route = config.route(source.directive.label.as_deref(), &tag);
         let route = match route.and_then(|m| config.matches.iter().position(|x| std::ptr::eq(x, m)))
         {
@@ -94,41 +96,50 @@ fn row(out: &mut String, key: &str, value: impl std::fmt::Display) {
 }
 
 fn describe_tail(out: &mut String, t: &TailSource) {
-    row(out, "path", t.paths.join(", "));
-    if !t.exclude_paths.is_empty() {
-        row(out, "exclude_path", t.exclude_paths.join(", "));
+    row(out, "path", t.options.paths.join(", "));
+    if !t.options.exclude_paths.is_empty() {
+        row(out, "exclude_path", t.options.exclude_paths.join(", "));
     }
     row(out, "tag", &t.tag);
     row(
         out,
         "pos_file",
-        t.pos_file
+        t.options
+            .pos_file
             .as_ref()
             .map_or("(none: positions are not kept)".into(), |p| {
                 p.display().to_string()
             }),
     );
     row(out, "follow_inodes", t.follow_inodes);
-    row(out, "read_from_head", t.read_from_head);
-    row(out, "read_lines_limit", t.read_lines_limit);
+    row(out, "read_from_head", t.options.read_from_head);
+    row(out, "read_lines_limit", t.options.read_lines_limit);
     if let Some(limit) = t.read_bytes_limit_per_second {
         row(out, "read_bytes_limit_per_second", size(limit));
     }
-    row(out, "rotate_wait", duration(t.rotate_wait));
-    row(out, "refresh_interval", duration(t.refresh_interval));
-    row(out, "max_line_size", size(t.max_line_size));
+    row(out, "rotate_wait", duration(t.options.rotate_wait));
+    row(
+        out,
+        "refresh_interval",
+        duration(t.options.refresh_interval),
+    );
+    row(out, "max_line_size", size(t.options.max_line_size));
     if let Some(key) = &t.path_key {
         row(out, "path_key", key);
     }
-    if let Some(limit) = t.limit_recently_modified {
+    if let Some(limit) = t.options.limit_recently_modified {
         row(out, "limit_recently_modified", duration(limit));
     }
     row(
         out,
         "ignore_repeated_permission_error",
-        t.ignore_repeated_permission_error,
+        t.options.ignore_repeated_permission_error,
     );
-    row(out, "follow_symlinks_outside", t.follow_symlinks_outside);
+    row(
+        out,
+        "follow_symlinks_outside",
+        t.options.follow_symlinks_outside,
+    );
     let mut parse = t.parse.format.to_string();
     if let Some(f) = &t.parse.time_format {
         let _ = write!(parse, ", time_format {f}");
@@ -169,20 +180,20 @@ fn describe_buffer(out: &mut String, b: &BufferConfig) {
         format!(" keyed by {}", b.chunk_keys.join(", "))
     };
     let _ = writeln!(out, "  buffer (file){keys}");
-    row(out, "  path", b.path.display());
-    row(out, "  chunk_limit_size", size(b.chunk_limit_size));
-    if let Some(r) = b.chunk_limit_records {
+    row(out, "  path", b.options.path.display());
+    row(out, "  chunk_limit_size", size(b.options.chunk_limit_size));
+    if let Some(r) = b.options.chunk_limit_records {
         row(out, "  chunk_limit_records", r);
     }
-    row(out, "  total_limit_size", size(b.total_limit_size));
-    row(out, "  memory_limit_size", size(b.memory_limit_size));
+    row(out, "  total_limit_size", size(b.options.total_limit_size));
+    row(out, "  memory_limit_size", size(b.options.memory_limit));
     row(out, "  flush_mode", b.flush_mode);
-    row(out, "  flush_interval", duration(b.flush_interval));
+    row(out, "  flush_interval", duration(b.options.flush_interval));
     row(out, "  flush_at_shutdown", b.flush_at_shutdown);
     row(out, "  flush_thread_count", b.flush_thread_count);
-    row(out, "  overflow_action", b.overflow_action);
+    row(out, "  overflow_action", b.options.overflow_action);
     row(out, "  compress", b.compress);
-    let r = &b.retry;
+    let r = &b.options.retry;
     let delays = match r.retry_type {
         RetryType::Periodic => format!("every {}", duration(r.wait)),
         RetryType::ExponentialBackoff => format!(

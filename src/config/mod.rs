@@ -85,7 +85,8 @@ impl Config {
         }
         self.sources.iter().find_map(|s| {
             let SourceKind::Tail(t) = &s.kind;
-            t.pos_file
+            t.options
+                .pos_file
                 .as_ref()
                 .and_then(|p| p.parent())
                 .map(Path::to_path_buf)

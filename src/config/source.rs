@@ -28,28 +28,45 @@ pub enum SourceKind {
 pub struct TailSource {
     /// The `@type` as written (`tail` or `tailinodes`), shown by `check`.
     pub type_name: String,
+    /// What the tailer reads and how: used by it as it is.
+    pub options: TailOptions,
+    /// The tag given to lines (`tag`), with `*` standing for the file's path.
+    pub tag: TailTag,
+    /// Track files by inode rather than by path (`follow_inodes`, default false).
+    pub follow_inodes: bool,
+    /// Per-file read rate cap (`read_bytes_limit_per_second`; default none).
+    pub read_bytes_limit_per_second: Option<u64>,
+    /// Add the file's path to each record under this key (`path_key`).
+    pub path_key: Option<String>,
+    /// How strictly lines are checked (`cadf_validation`, default lenient).
+    pub cadf_validation: CadfValidation,
+    /// Rewrite `eventTime` as `YYYY-MM-DDTHH:MM:SS.sss+0000` (`normalize_time`, default true).
+    pub normalize_time: bool,
+    /// How lines are parsed (`<parse>` or the v0.12 `format`).
+    pub parse: ParseConfig,
+}
+
+/// What the tailer needs from a `<source @type tail>`; [`TailOptions::new`] holds the one
+/// default of each setting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TailOptions {
     /// Globs of files to read (`path`, comma-separated or a JSON array; `**` recurses).
     pub paths: Vec<String>,
     /// Globs of files never to read (`exclude_path`).
     pub exclude_paths: Vec<String>,
-    /// The tag given to lines (`tag`), with `*` standing for the file's path.
-    pub tag: TailTag,
-    /// Where positions are kept (`pos_file`): the sled database of positions.
+    /// Where positions are kept (`pos_file`): the sled database of positions beside it,
+    /// and a fluentd pos file found there imported once.
     pub pos_file: Option<PathBuf>,
-    /// Track files by inode rather than by path (`follow_inodes`, default false).
-    pub follow_inodes: bool,
-    /// Read files found at start-up from their beginning (`read_from_head`, default false).
+    /// Read files found at the very first start from their beginning (`read_from_head`,
+    /// default false).
     pub read_from_head: bool,
-    /// Lines read from one file before turning to the next (`read_lines_limit`, default 1000).
-    pub read_lines_limit: u64,
-    /// Per-file read rate cap (`read_bytes_limit_per_second`; default none).
-    pub read_bytes_limit_per_second: Option<u64>,
-    /// How long a rotated-away file is kept open to be drained (`rotate_wait`, default 5 s).
+    /// Lines read from one file before turning to the next (`read_lines_limit`, default
+    /// 1000).
+    pub read_lines_limit: usize,
+    /// How long a rotated-away file is kept open once drained (`rotate_wait`, default 5 s).
     pub rotate_wait: Duration,
     /// How often the globs are re-expanded (`refresh_interval`, default 60 s).
     pub refresh_interval: Duration,
-    /// Add the file's path to each record under this key (`path_key`).
-    pub path_key: Option<String>,
     /// Longest line accepted (`max_line_size`, default 1 MiB); longer lines are skipped and
     /// reported.
     pub max_line_size: u64,
@@ -62,19 +79,36 @@ pub struct TailSource {
     /// (`skip_refresh_on_startup`, default false).
     pub skip_refresh_on_startup: bool,
     /// Most files held open at once (`open_files_limit`, at-forwarder's own, default 256):
-    /// idle files beyond it are closed and looked at again cheaply.
-    pub open_files_limit: u64,
+    /// idle files beyond it are closed and looked at again cheaply; vanished files stay
+    /// open (they cannot be reopened).
+    pub open_files_limit: usize,
     /// Follow symlinks that lead out of the globs' roots (`follow_symlinks_outside`,
     /// at-forwarder's own, default false): by default a link under `/var/log/at` to
     /// `/etc/shadow` or to the mounted Secret is refused, since anyone who can write there
     /// could plant one.
     pub follow_symlinks_outside: bool,
-    /// How strictly lines are checked (`cadf_validation`, default lenient).
-    pub cadf_validation: CadfValidation,
-    /// Rewrite `eventTime` as `YYYY-MM-DDTHH:MM:SS.sss+0000` (`normalize_time`, default true).
-    pub normalize_time: bool,
-    /// How lines are parsed (`<parse>` or the v0.12 `format`).
-    pub parse: ParseConfig,
+}
+
+impl TailOptions {
+    /// Options for `paths` with fluentd's in_tail defaults (and at-forwarder's for
+    /// `max_line_size` and `open_files_limit`).
+    pub fn new(paths: Vec<String>) -> Self {
+        TailOptions {
+            paths,
+            exclude_paths: Vec::new(),
+            pos_file: None,
+            read_from_head: false,
+            read_lines_limit: 1000,
+            rotate_wait: Duration::from_secs(5),
+            refresh_interval: Duration::from_secs(60),
+            max_line_size: DEFAULT_MAX_LINE_SIZE,
+            limit_recently_modified: None,
+            ignore_repeated_permission_error: false,
+            skip_refresh_on_startup: false,
+            open_files_limit: 256,
+            follow_symlinks_outside: false,
+        }
+    }
 }
 
 config_enum! {
@@ -128,36 +162,39 @@ fn build_tail(s: &mut Section<'_>, type_name: &str) -> Option<TailSource> {
     });
     let tag = s.required("tag", TailTag::new);
     let parse = build_parse(s);
+    let d = TailOptions::new(Vec::new());
     let pos_file = s.path("pos_file").map(|p| p.value);
     let exclude_paths = s.array("exclude_path").map(|p| p.value).unwrap_or_default();
     let follow_inodes = s.bool("follow_inodes").is_some_and(|b| b.value);
-    let read_from_head = s.bool("read_from_head").is_some_and(|b| b.value);
+    let read_from_head = s
+        .bool("read_from_head")
+        .map_or(d.read_from_head, |b| b.value);
     let read_lines_limit = s
         .integer("read_lines_limit", 1, 1_000_000)
-        .map_or(1000, |v| v.value);
+        .map_or(d.read_lines_limit, |v| {
+            usize::try_from(v.value).unwrap_or(usize::MAX)
+        });
     let read_bytes_limit_per_second = s
         .size("read_bytes_limit_per_second")
         .map(|v| v.value)
         .filter(|v| *v > 0);
-    let rotate_wait = s
-        .duration("rotate_wait")
-        .map_or(Duration::from_secs(5), |v| v.value);
-    let refresh_interval = s
-        .duration("refresh_interval")
-        .map_or(Duration::from_secs(60), |v| v.value);
+    let rotate_wait = s.duration("rotate_wait").map_or(d.rotate_wait, |v| v.value);
+    let refresh_interval = (s.duration("refresh_interval")).map_or(d.refresh_interval, |v| v.value);
     let path_key = s.string("path_key").map(|v| v.value);
-    let max_line_size = s
-        .size("max_line_size")
-        .map_or(DEFAULT_MAX_LINE_SIZE, |v| v.value);
+    let max_line_size = s.size("max_line_size").map_or(d.max_line_size, |v| v.value);
     let limit_recently_modified = s.duration("limit_recently_modified").map(|v| v.value);
     let ignore_repeated_permission_error = s
         .bool("ignore_repeated_permission_error")
-        .is_some_and(|b| b.value);
-    let skip_refresh_on_startup = s.bool("skip_refresh_on_startup").is_some_and(|b| b.value);
+        .map_or(d.ignore_repeated_permission_error, |b| b.value);
+    let skip_refresh_on_startup =
+        (s.bool("skip_refresh_on_startup")).map_or(d.skip_refresh_on_startup, |b| b.value);
     let open_files_limit = s
         .integer("open_files_limit", 1, 1 << 20)
-        .map_or(256, |v| v.value);
-    let follow_symlinks_outside = s.bool("follow_symlinks_outside").is_some_and(|b| b.value);
+        .map_or(d.open_files_limit, |v| {
+            usize::try_from(v.value).unwrap_or(usize::MAX)
+        });
+    let follow_symlinks_outside =
+        (s.bool("follow_symlinks_outside")).map_or(d.follow_symlinks_outside, |b| b.value);
     let cadf_validation = s
         .enumeration("cadf_validation")
         .map_or(CadfValidation::Lenient, |v| v.value);
@@ -182,23 +219,25 @@ fn build_tail(s: &mut Section<'_>, type_name: &str) -> Option<TailSource> {
     }
     Some(TailSource {
         type_name: type_name.to_string(),
-        paths: paths?.value,
-        exclude_paths,
+        options: TailOptions {
+            paths: paths?.value,
+            exclude_paths,
+            pos_file,
+            read_from_head,
+            read_lines_limit,
+            rotate_wait,
+            refresh_interval,
+            max_line_size,
+            limit_recently_modified,
+            ignore_repeated_permission_error,
+            skip_refresh_on_startup,
+            open_files_limit,
+            follow_symlinks_outside,
+        },
         tag: tag?.value,
-        pos_file,
         follow_inodes,
-        read_from_head,
-        read_lines_limit,
         read_bytes_limit_per_second,
-        rotate_wait,
-        refresh_interval,
         path_key,
-        max_line_size,
-        limit_recently_modified,
-        ignore_repeated_permission_error,
-        skip_refresh_on_startup,
-        open_files_limit,
-        follow_symlinks_outside,
         cadf_validation,
         normalize_time,
         parse: parse?,

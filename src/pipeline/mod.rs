@@ -21,13 +21,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use crate::buffer::{self, Buffer, BufferOptions};
+use crate::buffer::{self, Buffer};
 use crate::config::{Config, Output, SourceKind};
 use crate::event::dead_letter::{DeadLetter, DeadLetterStore};
 use crate::event::Reason;
 use crate::metrics::{BufferCounts, BufferSample, Metrics, Registration};
 use crate::output::at::AtSink;
-use crate::tail::{run as tail_run, PositionStore, TailOptions, Tailer};
+use crate::tail::{run as tail_run, PositionStore, Tailer};
 
 mod checkpoint;
 mod route;
@@ -75,8 +75,8 @@ pub async fn run(config: Config, shutdown: CancellationToken, metrics: Arc<Metri
             routes.push(Route::Stdout);
             continue;
         };
-        let buffer = Buffer::open(BufferOptions::from_config(b))
-            .with_context(|| format!("opening the buffer {}", b.path.display()))?;
+        let buffer = Buffer::open(b.options.clone())
+            .with_context(|| format!("opening the buffer {}", b.options.path.display()))?;
         let sink = Arc::new(AtSink::new(at, Arc::clone(&metrics))?);
         buffer.lay_out_bodies(usize::try_from(at.max_events_per_request).unwrap_or(usize::MAX));
         registrations.push(register_buffer_metrics(
@@ -103,7 +103,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, metrics: Arc<Metri
     let mut threads = Vec::new();
     for (index, source) in config.sources.iter().enumerate() {
         let SourceKind::Tail(tail) = &source.kind;
-        let store = match &tail.pos_file {
+        let store = match &tail.options.pos_file {
             Some(pos_file) => {
                 let Some(store) =
                     open_positions(&PositionStore::dir_for(pos_file), &shutdown).await?
@@ -124,13 +124,12 @@ pub async fn run(config: Config, shutdown: CancellationToken, metrics: Arc<Metri
         // loads positions: what the previous process made safe downstream counts as saved.
         let checkpointer = Checkpointer::open(
             store.clone(),
-            tail.pos_file.as_deref(),
+            tail.options.pos_file.as_deref(),
             routes.clone(),
             commit_interval(&config),
             health.register(&format!("commit:{}", index + 1)),
         )?;
-        let mut tailer =
-            Tailer::open(TailOptions::from_config(tail), store).context("loading positions")?;
+        let mut tailer = Tailer::open(tail.options.clone(), store).context("loading positions")?;
         let (gauges, registration) = metrics.register_source();
         tailer.report_to(gauges);
         registrations.push(registration);
@@ -138,7 +137,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, metrics: Arc<Metri
         threads.push(
             tail_run::spawn(
                 tailer,
-                tail.refresh_interval,
+                tail.options.refresh_interval,
                 tx,
                 shutdown.clone(),
                 health.register(&format!("tail:{}", index + 1)),
@@ -229,7 +228,7 @@ async fn open_positions(
 fn commit_interval(config: &Config) -> Duration {
     (config.matches.iter())
         .filter_map(|m| m.buffer.as_ref())
-        .map(|b| b.flush_interval)
+        .map(|b| b.options.flush_interval)
         .min()
         .unwrap_or(Duration::ZERO)
         .min(Duration::from_secs(60))

@@ -33,11 +33,6 @@
 //! - A line over `max_line_size` is skipped while streaming (memory stays bounded), with a
 //!   WARN naming file and offset; fluentd's default is unlimited.
 
-use std::path::PathBuf;
-use std::time::Duration;
-
-use crate::config::TailSource;
-
 pub mod batch;
 pub mod confine;
 pub mod discovery;
@@ -55,78 +50,4 @@ pub use batch::{Batch, Line};
 pub use positions::{Position, PositionStore};
 pub use tailer::Tailer;
 
-/// Default cap on files held open at once (at-forwarder's own setting; fluentd has none).
-pub const DEFAULT_OPEN_FILES_LIMIT: usize = 256;
-
-/// What the tailer needs from a `<source @type tail>`.
-#[derive(Debug, Clone)]
-pub struct TailOptions {
-    /// Globs of files to read.
-    pub paths: Vec<String>,
-    /// Globs never to read.
-    pub exclude_paths: Vec<String>,
-    /// Read files found at the very first start from their beginning.
-    pub read_from_head: bool,
-    /// Lines read from one file per pass.
-    pub read_lines_limit: usize,
-    /// How long a drained, vanished file is kept.
-    pub rotate_wait: Duration,
-    /// How often the globs are re-expanded.
-    pub refresh_interval: Duration,
-    /// Longest line kept.
-    pub max_line_size: u64,
-    /// Ignore files not modified within this long.
-    pub limit_recently_modified: Option<Duration>,
-    /// Report a permission error once per file.
-    pub ignore_repeated_permission_error: bool,
-    /// Wait one `refresh_interval` before the first scan.
-    pub skip_refresh_on_startup: bool,
-    /// Most files held open at once (vanished files excepted: they cannot be reopened).
-    pub open_files_limit: usize,
-    /// A fluentd pos file to import once, if `pos_file` names one.
-    pub fluentd_pos_file: Option<PathBuf>,
-    /// Follow symlinks that lead out of the globs' roots (at-forwarder's own setting).
-    pub follow_symlinks_outside: bool,
-}
-
-impl TailOptions {
-    /// Options for `paths` with fluentd's in_tail defaults (and at-forwarder's for
-    /// `max_line_size` and `open_files_limit`); starts from the head of files.
-    pub fn new(paths: Vec<String>) -> Self {
-        TailOptions {
-            paths,
-            exclude_paths: Vec::new(),
-            read_from_head: true,
-            read_lines_limit: 1000,
-            rotate_wait: Duration::from_secs(5),
-            refresh_interval: Duration::from_secs(60),
-            max_line_size: crate::config::source::DEFAULT_MAX_LINE_SIZE,
-            limit_recently_modified: None,
-            ignore_repeated_permission_error: false,
-            skip_refresh_on_startup: false,
-            open_files_limit: DEFAULT_OPEN_FILES_LIMIT,
-            fluentd_pos_file: None,
-            follow_symlinks_outside: false,
-        }
-    }
-
-    /// The options of a configured tail source.
-    pub fn from_config(source: &TailSource) -> Self {
-        TailOptions {
-            paths: source.paths.clone(),
-            exclude_paths: source.exclude_paths.clone(),
-            read_from_head: source.read_from_head,
-            read_lines_limit: usize::try_from(source.read_lines_limit).unwrap_or(usize::MAX),
-            rotate_wait: source.rotate_wait,
-            refresh_interval: source.refresh_interval,
-            max_line_size: source.max_line_size,
-            limit_recently_modified: source.limit_recently_modified,
-            ignore_repeated_permission_error: source.ignore_repeated_permission_error,
-            skip_refresh_on_startup: source.skip_refresh_on_startup,
-            open_files_limit: usize::try_from(source.open_files_limit)
-                .unwrap_or(DEFAULT_OPEN_FILES_LIMIT),
-            fluentd_pos_file: source.pos_file.clone(),
-            follow_symlinks_outside: source.follow_symlinks_outside,
-        }
-    }
-}
+pub use crate::config::source::TailOptions;

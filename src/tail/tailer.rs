@@ -82,7 +82,7 @@ impl Tailer {
         for (key, reason) in bad {
             warn!(key = ?key, %reason, "Ignoring an unreadable saved position; its file will be read from the start.");
         }
-        let fluentd = match &opts.fluentd_pos_file {
+        let fluentd = match &opts.pos_file {
             Some(path) if !store.imported(path)? => read_fluentd_pos(path),
             _ => Vec::new(),
         };

@@ -129,7 +129,7 @@ fn version_and_bad_log_level() {
 
 #[test]
 fn positions_lists_saved_positions_with_their_state() {
-    use at_forwarder::tail::{PositionStore, TailOptions, Tailer};
+    use at_forwarder::tail::{PositionStore, Tailer};
     let dir = tempfile::tempdir().unwrap();
     let logs = dir.path().join("logs");
     std::fs::create_dir(&logs).unwrap();
@@ -149,7 +149,7 @@ fn positions_lists_saved_positions_with_their_state() {
         let loaded = at_forwarder::config::load(&conf, &crate::support::options()).unwrap();
         let at_forwarder::config::SourceKind::Tail(tail) = &loaded.config.sources[0].kind;
         let store = PositionStore::open(&PositionStore::dir_for(&pos_file)).unwrap();
-        let mut tailer = Tailer::open(TailOptions::from_config(tail), store.clone()).unwrap();
+        let mut tailer = Tailer::open(tail.options.clone(), store.clone()).unwrap();
         let batch = tailer.poll(std::time::Instant::now());
         store.commit(&batch.positions).unwrap();
     }

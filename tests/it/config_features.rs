@@ -31,15 +31,19 @@ fn valid(text: &str) -> Config {
 fn tail_source_defaults_are_fluentds() {
     let config = valid(&pipeline("", &at_match("")));
     let t = tail(&config, 0);
-    assert!(!t.read_from_head && !t.follow_inodes && !t.ignore_repeated_permission_error);
-    assert_eq!(t.read_lines_limit, 1000);
-    assert_eq!(t.rotate_wait, Duration::from_secs(5));
-    assert_eq!(t.refresh_interval, Duration::from_secs(60));
-    assert_eq!(t.max_line_size, 1 << 20);
+    assert!(
+        !t.options.read_from_head
+            && !t.follow_inodes
+            && !t.options.ignore_repeated_permission_error
+    );
+    assert_eq!(t.options.read_lines_limit, 1000);
+    assert_eq!(t.options.rotate_wait, Duration::from_secs(5));
+    assert_eq!(t.options.refresh_interval, Duration::from_secs(60));
+    assert_eq!(t.options.max_line_size, 1 << 20);
     assert_eq!(
         (
             t.path_key.as_ref(),
-            t.limit_recently_modified,
+            t.options.limit_recently_modified,
             t.read_bytes_limit_per_second
         ),
         (None, None, None)
@@ -50,20 +54,20 @@ fn tail_source_defaults_are_fluentds() {
 fn buffer_defaults_are_fluentds_file_buffer_except_where_audit_data_needs_better() {
     let config = valid(&pipeline("", &at_match("")));
     let b = buffer(&config, 0);
-    assert_eq!(b.chunk_limit_size, 256 << 20);
-    assert_eq!(b.total_limit_size, 64 << 30);
-    assert_eq!(b.flush_interval, Duration::from_secs(60));
+    assert_eq!(b.options.chunk_limit_size, 256 << 20);
+    assert_eq!(b.options.total_limit_size, 64 << 30);
+    assert_eq!(b.options.flush_interval, Duration::from_secs(60));
     assert_eq!(b.flush_thread_count, 1);
     assert!(!b.flush_at_shutdown);
-    assert_eq!(b.overflow_action, OverflowAction::Block);
-    assert_eq!(b.retry.wait, Duration::from_secs(1));
-    assert_eq!(b.retry.exponential_backoff_base, 2.0);
-    assert_eq!(b.retry.timeout, Duration::from_secs(72 * 3600));
+    assert_eq!(b.options.overflow_action, OverflowAction::Block);
+    assert_eq!(b.options.retry.wait, Duration::from_secs(1));
+    assert_eq!(b.options.retry.exponential_backoff_base, 2.0);
+    assert_eq!(b.options.retry.timeout, Duration::from_secs(72 * 3600));
     assert!(
-        b.retry.forever,
+        b.options.retry.forever,
         "with no limit set, audit data is retried for as long as the disk allows"
     );
-    assert!(b.retry.randomize);
+    assert!(b.options.retry.randomize);
 }
 
 #[test]
@@ -78,15 +82,18 @@ fn a_retry_limit_turns_off_retrying_forever() {
             ),
     ));
     let b = buffer(&config, 0);
-    assert_eq!((b.retry.max_times, b.retry.forever), (Some(3), false));
+    assert_eq!(
+        (b.options.retry.max_times, b.options.retry.forever),
+        (Some(3), false)
+    );
     let config = valid(&pipeline(
         "",
         &at_match("  retry_limit 5\n  disable_retry_limit false"),
     ));
     assert_eq!(
         (
-            buffer(&config, 0).retry.max_times,
-            buffer(&config, 0).retry.forever
+            buffer(&config, 0).options.retry.max_times,
+            buffer(&config, 0).options.retry.forever
         ),
         (Some(5), false)
     );
@@ -97,15 +104,15 @@ fn v012_parameters_in_match_fill_the_buffer() {
     let body = "  @type ibmactivitytracker\n  targetHost h.example\n  service_region ng\n  buffer_type file\n  buffer_path /var/lib/at/buf\n  buffer_chunk_limit 2m\n  buffer_queue_limit 10\n  buffer_queue_full_action exception\n  flush_interval 5s\n  num_threads 4\n  retry_wait 2s\n  max_retry_wait 30s\n  disable_retry_limit true";
     let config = valid(&pipeline("", body));
     let b = buffer(&config, 0);
-    assert_eq!(b.path, PathBuf::from("/var/lib/at/buf"));
-    assert_eq!(b.chunk_limit_size, 2 << 20);
+    assert_eq!(b.options.path, PathBuf::from("/var/lib/at/buf"));
+    assert_eq!(b.options.chunk_limit_size, 2 << 20);
     assert_eq!(b.queued_chunks_limit_size, Some(10));
-    assert_eq!(b.overflow_action, OverflowAction::ThrowException);
-    assert_eq!(b.flush_interval, Duration::from_secs(5));
+    assert_eq!(b.options.overflow_action, OverflowAction::ThrowException);
+    assert_eq!(b.options.flush_interval, Duration::from_secs(5));
     assert_eq!(b.flush_thread_count, 4);
-    assert_eq!(b.retry.wait, Duration::from_secs(2));
-    assert_eq!(b.retry.max_interval, Some(Duration::from_secs(30)));
-    assert!(b.retry.forever);
+    assert_eq!(b.options.retry.wait, Duration::from_secs(2));
+    assert_eq!(b.options.retry.max_interval, Some(Duration::from_secs(30)));
+    assert!(b.options.retry.forever);
 }
 
 #[test]
@@ -119,7 +126,7 @@ fn the_buffer_section_wins_over_v012_parameters_with_a_warning() {
     );
     let loaded = load(&text).unwrap();
     assert_eq!(
-        buffer(&loaded.config, 0).flush_interval,
+        buffer(&loaded.config, 0).options.flush_interval,
         Duration::from_secs(7)
     );
     assert!(
@@ -167,8 +174,11 @@ fn include_is_relative_to_the_including_file_and_globs_are_sorted() {
         .location
         .file
         .ends_with("conf.d/10-match.conf"));
-    assert_eq!(tail(&config, 0).read_lines_limit, 7);
-    assert_eq!(tail(&config, 0).rotate_wait, Duration::from_secs(60));
+    assert_eq!(tail(&config, 0).options.read_lines_limit, 7);
+    assert_eq!(
+        tail(&config, 0).options.rotate_wait,
+        Duration::from_secs(60)
+    );
 }
 
 #[test]
@@ -293,12 +303,12 @@ fn literal_forms_reach_typed_values() {
     let config = valid(&text);
     let t = tail(&config, 0);
     assert_eq!(
-        t.paths,
+        t.options.paths,
         ["/var/log/at/**/*.log", "/var/log/at-no-rotate/**/*"]
     );
-    assert_eq!(t.exclude_paths, ["/a/*.gz", "/b/*.gz"]);
-    assert!(t.read_from_head && t.follow_inodes);
-    assert_eq!(t.max_line_size, 64 << 10);
+    assert_eq!(t.options.exclude_paths, ["/a/*.gz", "/b/*.gz"]);
+    assert!(t.options.read_from_head && t.follow_inodes);
+    assert_eq!(t.options.max_line_size, 64 << 10);
     let Output::ActivityTracker(at) = &config.matches[0].output else {
         unreachable!()
     };
@@ -330,7 +340,7 @@ fn root_dir_gives_outputs_with_an_id_a_buffer_directory() {
         pipeline("", body)
     ));
     assert_eq!(
-        buffer(&config, 0).path,
+        buffer(&config, 0).options.path,
         PathBuf::from("/var/lib/at-forwarder/buffer/at_out")
     );
     let Output::ActivityTracker(at) = &config.matches[0].output else {
@@ -357,7 +367,7 @@ fn memory_buffers_are_kept_on_disk_with_a_warning() {
 #[test]
 fn a_hash_after_a_bare_key_is_a_value_as_in_fluentd_and_says_so() {
     let loaded = load(&pipeline("  read_from_head #true", &at_match(""))).unwrap();
-    assert!(tail(&loaded.config, 0).read_from_head);
+    assert!(tail(&loaded.config, 0).options.read_from_head);
     assert!(loaded
         .warnings
         .to_string()
@@ -371,7 +381,7 @@ fn a_key_set_twice_warns_and_the_last_value_wins() {
         &at_match(""),
     ))
     .unwrap();
-    assert_eq!(tail(&loaded.config, 0).read_lines_limit, 9);
+    assert_eq!(tail(&loaded.config, 0).options.read_lines_limit, 9);
     assert!(loaded
         .warnings
         .to_string()

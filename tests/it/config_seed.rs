@@ -26,10 +26,10 @@ fn seed_configmap_loads_with_the_values_it_sets() {
     assert_eq!(source.directive.location.line, 2);
     let SourceKind::Tail(tail) = &source.kind;
     assert_eq!(tail.type_name, "tailinodes");
-    assert_eq!(tail.paths, ["/var/log/at/**/*.log*"]);
-    assert_eq!(tail.exclude_paths, ["/var/log/at/**/*.gz"]);
+    assert_eq!(tail.options.paths, ["/var/log/at/**/*.log*"]);
+    assert_eq!(tail.options.exclude_paths, ["/var/log/at/**/*.gz"]);
     assert_eq!(
-        tail.pos_file,
+        tail.options.pos_file,
         Some(PathBuf::from(
             "/mnt/ibm-kube-fluentd-persist/fluentd-at.pos"
         ))
@@ -39,12 +39,12 @@ fn seed_configmap_loads_with_the_values_it_sets() {
         tail.tag.expand("/var/log/at/noisy_events.log"),
         "kubernetes.at.var.log.at.noisy_events.log"
     );
-    assert!(tail.read_from_head);
+    assert!(tail.options.read_from_head);
     assert!(tail.follow_inodes);
-    assert_eq!(tail.read_lines_limit, 100);
-    assert_eq!(tail.rotate_wait, Duration::from_secs(43200));
-    assert_eq!(tail.refresh_interval, Duration::from_secs(60));
-    assert_eq!(tail.max_line_size, 1 << 20);
+    assert_eq!(tail.options.read_lines_limit, 100);
+    assert_eq!(tail.options.rotate_wait, Duration::from_secs(43200));
+    assert_eq!(tail.options.refresh_interval, Duration::from_secs(60));
+    assert_eq!(tail.options.max_line_size, 1 << 20);
     assert_eq!(tail.parse.format, ParseFormat::Json);
     assert_eq!(tail.parse.time_format.as_deref(), Some("%Y-%m-%dT%H:%M:%S"));
 
@@ -78,21 +78,21 @@ fn seed_configmap_loads_with_the_values_it_sets() {
         .as_ref()
         .expect("the AT output always has a buffer");
     assert_eq!(
-        b.path,
+        b.options.path,
         PathBuf::from("/mnt/ibm-kube-fluentd-persist/fluentd-at-buffer.buf")
     );
-    assert_eq!(b.chunk_limit_size, 500 * 1024);
-    assert_eq!(b.total_limit_size, 800 * 1024 * 1024);
-    assert_eq!(b.flush_interval, Duration::from_secs(10));
-    assert_eq!(b.overflow_action, OverflowAction::Block);
+    assert_eq!(b.options.chunk_limit_size, 500 * 1024);
+    assert_eq!(b.options.total_limit_size, 800 * 1024 * 1024);
+    assert_eq!(b.options.flush_interval, Duration::from_secs(10));
+    assert_eq!(b.options.overflow_action, OverflowAction::Block);
     assert!(b.flush_at_shutdown);
     assert!(b.chunk_keys.is_empty());
-    assert_eq!(b.retry.max_times, Some(10));
-    assert_eq!(b.retry.wait, Duration::from_secs(1));
-    assert_eq!(b.retry.max_interval, Some(Duration::from_secs(10)));
-    assert_eq!(b.retry.retry_type, RetryType::ExponentialBackoff);
+    assert_eq!(b.options.retry.max_times, Some(10));
+    assert_eq!(b.options.retry.wait, Duration::from_secs(1));
+    assert_eq!(b.options.retry.max_interval, Some(Duration::from_secs(10)));
+    assert_eq!(b.options.retry.retry_type, RetryType::ExponentialBackoff);
     assert!(
-        b.retry.forever,
+        b.options.retry.forever,
         "disable_retry_limit true means retry forever"
     );
 }
@@ -167,7 +167,7 @@ fn the_daemonset_configmap_passes_strict_checks() {
     assert_eq!(loaded.config.system.http_port, Some(24231));
     let SourceKind::Tail(tail) = &loaded.config.sources[0].kind;
     assert_eq!(
-        tail.paths,
+        tail.options.paths,
         ["/var/log/at/**/*.log*", "/var/log/at-no-rotate/**/*.log*"]
     );
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use at_forwarder::buffer::{Buffer, BufferOptions, Outcome, Sink, Taken};
+use at_forwarder::buffer::{Buffer, Outcome, Sink, Taken};
 use at_forwarder::config::{self, Output};
 use at_forwarder::output::at::AtSink;
 
@@ -136,7 +136,7 @@ async fn chunks_read_back_are_sent_as_bodies_laid_out_in_place() {
     )
     .unwrap();
     let config = loaded.config.matches[0].buffer.as_ref().unwrap();
-    let buffer = Buffer::open(BufferOptions::from_config(config)).unwrap();
+    let buffer = Buffer::open(config.options.clone()).unwrap();
     buffer.lay_out_bodies(2);
     let records: Vec<String> = (1..=5).map(|n| format!("{{\"n\":{n}}}")).collect();
     let refs: Vec<&[u8]> = records.iter().map(|r| r.as_bytes()).collect();

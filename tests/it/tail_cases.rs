@@ -26,6 +26,7 @@ impl Harness {
         std::fs::create_dir(&logs).unwrap();
         let mut opts = TailOptions {
             exclude_paths: vec![format!("{}/**/*.gz", logs.display())],
+            read_from_head: true,
             ..TailOptions::new(vec![format!("{}/**/*.log*", logs.display())])
         };
         configure(&mut opts);
@@ -472,7 +473,7 @@ fn symlink_repointed_to_a_new_file() {
 fn fluentd_pos_file_is_imported_once() {
     let tmp = tempfile::tempdir().unwrap();
     let pos_file = tmp.path().join("fluentd-at.pos");
-    let mut h = Harness::new(|o| o.fluentd_pos_file = Some(pos_file.clone()));
+    let mut h = Harness::new(|o| o.pos_file = Some(pos_file.clone()));
     h.stop();
     h.append("app.log", &lines("sent", 0..4));
     let sent_bytes = lines("sent", 0..4).len();

@@ -21,6 +21,7 @@ async fn follows_writes_and_rotations_until_shutdown() {
         // Long: everything below must come through change notification.
         refresh_interval: Duration::from_secs(3600),
         open_files_limit: 16,
+        read_from_head: true,
         ..TailOptions::new(vec![format!("{}/**/*.log*", logs.display())])
     };
     let store = PositionStore::open(&dir.path().join("pos.sled")).unwrap();
@@ -97,6 +98,7 @@ async fn files_rotated_away_while_reading_is_paused_are_read_afterwards() {
         read_lines_limit: 10,
         rotate_wait: Duration::from_millis(200),
         refresh_interval: Duration::from_secs(3600),
+        read_from_head: true,
         ..TailOptions::new(vec![format!("{}/*.log", logs.display())])
     };
     let store = PositionStore::open(&dir.path().join("pos.sled")).unwrap();

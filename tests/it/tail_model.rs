@@ -206,6 +206,7 @@ fn run_case(actions: &[Action]) -> Result<(), TestCaseError> {
         read_lines_limit: 3,
         max_line_size: 4096,
         open_files_limit: 3,
+        read_from_head: true,
         ..TailOptions::new(vec![format!("{}/*.log*", logs.display())])
     };
     let mut reader = Reader {

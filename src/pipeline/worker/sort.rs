@@ -54,7 +54,7 @@ impl Worker {
         for (path, long) in &batch.long_lines {
             let message = format!(
                 "line of {} bytes, longer than max_line_size {}",
-                long.len, tail.max_line_size
+                long.len, tail.options.max_line_size
             );
             let mut letter = DeadLetter::new(Reason::LineTooLong, message, path, long.offset, b"");
             letter.length = long.len;

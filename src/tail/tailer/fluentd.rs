@@ -51,7 +51,7 @@ impl Tailer {
         );
         let path = self
             .opts
-            .fluentd_pos_file
+            .pos_file
             .clone()
             .expect("entries come from a pos file");
         if let Err(e) = self
