@@ -176,6 +176,15 @@ fn positions_lists_saved_positions_with_their_state() {
     std::fs::remove_file(logs.join("b.log.1")).unwrap();
     let (_, stdout, _) = run(binary().args(["positions", "-c"]).arg(&conf));
     assert_eq!(row_of(&stdout, "b.log"), ["9", "-", "-", "gone"]);
+    // Held by a running process (this one here): said plainly, with what to do.
+    let _held = PositionStore::open(&PositionStore::dir_for(&pos_file)).unwrap();
+    let (code, _, stderr) = run(binary().args(["positions", "-c"]).arg(&conf));
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("held by another process")
+            && stderr.contains("help: a running at-forwarder holds the store"),
+        "{stderr}"
+    );
 }
 
 fn row_of(stdout: &str, name: &str) -> Vec<String> {
