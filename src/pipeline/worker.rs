@@ -147,7 +147,7 @@ impl Worker {
                 b.seal_open_soon();
             }
         }
-        Ok(Written::new(marks, batch.positions.clone()))
+        Ok(Written::new(marks, batch.positions.clone(), batch.together))
     }
 
     /// Writes a sorted batch: stdout, then each key's records to its buffer; returns the

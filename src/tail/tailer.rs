@@ -68,6 +68,8 @@ pub struct Tailer {
     behind: bool,
     /// Where reading is reported (see [`Tailer::report_to`]).
     gauges: Arc<SourceGauges>,
+    /// A copytruncate copy was taken up since the last batch (see [`Batch::together`]).
+    copy_taken_up: bool,
 }
 
 /// Bytes of lines one pass reads at most (it ends at a file boundary past it). With
@@ -112,6 +114,7 @@ impl Tailer {
             behind: false,
             lost_copies: Vec::new(),
             gauges: Arc::default(),
+            copy_taken_up: false,
         })
     }
 
@@ -184,6 +187,7 @@ impl Tailer {
         }
         self.reconcile(found, now, batch);
         self.restart_truncated(batch);
+        batch.together |= std::mem::take(&mut self.copy_taken_up);
     }
 
     /// A quick pass: read the files that are open or named in `changed`, without a scan.

@@ -589,6 +589,25 @@ fn a_copy_taken_up_by_a_pass_cut_short_is_still_read() {
     assert_eq!(read.len(), 3 + 3000);
 }
 
+/// The pass that takes up a copy says its positions go together (the truncated original's
+/// new start must not be saved before the copy's position: see `pipeline/checkpoint`).
+#[test]
+fn the_pass_taking_up_a_copy_marks_its_positions_together() {
+    let mut h = Harness::new(live_only);
+    h.append("app.log", &lines("a", 0..5));
+    assert_eq!(h.drain(), ids("a", 0..5));
+    h.append("app.log", &lines("a", 5..8));
+    copytruncate(&h, "app.log", "app.log.1");
+    h.append("app.log", &lines("b", 0..2));
+    let now = h.now;
+    let batch = h.tailer.as_mut().unwrap().poll(now);
+    assert!(batch.together, "the copy's pass");
+    assert_eq!(batch.positions.len(), 2, "the copy's and the original's");
+    h.append("app.log", &lines("b", 2..3));
+    let batch = h.tailer.as_mut().unwrap().poll(now);
+    assert!(!batch.together, "an ordinary pass");
+}
+
 /// The same while down: the copy outside the globs is found from the saved position.
 #[test]
 fn copytruncate_outside_the_globs_while_down_is_finished() {

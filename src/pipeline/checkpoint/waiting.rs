@@ -14,6 +14,11 @@
 //! finish the copy from the original's older saved offset and send its lines twice. And
 //! the whole batch waits with it: the original's new start is in the same batch, and
 //! saved before the copy's position it would let a restart skip the rest of the copy.
+//! For the same reason a batch in which the tailer took up a copy
+//! ([`crate::tail::Batch::together`]) is released whole: the copy's lines and the
+//! original's new lines may sit in different chunks, and released file by file the
+//! original's new start could be saved first (a chaos run lost the last 282 lines of a
+//! copy that way).
 
 use crate::buffer::{Receipt, Safety};
 use crate::pipeline::route::Routes;
@@ -31,6 +36,9 @@ pub(in crate::pipeline) struct Written {
     marks: Vec<Mark>,
     /// Positions not released yet.
     positions: Vec<Position>,
+    /// Released all at once or not at all (a copytruncate copy was taken up: see
+    /// [`crate::tail::Batch::together`]).
+    together: bool,
 }
 
 /// Batches whose positions wait, oldest first.
@@ -42,7 +50,11 @@ pub(super) struct Waiting {
 impl Written {
     /// A batch whose appends noted `marks` (a file, match and key noted more than once —
     /// its lines alternated with another's — keeps the latest receipt).
-    pub(in crate::pipeline) fn new(marks: Vec<Mark>, positions: Vec<Position>) -> Self {
+    pub(in crate::pipeline) fn new(
+        marks: Vec<Mark>,
+        positions: Vec<Position>,
+        together: bool,
+    ) -> Self {
         let mut merged: Vec<Mark> = Vec::with_capacity(marks.len());
         for (file, m, key, receipt) in marks {
             match (merged.iter_mut()).find(|(f, i, k, _)| *f == file && *i == m && *k == key) {
@@ -53,6 +65,7 @@ impl Written {
         Written {
             marks: merged,
             positions,
+            together,
         }
     }
 }
@@ -94,7 +107,11 @@ impl Waiting {
         // derived from other files' progress, so it waits for all that came before.
         let mut earlier_released = true;
         for batch in &mut self.batches {
-            let Written { marks, positions } = batch;
+            let Written {
+                marks,
+                positions,
+                together,
+            } = batch;
             let has_lines = |p: &Position| marks.iter().any(|(file, ..)| *file == p.key);
             if !earlier_released && !positions.iter().all(has_lines) {
                 // A copy taken up here goes with the truncated original's new start in the
@@ -103,16 +120,31 @@ impl Waiting {
                 blocked.extend(positions.iter().map(|p| p.key));
                 continue;
             }
+            let file_safe = |p: &Position| {
+                let mut own = marks.iter().filter(|(file, ..)| *file == p.key).peekable();
+                if own.peek().is_none() {
+                    earlier_released
+                } else {
+                    own.all(|mark| safe(&safety, mark))
+                }
+            };
+            if *together {
+                if positions
+                    .iter()
+                    .all(|p| !blocked.contains(&p.key) && file_safe(p))
+                {
+                    released.append(positions);
+                } else {
+                    blocked.extend(positions.iter().map(|p| p.key));
+                    earlier_released = false;
+                }
+                continue;
+            }
             positions.retain(|p| {
                 if blocked.contains(&p.key) {
                     return true;
                 }
-                let mut own = marks.iter().filter(|(file, ..)| *file == p.key).peekable();
-                let is_safe = if own.peek().is_none() {
-                    earlier_released
-                } else {
-                    own.all(|mark| safe(&safety, mark))
-                };
+                let is_safe = file_safe(p);
                 if is_safe {
                     released.push(p.clone());
                 } else {
@@ -234,9 +266,10 @@ mod tests {
         waiting.push(Written::new(
             vec![mark(1, "svc-a", a), mark(2, "svc-b", bb)],
             vec![at(1, 10), at(2, 20)],
+            false,
         ));
         // Batch 2: a copytruncate copy (file 3) is taken up; no lines of it yet.
-        waiting.push(Written::new(Vec::new(), vec![at(3, 30)]));
+        waiting.push(Written::new(Vec::new(), vec![at(3, 30)], false));
         assert!(
             waiting.release(&buffers).is_empty(),
             "nothing delivered yet"
@@ -259,12 +292,17 @@ mod tests {
         let a = append(&b, "svc-a");
         // Batch 1: file 2's lines (svc-b) wait for delivery.
         let bb = append(&b, "svc-b");
-        waiting.push(Written::new(vec![mark(2, "svc-b", bb)], vec![at(2, 20)]));
+        waiting.push(Written::new(
+            vec![mark(2, "svc-b", bb)],
+            vec![at(2, 20)],
+            false,
+        ));
         // Batch 2: file 1 was truncated and is read from its start (to svc-a); its copy,
         // file 3, is taken up at the offset read before, its lines not read yet.
         waiting.push(Written::new(
             vec![mark(1, "svc-a", a)],
             vec![at(1, 5), at(3, 2000)],
+            false,
         ));
         deliver(&b, "svc-a");
         assert!(
@@ -290,6 +328,7 @@ mod tests {
         waiting.push(Written::new(
             vec![mark(1, "svc-a", first), mark(2, "svc-a", second)],
             vec![at(1, 10), at(2, 20)],
+            false,
         ));
         deliver(&b, "svc-a");
         assert_eq!(
@@ -306,10 +345,46 @@ mod tests {
         waiting.push(Written::new(
             vec![mark(1, "svc-a", early), mark(1, "svc-a", late)],
             vec![at(1, 30)],
+            false,
         ));
         deliver(&b, "svc-a");
         assert!(waiting.release(&buffers).is_empty());
         deliver(&b, "svc-a");
         assert_eq!(offsets(&waiting.release(&buffers)), [(1, 30)]);
+    }
+
+    /// The chaos suite's loss: a copy (file 3) and the truncated original's new start
+    /// (file 1) read in one batch, the original's lines in an earlier chunk than the copy's.
+    /// Released per file, the original's new start was saved first; a kill -9 then left
+    /// nothing pointing to the copy, and its unread lines were never read.
+    #[test]
+    fn a_copy_and_its_truncated_original_are_released_together() {
+        let (_dir, b, buffers) = one_buffer();
+        let mut waiting = Waiting::default();
+        let original = append(&b, "svc-a");
+        b.seal_due(Instant::now(), true).unwrap();
+        let copy = append(&b, "svc-a");
+        waiting.push(Written::new(
+            vec![mark(1, "svc-a", original), mark(3, "svc-a", copy)],
+            vec![at(1, 40), at(3, 2300)],
+            true,
+        ));
+        // A later batch of the original alone waits behind it.
+        b.seal_due(Instant::now(), true).unwrap();
+        let later = append(&b, "svc-a");
+        waiting.push(Written::new(
+            vec![mark(1, "svc-a", later)],
+            vec![at(1, 80)],
+            false,
+        ));
+        deliver(&b, "svc-a");
+        assert!(
+            waiting.release(&buffers).is_empty(),
+            "the original's new start is not saved before its copy's position"
+        );
+        deliver(&b, "svc-a");
+        assert_eq!(offsets(&waiting.release(&buffers)), [(1, 40), (3, 2300)]);
+        deliver(&b, "svc-a");
+        assert_eq!(offsets(&waiting.release(&buffers)), [(1, 80)]);
     }
 }

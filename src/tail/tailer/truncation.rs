@@ -46,6 +46,7 @@ impl Tailer {
                 if let Some(j) = i.checked_sub(tracked_count) {
                     self.orphans.remove(j);
                 }
+                self.copy_taken_up = true;
                 return Ok(Some(offset));
             }
         }
