@@ -147,7 +147,11 @@ impl Worker {
                 b.seal_open_soon();
             }
         }
-        Ok(Written::new(marks, batch.positions.clone(), batch.together))
+        Ok(Written::new(
+            marks,
+            batch.positions.clone(),
+            batch.linked.clone(),
+        ))
     }
 
     /// Writes a sorted batch: stdout, then each key's records to its buffer; returns the

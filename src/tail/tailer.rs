@@ -45,7 +45,7 @@ pub struct Tailer {
     /// Saved positions whose file was found truncated when first seen in this run (a
     /// copytruncate while at-forwarder was down): a new file holding their content is the
     /// copy, to be finished from their offset.
-    orphans: Vec<Checkpoint>,
+    orphans: Vec<(FileKey, Checkpoint)>,
     fluentd: Vec<FluentdEntry>,
     files: BTreeMap<FileKey, Watched>,
     /// No position was saved before this start and no scan has run yet: files found now
@@ -59,7 +59,7 @@ pub struct Tailer {
     refused: std::collections::HashSet<PathBuf>,
     /// Saved positions whose content was replaced without its copy found yet: looked for
     /// once more at the next pass.
-    lost_copies: Vec<Checkpoint>,
+    lost_copies: Vec<(FileKey, Checkpoint)>,
     /// Where the next pass starts reading (after a pass cut short by [`MAX_BATCH_BYTES`]).
     first_read: FileKey,
     /// The last pass left a file before its end (cut short by [`MAX_BATCH_BYTES`] or by
@@ -68,8 +68,9 @@ pub struct Tailer {
     behind: bool,
     /// Where reading is reported (see [`Tailer::report_to`]).
     gauges: Arc<SourceGauges>,
-    /// A copytruncate copy was taken up since the last batch (see [`Batch::together`]).
-    copy_taken_up: bool,
+    /// Copytruncate copies taken up since the last batch, and their originals (see
+    /// [`Batch::linked`]).
+    linked: Vec<FileKey>,
 }
 
 /// Bytes of lines one pass reads at most (it ends at a file boundary past it). With
@@ -114,7 +115,7 @@ impl Tailer {
             behind: false,
             lost_copies: Vec::new(),
             gauges: Arc::default(),
-            copy_taken_up: false,
+            linked: Vec::new(),
         })
     }
 
@@ -187,7 +188,7 @@ impl Tailer {
         }
         self.reconcile(found, now, batch);
         self.restart_truncated(batch);
-        batch.together |= std::mem::take(&mut self.copy_taken_up);
+        batch.linked.append(&mut self.linked);
     }
 
     /// A quick pass: read the files that are open or named in `changed`, without a scan.
@@ -248,14 +249,14 @@ impl Tailer {
         let mut wanted = Vec::new();
         // Saved contents replaced just before the last pass looked (a copytruncate racing
         // with the start-up scan): their copies are looked for once more.
-        for c in std::mem::take(&mut self.lost_copies) {
+        for (key, c) in std::mem::take(&mut self.lost_copies) {
             let copy = Wanted::CopyOf {
                 offset: c.offset,
                 head: c.head,
                 marker: c.marker,
             };
             wanted.push((c.path.clone(), copy));
-            self.orphans.push(c);
+            self.orphans.push((key, c));
         }
         if !self.scanned {
             for (key, saved) in &self.saved {
@@ -321,7 +322,7 @@ impl Tailer {
         for f in &new {
             if let Some(saved) = self.saved.get(&f.key) {
                 if truncated_since(f, saved, self.discovery.confinement()) {
-                    self.orphans.push(saved.clone());
+                    self.orphans.push((f.key, saved.clone()));
                 }
             }
         }
@@ -388,14 +389,14 @@ impl Tailer {
             }
             info!(path = %f.path.display(), "A saved position's file identity now holds other content.");
             // Its inode may have been reused by a copy: look for the original below.
-            if let Some(offset) = self.copy_of_truncated(file, size, None)? {
+            if let Some(offset) = self.copy_of_truncated(file, size, f.key)? {
                 info!(path = %f.path.display(), offset, "Found the copy of a truncated file; finishing it from the saved offset.");
                 return Ok(offset);
             }
-            self.lost_copies.push(saved);
+            self.lost_copies.push((f.key, saved));
             return Ok(0);
         }
-        if let Some(offset) = self.copy_of_truncated(file, size, None)? {
+        if let Some(offset) = self.copy_of_truncated(file, size, f.key)? {
             info!(path = %f.path.display(), offset, "Found the copy of a truncated file; finishing it from the saved offset.");
             return Ok(offset);
         }

@@ -41,7 +41,8 @@
 //!   covers those positions once fsyncs succeed, or the lines are read again after a
 //!   restart.
 //! - **A copytruncate copy being read**: the pass that takes it up saves its positions all
-//!   together (the copy's and the truncated original's new start), so a crash never
+//!   together (the copy's and the truncated original's new start; the batch's other
+//!   files are not held), so a crash never
 //!   leaves the original's new start saved with nothing pointing to the copy's unread
 //!   lines. Duplicates: the batch's lines delivered before the crash.
 //! - **A clean stop**: workers write chunks still in memory to disk, wait up to

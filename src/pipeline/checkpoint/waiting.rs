@@ -14,11 +14,11 @@
 //! finish the copy from the original's older saved offset and send its lines twice. And
 //! the whole batch waits with it: the original's new start is in the same batch, and
 //! saved before the copy's position it would let a restart skip the rest of the copy.
-//! For the same reason a batch in which the tailer took up a copy
-//! ([`crate::tail::Batch::together`]) is released whole: the copy's lines and the
-//! original's new lines may sit in different chunks, and released file by file the
-//! original's new start could be saved first (a chaos run lost the last 282 lines of a
-//! copy that way).
+//! For the same reason, in a batch where the tailer took up a copy, the copy's position
+//! and its original's are released together ([`crate::tail::Batch::linked`]): the
+//! copy's lines and the original's new lines may sit in different chunks, and released
+//! file by file the original's new start could be saved first (a chaos run lost the last
+//! 282 lines of a copy that way). The batch's other files are not held by them.
 
 use crate::buffer::{Receipt, Safety};
 use crate::pipeline::route::Routes;
@@ -36,9 +36,9 @@ pub(in crate::pipeline) struct Written {
     marks: Vec<Mark>,
     /// Positions not released yet.
     positions: Vec<Position>,
-    /// Released all at once or not at all (a copytruncate copy was taken up: see
-    /// [`crate::tail::Batch::together`]).
-    together: bool,
+    /// Files whose positions here are released all at once or not at all (a copytruncate
+    /// copy and its original: see [`crate::tail::Batch::linked`]).
+    linked: Vec<FileKey>,
 }
 
 /// Batches whose positions wait, oldest first.
@@ -53,7 +53,7 @@ impl Written {
     pub(in crate::pipeline) fn new(
         marks: Vec<Mark>,
         positions: Vec<Position>,
-        together: bool,
+        linked: Vec<FileKey>,
     ) -> Self {
         let mut merged: Vec<Mark> = Vec::with_capacity(marks.len());
         for (file, m, key, receipt) in marks {
@@ -65,7 +65,7 @@ impl Written {
         Written {
             marks: merged,
             positions,
-            together,
+            linked,
         }
     }
 }
@@ -110,7 +110,7 @@ impl Waiting {
             let Written {
                 marks,
                 positions,
-                together,
+                linked,
             } = batch;
             let has_lines = |p: &Position| marks.iter().any(|(file, ..)| *file == p.key);
             if !earlier_released && !positions.iter().all(has_lines) {
@@ -128,23 +128,14 @@ impl Waiting {
                     own.all(|mark| safe(&safety, mark))
                 }
             };
-            if *together {
-                if positions
-                    .iter()
-                    .all(|p| !blocked.contains(&p.key) && file_safe(p))
-                {
-                    released.append(positions);
-                } else {
-                    blocked.extend(positions.iter().map(|p| p.key));
-                    earlier_released = false;
-                }
-                continue;
-            }
+            let linked_safe = (positions.iter())
+                .filter(|p| linked.contains(&p.key))
+                .all(|p| !blocked.contains(&p.key) && file_safe(p));
             positions.retain(|p| {
                 if blocked.contains(&p.key) {
                     return true;
                 }
-                let is_safe = file_safe(p);
+                let is_safe = file_safe(p) && (linked_safe || !linked.contains(&p.key));
                 if is_safe {
                     released.push(p.clone());
                 } else {
@@ -266,10 +257,10 @@ mod tests {
         waiting.push(Written::new(
             vec![mark(1, "svc-a", a), mark(2, "svc-b", bb)],
             vec![at(1, 10), at(2, 20)],
-            false,
+            Vec::new(),
         ));
         // Batch 2: a copytruncate copy (file 3) is taken up; no lines of it yet.
-        waiting.push(Written::new(Vec::new(), vec![at(3, 30)], false));
+        waiting.push(Written::new(Vec::new(), vec![at(3, 30)], Vec::new()));
         assert!(
             waiting.release(&buffers).is_empty(),
             "nothing delivered yet"
@@ -295,14 +286,14 @@ mod tests {
         waiting.push(Written::new(
             vec![mark(2, "svc-b", bb)],
             vec![at(2, 20)],
-            false,
+            Vec::new(),
         ));
         // Batch 2: file 1 was truncated and is read from its start (to svc-a); its copy,
         // file 3, is taken up at the offset read before, its lines not read yet.
         waiting.push(Written::new(
             vec![mark(1, "svc-a", a)],
             vec![at(1, 5), at(3, 2000)],
-            false,
+            Vec::new(),
         ));
         deliver(&b, "svc-a");
         assert!(
@@ -328,7 +319,7 @@ mod tests {
         waiting.push(Written::new(
             vec![mark(1, "svc-a", first), mark(2, "svc-a", second)],
             vec![at(1, 10), at(2, 20)],
-            false,
+            Vec::new(),
         ));
         deliver(&b, "svc-a");
         assert_eq!(
@@ -345,7 +336,7 @@ mod tests {
         waiting.push(Written::new(
             vec![mark(1, "svc-a", early), mark(1, "svc-a", late)],
             vec![at(1, 30)],
-            false,
+            Vec::new(),
         ));
         deliver(&b, "svc-a");
         assert!(waiting.release(&buffers).is_empty());
@@ -361,13 +352,19 @@ mod tests {
     fn a_copy_and_its_truncated_original_are_released_together() {
         let (_dir, b, buffers) = one_buffer();
         let mut waiting = Waiting::default();
+        // File 2, another service's file read in the same pass, is not held by them.
+        let other = append(&b, "svc-b");
         let original = append(&b, "svc-a");
         b.seal_due(Instant::now(), true).unwrap();
         let copy = append(&b, "svc-a");
         waiting.push(Written::new(
-            vec![mark(1, "svc-a", original), mark(3, "svc-a", copy)],
-            vec![at(1, 40), at(3, 2300)],
-            true,
+            vec![
+                mark(1, "svc-a", original),
+                mark(2, "svc-b", other),
+                mark(3, "svc-a", copy),
+            ],
+            vec![at(1, 40), at(2, 7), at(3, 2300)],
+            vec![file(1), file(3)],
         ));
         // A later batch of the original alone waits behind it.
         b.seal_due(Instant::now(), true).unwrap();
@@ -375,8 +372,10 @@ mod tests {
         waiting.push(Written::new(
             vec![mark(1, "svc-a", later)],
             vec![at(1, 80)],
-            false,
+            Vec::new(),
         ));
+        deliver(&b, "svc-b");
+        assert_eq!(offsets(&waiting.release(&buffers)), [(2, 7)]);
         deliver(&b, "svc-a");
         assert!(
             waiting.release(&buffers).is_empty(),

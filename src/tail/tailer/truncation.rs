@@ -17,22 +17,23 @@ use crate::tail::lines::ReadFrom;
 use crate::tail::positions::Checkpoint;
 
 impl Tailer {
-    /// A file whose head and marker match a tracked file that was just truncated is the
-    /// copy made by copytruncate: it is read on from where the original was.
+    /// A file (`copy`) whose head and marker match a tracked file that was just truncated
+    /// is the copy made by copytruncate: it is read on from where the original was, and
+    /// the two are linked for this pass's batch.
     pub(super) fn copy_of_truncated(
         &mut self,
         file: &File,
         size: u64,
-        exclude: Option<FileKey>,
+        copy: FileKey,
     ) -> io::Result<Option<u64>> {
-        let candidate = |w: &&Watched| w.truncated && Some(w.key) != exclude;
+        let candidate = |w: &&Watched| w.truncated && w.key != copy;
         let tracked = self
             .files
             .values()
             .filter(candidate)
-            .map(|w| (w.next.offset, w.head, w.marker));
-        let orphans = self.orphans.iter().map(|c| (c.offset, c.head, c.marker));
-        for (i, (offset, head, marker)) in tracked.chain(orphans).enumerate() {
+            .map(|w| (w.key, w.next.offset, w.head, w.marker));
+        let orphans = (self.orphans.iter()).map(|(k, c)| (*k, c.offset, c.head, c.marker));
+        for (i, (original, offset, head, marker)) in tracked.chain(orphans).enumerate() {
             // Nothing read means nothing to continue: an offset of 0 proves nothing.
             if offset == 0
                 || head.len == 0
@@ -46,7 +47,7 @@ impl Tailer {
                 if let Some(j) = i.checked_sub(tracked_count) {
                     self.orphans.remove(j);
                 }
-                self.copy_taken_up = true;
+                self.linked.extend([original, copy]);
                 return Ok(Some(offset));
             }
         }
@@ -71,7 +72,7 @@ impl Tailer {
             let size = file.metadata().map_or(0, |m| m.len());
             starts.push((
                 key,
-                self.copy_of_truncated(&file, size, Some(key))
+                self.copy_of_truncated(&file, size, key)
                     .ok()
                     .flatten()
                     .unwrap_or(0),
