@@ -150,7 +150,7 @@ impl Worker {
         Ok(Written::new(
             marks,
             batch.positions.clone(),
-            batch.linked.clone(),
+            batch.linked_starts.clone(),
         ))
     }
 

@@ -29,11 +29,11 @@ pub struct Batch {
     /// wait for `flush_interval`: at least `read_lines_limit` lines (or 2 MiB) were read
     /// since reading was last caught up, so this costs at most one more request per that.
     pub caught_up: bool,
-    /// Copytruncate copies taken up in this pass, and the files they were copied from: the
-    /// positions of these files in this batch are saved all together or not at all. Saved
-    /// alone, a truncated original's new start would leave nothing pointing to its copy,
-    /// and a crash would lose the copy's unread lines.
-    pub linked: Vec<FileKey>,
+    /// Where a copytruncate copy taken up in this pass, and the file it was copied from,
+    /// start (before this pass read them): to be saved together, and before anything else
+    /// of theirs in this batch. Saved alone, the truncated original's new start would leave
+    /// nothing pointing to the copy, and a crash would lose the copy's unread lines.
+    pub linked_starts: Vec<Position>,
 }
 
 #[derive(Debug)]

@@ -69,7 +69,7 @@ pub struct Tailer {
     /// Where reading is reported (see [`Tailer::report_to`]).
     gauges: Arc<SourceGauges>,
     /// Copytruncate copies taken up since the last batch, and their originals (see
-    /// [`Batch::linked`]).
+    /// [`Batch::linked_starts`]).
     linked: Vec<FileKey>,
 }
 
@@ -188,7 +188,13 @@ impl Tailer {
         }
         self.reconcile(found, now, batch);
         self.restart_truncated(batch);
-        batch.linked.append(&mut self.linked);
+        let mut linked = std::mem::take(&mut self.linked);
+        linked.sort_unstable();
+        linked.dedup();
+        let starts = linked
+            .iter()
+            .filter_map(|key| self.files.get(key).map(position));
+        batch.linked_starts.extend(starts);
     }
 
     /// A quick pass: read the files that are open or named in `changed`, without a scan.

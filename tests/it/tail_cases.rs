@@ -589,10 +589,10 @@ fn a_copy_taken_up_by_a_pass_cut_short_is_still_read() {
     assert_eq!(read.len(), 3 + 3000);
 }
 
-/// The pass that takes up a copy links its position with the original's (the truncated original's
+/// The pass that takes up a copy says where it and its original start (the truncated original's
 /// new start must not be saved before the copy's position: see `pipeline/checkpoint`).
 #[test]
-fn the_pass_taking_up_a_copy_links_it_with_its_original() {
+fn the_pass_taking_up_a_copy_gives_its_and_its_original_s_starts() {
     let mut h = Harness::new(live_only);
     h.append("app.log", &lines("a", 0..5));
     assert_eq!(h.drain(), ids("a", 0..5));
@@ -602,14 +602,25 @@ fn the_pass_taking_up_a_copy_links_it_with_its_original() {
     let now = h.now;
     let batch = h.tailer.as_mut().unwrap().poll(now);
     assert_eq!(batch.positions.len(), 2, "the copy's and the original's");
-    let mut linked = batch.linked.clone();
-    linked.sort_unstable();
-    let mut keys: Vec<_> = batch.positions.iter().map(|p| p.key).collect();
-    keys.sort_unstable();
-    assert_eq!(linked, keys, "the copy and its original are linked");
+    let starts: Vec<(u64, u64)> = (batch.linked_starts.iter())
+        .map(|p| (p.key.ino, p.checkpoint.offset))
+        .collect();
+    let copy =
+        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(h.path("app.log.1")).unwrap());
+    let original =
+        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(h.path("app.log")).unwrap());
+    let read_before = lines("a", 0..5).len() as u64;
+    let mut expected = vec![(original, 0), (copy, read_before)];
+    expected.sort_unstable();
+    let mut starts = starts;
+    starts.sort_unstable();
+    assert_eq!(
+        starts, expected,
+        "the copy from where the original was read to, the original from 0"
+    );
     h.append("app.log", &lines("b", 2..3));
     let batch = h.tailer.as_mut().unwrap().poll(now);
-    assert!(batch.linked.is_empty(), "an ordinary pass");
+    assert!(batch.linked_starts.is_empty(), "an ordinary pass");
 }
 
 /// The same while down: the copy outside the globs is found from the saved position.

@@ -40,11 +40,10 @@
 //! - **An fsync fails** in a group commit: nothing is saved by it (ERROR); a later commit
 //!   covers those positions once fsyncs succeed, or the lines are read again after a
 //!   restart.
-//! - **A copytruncate copy being read**: the pass that takes it up saves its positions all
-//!   together (the copy's and the truncated original's new start; the batch's other
-//!   files are not held), so a crash never
-//!   leaves the original's new start saved with nothing pointing to the copy's unread
-//!   lines. Duplicates: the batch's lines delivered before the crash.
+//! - **A copytruncate copy being read**: the copy's start and the truncated original's
+//!   new start are saved together, before either file's later positions, so a crash
+//!   never leaves the original's new start saved with nothing pointing to the copy's
+//!   unread lines. Duplicates: the lines of both read before the crash.
 //! - **A clean stop**: workers write chunks still in memory to disk, wait up to
 //!   [`SAFE_DEADLINE`] for chunks being sent, and save every position: no duplicates.
 //! - **A journal that cannot be written**: it is turned off (WARN); a process crash then

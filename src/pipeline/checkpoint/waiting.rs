@@ -14,11 +14,12 @@
 //! finish the copy from the original's older saved offset and send its lines twice. And
 //! the whole batch waits with it: the original's new start is in the same batch, and
 //! saved before the copy's position it would let a restart skip the rest of the copy.
-//! For the same reason, in a batch where the tailer took up a copy, the copy's position
-//! and its original's are released together ([`crate::tail::Batch::linked`]): the
-//! copy's lines and the original's new lines may sit in different chunks, and released
-//! file by file the original's new start could be saved first (a chaos run lost the last
-//! 282 lines of a copy that way). The batch's other files are not held by them.
+//! For the same reason, where the tailer took up a copy, the copy's start and its
+//! original's new start ([`crate::tail::Batch::linked_starts`]) are held as a batch of
+//! their own just before the batch that read them: saved together, and before either
+//! file's later positions. Released file by file within one batch, the original's new
+//! start could be saved while the copy's lines, in a later chunk, were not (a chaos run
+//! lost the last 282 lines of a copy that way).
 
 use crate::buffer::{Receipt, Safety};
 use crate::pipeline::route::Routes;
@@ -36,9 +37,9 @@ pub(in crate::pipeline) struct Written {
     marks: Vec<Mark>,
     /// Positions not released yet.
     positions: Vec<Position>,
-    /// Files whose positions here are released all at once or not at all (a copytruncate
-    /// copy and its original: see [`crate::tail::Batch::linked`]).
-    linked: Vec<FileKey>,
+    /// Where a copytruncate copy taken up by this batch and its original start (see
+    /// [`crate::tail::Batch::linked_starts`]): held as a batch of their own, before this one.
+    linked_starts: Vec<Position>,
 }
 
 /// Batches whose positions wait, oldest first.
@@ -53,7 +54,7 @@ impl Written {
     pub(in crate::pipeline) fn new(
         marks: Vec<Mark>,
         positions: Vec<Position>,
-        linked: Vec<FileKey>,
+        linked_starts: Vec<Position>,
     ) -> Self {
         let mut merged: Vec<Mark> = Vec::with_capacity(marks.len());
         for (file, m, key, receipt) in marks {
@@ -65,7 +66,7 @@ impl Written {
         Written {
             marks: merged,
             positions,
-            linked,
+            linked_starts,
         }
     }
 }
@@ -83,7 +84,16 @@ fn safe(safety: &[Option<Safety>], (_, m, key, receipt): &Mark) -> bool {
 
 impl Waiting {
     /// Holds a written batch's positions.
-    pub(super) fn push(&mut self, batch: Written) {
+    pub(super) fn push(&mut self, mut batch: Written) {
+        let starts = std::mem::take(&mut batch.linked_starts);
+        if !starts.is_empty() {
+            // Positions without lines: released together, once everything before them is.
+            self.batches.push_back(Written {
+                marks: Vec::new(),
+                positions: starts,
+                linked_starts: Vec::new(),
+            });
+        }
         if !batch.positions.is_empty() {
             self.batches.push_back(batch);
         }
@@ -108,9 +118,7 @@ impl Waiting {
         let mut earlier_released = true;
         for batch in &mut self.batches {
             let Written {
-                marks,
-                positions,
-                linked,
+                marks, positions, ..
             } = batch;
             let has_lines = |p: &Position| marks.iter().any(|(file, ..)| *file == p.key);
             if !earlier_released && !positions.iter().all(has_lines) {
@@ -128,14 +136,11 @@ impl Waiting {
                     own.all(|mark| safe(&safety, mark))
                 }
             };
-            let linked_safe = (positions.iter())
-                .filter(|p| linked.contains(&p.key))
-                .all(|p| !blocked.contains(&p.key) && file_safe(p));
             positions.retain(|p| {
                 if blocked.contains(&p.key) {
                     return true;
                 }
-                let is_safe = file_safe(p) && (linked_safe || !linked.contains(&p.key));
+                let is_safe = file_safe(p);
                 if is_safe {
                     released.push(p.clone());
                 } else {
@@ -347,12 +352,13 @@ mod tests {
     /// The chaos suite's loss: a copy (file 3) and the truncated original's new start
     /// (file 1) read in one batch, the original's lines in an earlier chunk than the copy's.
     /// Released per file, the original's new start was saved first; a kill -9 then left
-    /// nothing pointing to the copy, and its unread lines were never read.
+    /// nothing pointing to the copy, and its unread lines were never read. Now where both
+    /// start is saved first, together; nothing else waits for it.
     #[test]
-    fn a_copy_and_its_truncated_original_are_released_together() {
+    fn a_copy_s_start_is_saved_with_its_original_s_before_either_reads_on() {
         let (_dir, b, buffers) = one_buffer();
         let mut waiting = Waiting::default();
-        // File 2, another service's file read in the same pass, is not held by them.
+        // File 2, another service's file read in the same pass.
         let other = append(&b, "svc-b");
         let original = append(&b, "svc-a");
         b.seal_due(Instant::now(), true).unwrap();
@@ -364,26 +370,19 @@ mod tests {
                 mark(3, "svc-a", copy),
             ],
             vec![at(1, 40), at(2, 7), at(3, 2300)],
-            vec![file(1), file(3)],
+            vec![at(1, 0), at(3, 2000)],
         ));
-        // A later batch of the original alone waits behind it.
-        b.seal_due(Instant::now(), true).unwrap();
-        let later = append(&b, "svc-a");
-        waiting.push(Written::new(
-            vec![mark(1, "svc-a", later)],
-            vec![at(1, 80)],
-            Vec::new(),
-        ));
+        assert_eq!(
+            offsets(&waiting.release(&buffers)),
+            [(1, 0), (3, 2000)],
+            "where both start, saved together and first"
+        );
         deliver(&b, "svc-b");
         assert_eq!(offsets(&waiting.release(&buffers)), [(2, 7)]);
         deliver(&b, "svc-a");
-        assert!(
-            waiting.release(&buffers).is_empty(),
-            "the original's new start is not saved before its copy's position"
-        );
+        assert_eq!(offsets(&waiting.release(&buffers)), [(1, 40)]);
         deliver(&b, "svc-a");
-        assert_eq!(offsets(&waiting.release(&buffers)), [(1, 40), (3, 2300)]);
-        deliver(&b, "svc-a");
-        assert_eq!(offsets(&waiting.release(&buffers)), [(1, 80)]);
+        assert_eq!(offsets(&waiting.release(&buffers)), [(3, 2300)]);
+        assert!(waiting.is_empty());
     }
 }
