@@ -9,7 +9,7 @@
 //! Duplicates: with chunks held in memory (the default), a crash makes the tailer read
 //! again what was not yet delivered, and a chunk being sent at that moment (the receiver
 //! may have it already) arrives twice: below 1 % here (records delivered before the crash
-//! are journalled and not sent again; measured 0.07–0.22 % with both cores busy with other
+//! are journalled and not sent again; measured 0.04–0.51 % with both cores busy with other
 //! work, so the bound holds on a loaded machine). With `AT_CHAOS_MEMORY_LIMIT=0`
 //! (every chunk written to disk first, re-sent after a crash with its Idempotency-Key)
 //! below 0.1 %.
