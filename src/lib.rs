@@ -35,12 +35,12 @@
 //!    cases and the duplicates each can cause).
 //! 2. A chunk is deleted only after the endpoint accepted it (2xx). Delivery is therefore
 //!    at-least-once; duplicates can happen only after a crash, for lines read after the
-//!    last position save: what had not been delivered is read again and sent once, but a
-//!    chunk being sent at the moment of the crash, and lines of a file delivered for one
-//!    service while another service's chunk holding its earlier lines was still in memory,
-//!    arrive twice. Positions recorded as safe (the checkpoint journal), chunks re-sent from
-//!    disk with their Idempotency-Key and the records found in the buffer at start-up keep
-//!    the rest from being sent twice.
+//!    last position save. What had not been delivered is read again and sent once:
+//!    positions recorded as safe (the checkpoint journal), chunks re-sent from disk with
+//!    their Idempotency-Key, the records found in the buffer at start-up, and the sent
+//!    journal (records delivered are not appended again; a chunk being sent at the crash
+//!    is put together again from the lines read again and re-sent under its own id) keep
+//!    them from being sent twice to an endpoint that honours Idempotency-Key.
 //! 3. Nothing is dropped silently: a line that cannot be delivered is kept on disk (a
 //!    dead-letter file or a backed-up chunk) with a reason an operator can see in a log
 //!    line and a metric.

@@ -23,6 +23,10 @@
 //!   `at-forwarder buffer requeue` puts them back.
 //! - `quarantine/` — damaged data found at start-up or when sending: whole files with a
 //!   bad header, records whose CRC fails, torn tails.
+//! - `sent.journal`, `sent.journal.old` — the hashes of the records of each chunk sent,
+//!   and which chunks were delivered: after a crash, records read again are not appended
+//!   again when delivered, and are put back into their chunk, under its id, when it was
+//!   being sent (format in `sent.rs`).
 //!
 //! Ids are `<created ms, 13 digits>-<instance>-<sequence>`, so names sort by age.
 //!
@@ -72,6 +76,7 @@ pub mod inspect;
 mod records;
 mod recovery;
 pub mod retry;
+mod sent;
 mod store;
 mod write;
 
@@ -122,8 +127,8 @@ pub struct Buffer {
     /// Records found at start-up or delivered by the previous process, not appended again
     /// when read again.
     recovered: handled::Recovered,
-    /// Hashes of delivered records, for the next process (see `handled.rs`).
-    delivered: handled::Delivered,
+    /// What was sent and delivered, for the next process (see `sent.rs`).
+    sent: sent::Journal,
     /// Signalled when a chunk may have become ready to send.
     ready: Notify,
     /// Signalled when space was freed.
@@ -146,12 +151,13 @@ impl Buffer {
         let opts_path = opts.path.clone();
         let store = store::Store::new(opts, dirs);
         let recovered = handled::Recovered::new();
-        recovered.add_delivered(&opts_path);
         recovery::recover(&store, &recovered);
+        let in_buffer = store.queued_ids();
+        store.expect_again(sent::load(&opts_path, &recovered, &in_buffer));
         Ok(Arc::new(Buffer {
             store,
             recovered,
-            delivered: handled::Delivered::new(&opts_path),
+            sent: sent::Journal::new(&opts_path),
             ready: Notify::new(),
             space: Notify::new(),
         }))
@@ -265,12 +271,17 @@ impl Buffer {
             match read {
                 Ok(records) if records.is_empty() => self.store.discard(&id),
                 Ok(records) => {
+                    let per_body = self
+                        .store
+                        .per_body
+                        .load(std::sync::atomic::Ordering::Relaxed);
+                    self.sent.sending(&id, &key, per_body, &records);
                     return Some(Taken {
                         id,
                         key,
                         attempts,
                         records,
-                    })
+                    });
                 }
                 Err(e) => {
                     error!(chunk = %id, error = %e, "Chunk unreadable; moving it to the backup directory.");
@@ -325,7 +336,7 @@ impl Buffer {
             other => self.store.finish(&taken.id, other, now),
         };
         if matches!(outcome, Outcome::Delivered) && result.is_ok() {
-            self.delivered.record(&taken.records);
+            self.sent.delivered(&taken.id);
         }
         if matches!(outcome, Outcome::Retry { .. }) {
             // Chunks queued behind this one wait on disk (an error is logged by the spill).

@@ -21,6 +21,7 @@ use crate::config::buffer::OverflowAction;
 
 mod memory;
 mod outcome;
+mod reassembly;
 mod seal;
 
 use memory::MemoryChunk;
@@ -125,6 +126,8 @@ pub(super) struct State {
     generation: u64,
     /// Bytes of chunks in memory only (open, queued or in flight).
     memory: u64,
+    /// Chunks being put together again after a crash (`store/reassembly.rs`).
+    reassembly: Option<reassembly::Reassembly>,
 }
 
 /// Where the buffer lives on disk.
@@ -198,6 +201,7 @@ impl Store {
             delivered_by_key: BTreeMap::new(),
             generation: 0,
             memory: 0,
+            reassembly: None,
         };
         Store {
             opts,
@@ -226,6 +230,17 @@ impl Store {
 
     fn meta_path(&self, id: &str) -> PathBuf {
         self.dirs.chunks.join(format!("{id}.meta"))
+    }
+
+    /// The ids of the chunks queued (after recovery: those found on disk).
+    pub(super) fn queued_ids(&self) -> std::collections::HashSet<ChunkId> {
+        self.lock().queue.keys().cloned().collect()
+    }
+
+    /// A new chunk id: names sort by age (see the module doc of [`super`]).
+    fn new_id(&self, s: &mut State, created_ms: u64) -> ChunkId {
+        s.seq += 1;
+        format!("{created_ms:013}-{:08x}-{:06}", self.instance, s.seq)
     }
 
     /// Puts a recovered sealed chunk in the queue.
@@ -331,9 +346,8 @@ impl Store {
 
     /// A new chunk for `key`: in memory when the buffer keeps chunks there, else a file.
     fn open_chunk(&self, s: &mut State, key: &str) -> io::Result<OpenChunk> {
-        s.seq += 1;
         let created_ms = now_ms();
-        let id = format!("{created_ms:013}-{:08x}-{:06}", self.instance, s.seq);
+        let id = self.new_id(s, created_ms);
         let (file, data, len) = if self.in_memory() && self.may_hold(s, key) {
             let header = chunk::header(key, created_ms);
             let limit = usize::try_from(self.chunk_limit()).unwrap_or(0);

@@ -95,6 +95,9 @@ impl Buffer {
         if skipped > 0 {
             info!(key = %key, records = skipped, "Lines read again after a crash were already in the buffer; not appended twice.");
         }
+        // Records of a chunk that was being sent at the crash go back into it instead
+        // (`store/reassembly.rs`); they count as appended, and hold the receipt below.
+        let skipped = skipped + self.store.set_aside(key, &mut records);
         let limit = usize::try_from(self.store.chunk_limit()).unwrap_or(usize::MAX);
         let pieces = records.pieces(limit);
         let mut receipts = Receipts {

@@ -7,12 +7,14 @@
 //! peak RSS printed.
 //!
 //! Duplicates: with chunks held in memory (the default), a crash makes the tailer read
-//! again what was not yet delivered, and a chunk being sent at that moment (the receiver
-//! may have it already) arrives twice: below 1 % here (records delivered before the crash
-//! are journalled and not sent again; measured 0.04–0.51 % with both cores busy with other
-//! work, so the bound holds on a loaded machine). With `AT_CHAOS_MEMORY_LIMIT=0`
-//! (every chunk written to disk first, re-sent after a crash with its Idempotency-Key)
-//! below 0.1 %.
+//! again what was not yet delivered. Records delivered before the crash are not sent
+//! again, and a chunk being sent at that moment (the receiver may have it already) is put
+//! together again from the lines read again and re-sent under its own id, which the
+//! receiver answers as an Idempotency-Key replay (the buffer's sent journal). Measured: 0
+//! duplicates in three runs with both cores busy with other work. The bound, 0.5 %, leaves
+//! room for a chunk whose lines do not all come back in time (sent again under a new id).
+//! With `AT_CHAOS_MEMORY_LIMIT=0` (every chunk written to disk first, re-sent after a
+//! crash with its Idempotency-Key) below 0.1 %.
 //!
 //! Short mode (CI): one cycle, about three minutes. Long mode: `scripts/chaos.sh --soak 10m`
 //! (sets `AT_CHAOS_SOAK`) repeats cycles for that long, in release.
@@ -491,7 +493,7 @@ fn chaos() {
     let per_mille = if crate::chaos_world::memory_limit().is_some_and(|m| m == "0") {
         1
     } else {
-        10
+        5
     };
     assert!(
         duplicates * 1000 < generated.written * per_mille,

@@ -115,7 +115,8 @@ impl Store {
             .map(|(k, c)| (k, c.first_gen));
         let queued =
             (s.queue.values()).filter_map(|q| q.resident.as_ref().map(|r| (&q.key, r.first_gen)));
-        for (key, generation) in open.chain(queued) {
+        let rebuilt = s.reassembly.iter().flat_map(|r| r.floors());
+        for (key, generation) in open.chain(queued).chain(rebuilt) {
             match floors.iter_mut().find(|(k, _)| k == key) {
                 Some((_, f)) => *f = (*f).min(generation),
                 None => floors.push((key.clone(), generation)),
@@ -190,7 +191,7 @@ impl Store {
     /// Seals every open chunk held in memory (no fsync needed); returns how many.
     pub(in crate::buffer) fn seal_resident(&self) -> usize {
         let mut s = self.lock();
-        seal_open_resident(&mut s)
+        self.queue_rebuilt_due(&mut s, std::time::Instant::now(), true) + seal_open_resident(&mut s)
     }
 
     /// Frees memory by writing chunks to disk, oldest first, until at most half of
@@ -203,6 +204,7 @@ impl Store {
         let mut spilled = 0;
         for seal_open in [false, true] {
             if seal_open && s.memory > target {
+                self.queue_rebuilt_due(&mut s, std::time::Instant::now(), true);
                 seal_open_resident(&mut s);
             }
             let ids: Vec<String> = (s.queue.iter())
@@ -274,7 +276,7 @@ impl MemoryChunk {
     }
 
     /// A chunk of `header` whose records keep their frame headers.
-    fn framed(header: Vec<u8>) -> Self {
+    pub(super) fn framed(header: Vec<u8>) -> Self {
         MemoryChunk {
             bytes: header,
             spans: Vec::new(),
@@ -282,8 +284,13 @@ impl MemoryChunk {
         }
     }
 
+    /// Its size in bytes, as its file would be.
+    pub(super) fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
     /// Frames `record` after the others.
-    fn push(&mut self, record: &[u8]) {
+    pub(super) fn push(&mut self, record: &[u8]) {
         let start = self.bytes.len() + 8;
         chunk::frame(record, &mut self.bytes);
         self.spans.push(start..self.bytes.len());

@@ -134,7 +134,8 @@ impl Store {
         for key in &due {
             self.seal_locked(&mut s, key)?;
         }
-        Ok(due.len() + filled)
+        let rebuilt = self.queue_rebuilt_due(&mut s, now, all);
+        Ok(due.len() + filled + rebuilt)
     }
 
     fn seal_locked(&self, s: &mut State, key: &str) -> io::Result<()> {

@@ -30,9 +30,10 @@
 //! - **The process dies** (`kill -9`, OOM, panic): the page cache survives, so chunk files
 //!   and the journal do. The next start resumes from the journal; lines read after it
 //!   (held in memory chunks, not delivered) are read again. A record delivered before the
-//!   crash is not appended again (the buffer's delivered journal, `buffer/handled.rs`).
-//!   Duplicates: the records of chunks *being sent* at the crash that the endpoint had
-//!   accepted — at most `flush_thread_count` chunks per output.
+//!   crash is not appended again, and a chunk *being sent* at the crash is put together
+//!   again from them and re-sent under its own id (the buffer's sent journal,
+//!   `buffer/sent.rs`). Duplicates: such a chunk when the endpoint ignores
+//!   Idempotency-Key, or when not all of its lines came back (a file deleted meanwhile).
 //! - **The machine dies** (power loss, kernel panic): unsynced data and the journal are
 //!   gone (the journal records its boot id and is ignored after a reboot). The saved
 //!   positions cover only fsynced or delivered lines. Duplicates: what was delivered since
