@@ -229,6 +229,12 @@ impl Buffer {
         Ok(sealed)
     }
 
+    /// Chunks worth waiting for at shutdown: in memory, being sent, or due for a key the
+    /// output can send (not those waiting for a retry or a token; they are on disk).
+    pub fn flushable(&self) -> usize {
+        self.store.flushable(Instant::now())
+    }
+
     /// Bytes on disk, chunks queued (sealed), chunks open.
     pub fn sizes(&self) -> (u64, usize, usize) {
         self.store.sizes()

@@ -146,7 +146,7 @@ pub struct Records {
 pub(super) fn separator(index: usize, per_body: usize) -> &'static [u8; 8] {
     match index {
         0 => b"[       ",
-        _ if index % per_body.max(1) == 0 => b"]      [",
+        _ if index.is_multiple_of(per_body.max(1)) => b"]      [",
         _ => b",       ",
     }
 }
@@ -216,8 +216,8 @@ impl Records {
     /// whole from its file and `part` is one of the bodies it was laid out in.
     pub fn json(&self, part: Range<usize>) -> Option<Bytes> {
         let per = self.per_body.max(1);
-        let whole =
-            part.start % per == 0 && part.end == part.start.saturating_add(per).min(self.len());
+        let whole = part.start.is_multiple_of(per)
+            && part.end == part.start.saturating_add(per).min(self.len());
         let index = part.start / per;
         self.bodies
             .get(index)

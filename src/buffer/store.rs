@@ -128,6 +128,8 @@ pub(super) struct State {
     memory: u64,
     /// Chunks being put together again after a crash (`store/reassembly.rs`).
     reassembly: Option<reassembly::Reassembly>,
+    /// When each failing key's retries were last logged.
+    retry_reports: outcome::RetryReports,
 }
 
 /// Where the buffer lives on disk.
@@ -202,6 +204,7 @@ impl Store {
             generation: 0,
             memory: 0,
             reassembly: None,
+            retry_reports: outcome::RetryReports::default(),
         };
         Store {
             opts,

@@ -1,18 +1,20 @@
 //! The command line: parses arguments, sets up logging, and hands the work to the library
 //! modules. Kept thin: each subcommand is a few lines around a library call.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, ConfigError, LoadOptions, Loaded};
 
+mod logging;
 mod run;
 mod tools;
+
+use logging::LogFormat;
 
 /// Exit code of a configuration that cannot be loaded.
 const EXIT_INVALID_CONFIG: u8 = 2;
@@ -21,15 +23,10 @@ const EXIT_INVALID_CONFIG: u8 = 2;
 #[derive(Debug, Parser)]
 #[command(name = "at-forwarder", version, about, propagate_version = true)]
 pub struct Cli {
-    /// Log verbosity: trace, debug, info, warn, error, or a tracing filter such as
-    /// "info,at_forwarder::config=debug".
-    #[arg(
-        long,
-        global = true,
-        default_value = "info",
-        env = "AT_FORWARDER_LOG_LEVEL"
-    )]
-    log_level: String,
+    /// Log verbosity: trace, debug, info, warn, error, off, or directives such as
+    /// "info,at_forwarder::tail=debug" [default: `<system> log_level`, else info].
+    #[arg(long, global = true, env = "AT_FORWARDER_LOG_LEVEL")]
+    log_level: Option<String>,
 
     /// Log line format; auto means text on a terminal and JSON lines otherwise.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Auto, env = "AT_FORWARDER_LOG_FORMAT")]
@@ -37,13 +34,6 @@ pub struct Cli {
 
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum LogFormat {
-    Auto,
-    Text,
-    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -256,13 +246,14 @@ enum Command {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The demo prints its own progress; the pipeline's INFO lines would bury it.
-    let level = if matches!(cli.command, Command::Demo { .. }) && cli.log_level == "info" {
-        "warn"
-    } else {
-        cli.log_level.as_str()
+    let filter = match log_filter(&cli) {
+        Ok(filter) => filter,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(EXIT_INVALID_CONFIG);
+        }
     };
-    if let Err(e) = init_logging(level, cli.log_format) {
+    if let Err(e) = logging::init(&filter, cli.log_format) {
         eprintln!("error: {e:#}");
         return ExitCode::from(EXIT_INVALID_CONFIG);
     }
@@ -341,23 +332,20 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging(level: &str, format: LogFormat) -> Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
-        .with_context(|| format!("invalid --log-level '{level}'"))?;
-    let json = match format {
-        LogFormat::Auto => !std::io::stderr().is_terminal(),
-        LogFormat::Text => false,
-        LogFormat::Json => true,
-    };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().flatten_event(true).init();
-    } else {
-        builder.init();
+/// The log filter: `--log-level`, else the config's `<system> log_level` (for `run`),
+/// else info (warn for the demo, which prints its own progress).
+fn log_filter(cli: &Cli) -> Result<String> {
+    if let Some(level) = &cli.log_level {
+        return logging::filter_of(level);
     }
-    Ok(())
+    if let Command::Run { config, .. } = &cli.command {
+        // Errors are reported by the load that follows, once logging is set up.
+        if let Ok(loaded) = config::load(config, &LoadOptions::default()) {
+            return Ok(logging::filter_of_config(loaded.config.system.log_level).to_string());
+        }
+    }
+    let demo = matches!(cli.command, Command::Demo { .. });
+    Ok(if demo { "warn" } else { "info" }.to_string())
 }
 
 fn load(path: &std::path::Path, strict: bool) -> Result<Loaded, ExitCode> {

@@ -15,6 +15,14 @@ pub(super) fn run(path: &std::path::Path, metrics_listen: std::net::SocketAddr) 
         Err(code) => return code,
     };
     loaded.log_warnings();
+    // Before anything is opened: a second instance must not touch the first one's state.
+    let _instance = match crate::pipeline::instance::lock(&loaded.config) {
+        Ok(lock) => lock,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
     match runtime().and_then(|rt| rt.block_on(run_daemon(path, loaded.config, metrics_listen))) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

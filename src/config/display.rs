@@ -223,7 +223,7 @@ fn describe_buffer(out: &mut String, b: &BufferConfig) {
 pub(crate) fn size(bytes: u64) -> String {
     const UNITS: [(u32, &str); 4] = [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")];
     for (shift, unit) in UNITS {
-        if bytes >= 1 << shift && bytes % (1 << shift) == 0 {
+        if bytes >= 1 << shift && bytes.is_multiple_of(1 << shift) {
             return format!("{} {unit} ({bytes} bytes)", bytes >> shift);
         }
     }

@@ -82,7 +82,11 @@ pub fn wide_event(svc: usize, seq: u64, now: Timestamp) -> String {
 pub fn event(svc: usize, seq: u64, now: Timestamp) -> String {
     let service = service_name(svc);
     let verb = ACTIONS[(seq % 5) as usize];
-    let outcome = if seq % 11 == 0 { "failure" } else { "success" };
+    let outcome = if seq.is_multiple_of(11) {
+        "failure"
+    } else {
+        "success"
+    };
     let code = if outcome == "failure" { 403 } else { 200 };
     let severity = match verb {
         "delete" => "critical",
@@ -90,7 +94,7 @@ pub fn event(svc: usize, seq: u64, now: Timestamp) -> String {
         _ => "normal",
     };
     // Alternate the seed's Go time form with ISO 8601, as real services do.
-    let time = if seq % 2 == 0 {
+    let time = if seq.is_multiple_of(2) {
         now.to_at_format()
     } else {
         go_time(now)

@@ -114,7 +114,7 @@ fn check_ranges(
     if !(1..=12).contains(&month) {
         return Err(format!("month {month} does not exist"));
     }
-    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let leap = year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400));
     let days_in_month = [
         31,
         if leap { 29 } else { 28 },

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use bytes::Bytes;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info};
 
 use super::secrets::Secrets;
 use crate::buffer::{Outcome, Records, Sink, Taken};
@@ -208,7 +208,8 @@ impl AtSink {
                 }
             }
             408 | 429 | 500..=599 => {
-                warn!(status, "Activity Tracker is unavailable; will retry.");
+                // The buffer reports the retry, once a minute per service at most.
+                debug!(status, "Activity Tracker is unavailable; will retry.");
                 Outcome::Retry {
                     after: retry_after,
                     reason,

@@ -30,6 +30,7 @@ use crate::output::at::AtSink;
 use crate::tail::{run as tail_run, PositionStore, Tailer};
 
 mod checkpoint;
+pub mod instance;
 mod route;
 pub mod supervisor;
 mod worker;
@@ -288,8 +289,9 @@ fn register_buffer_metrics(
     )
 }
 
-/// Seals every open chunk; for buffers with `flush_at_shutdown`, waits until they are
-/// empty or the deadline passes.
+/// Seals every open chunk; for buffers with `flush_at_shutdown`, waits until no chunk
+/// can still be sent (those waiting for a retry or a token are on disk already), or the
+/// deadline passes.
 async fn flush(routes: &Routes) {
     for b in routes.buffers() {
         let b = Arc::clone(b);
@@ -301,7 +303,7 @@ async fn flush(routes: &Routes) {
     }
     let deadline = Instant::now() + FLUSH_DEADLINE;
     for (b, flush_at_shutdown) in routes.flushed() {
-        while flush_at_shutdown && b.sizes().1 > 0 && Instant::now() < deadline {
+        while flush_at_shutdown && b.flushable() > 0 && Instant::now() < deadline {
             b.wait_for_space(Duration::from_millis(100)).await;
         }
         let (bytes, queued, _) = b.sizes();

@@ -336,6 +336,7 @@ impl Tailer {
         for f in new {
             match self.start_tracking(&f, now) {
                 Ok(w) => {
+                    info!(path = %f.path.display(), offset = w.next.offset, "Following a file.");
                     // Where a new file starts is itself a position to save: a copy found
                     // by content, or a file tailed from its end, must not be read from
                     // its start after a restart.

@@ -22,6 +22,7 @@ mod demo;
 mod events_golden;
 mod events_props;
 mod hostile;
+mod operate;
 mod ops;
 mod output_at;
 mod output_e2e;

@@ -99,6 +99,23 @@ impl Store {
         Ok(ids.len())
     }
 
+    /// Chunks a flush at shutdown waits for: held in memory, being sent, or due now for a
+    /// key the output can send. Not those waiting for a retry or for a token: they are on
+    /// disk, and sent after the next start.
+    pub(in crate::buffer) fn flushable(&self, now: std::time::Instant) -> usize {
+        let s = self.lock();
+        let sendable = self
+            .sendable
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let can = |key: &str| sendable.as_ref().is_none_or(|can| can(key));
+        (s.queue.values())
+            .filter(|q| {
+                q.resident.is_some() || q.in_flight || (q.next_attempt <= now && can(&q.key))
+            })
+            .count()
+    }
+
     /// Whether a chunk waits for a retry.
     pub(in crate::buffer) fn failing(&self) -> bool {
         self.lock().queue.values().any(|q| q.attempts > 0)

@@ -1,11 +1,12 @@
 //! What a send's outcome does to a taken chunk: delivered (removed), retried later,
 //! split in two, discarded, or moved to the backup directory.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use tracing::{error, warn};
+use tracing::{debug, error, info, warn};
 
 use super::{chunk, now_ms, remove_quietly, Meta, Queued, State, Store};
 use crate::buffer::records::Records;
@@ -30,6 +31,9 @@ impl Store {
                 s.total = s.total.saturating_sub(q.bytes);
                 s.counters.delivered += 1;
                 *s.delivered_by_key.entry(q.key.clone()).or_default() += q.records;
+                if let Some(failures) = s.retry_reports.delivered(&q.key) {
+                    info!(key = %q.key, failed_attempts = failures, "Delivering again.");
+                }
                 if q.resident.is_some() {
                     s.memory = s.memory.saturating_sub(q.bytes);
                     return Ok(());
@@ -55,7 +59,15 @@ impl Store {
                     fastrand::f64(),
                 ) {
                     Next::RetryIn(delay) => {
-                        warn!(chunk = %id, key = %q.key, attempts, retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), %reason, "Send failed; will retry.");
+                        let retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+                        match s.retry_reports.failed(&q.key, now) {
+                            Some(not_logged) => {
+                                warn!(chunk = %id, key = %q.key, attempts, retry_in_ms, %reason, failures_not_logged = not_logged, "Send failed; will retry (logged once a minute per key at most).")
+                            }
+                            None => {
+                                debug!(chunk = %id, key = %q.key, attempts, retry_in_ms, %reason, "Send failed; will retry.")
+                            }
+                        }
                         let entry = s.queue.get_mut(id).expect("present above");
                         entry.attempts = attempts;
                         entry.first_failure = Some(first);
@@ -182,5 +194,75 @@ impl Store {
         if let Err(e) = moved {
             error!(chunk = %id, error = %e, "Could not move a chunk to the backup directory; it stays in chunks/ and will be sent again after a restart.");
         }
+    }
+}
+
+/// How often a failing key's retries are logged at WARN.
+const REPORT_EVERY: Duration = Duration::from_secs(60);
+
+/// Per key: when a failed send was last logged at WARN, and the failures since.
+#[derive(Debug, Default)]
+pub(super) struct RetryReports {
+    keys: HashMap<String, Report>,
+}
+
+#[derive(Debug)]
+struct Report {
+    logged: Instant,
+    not_logged: u64,
+    failures: u64,
+}
+
+impl RetryReports {
+    /// Notes a failed send of `key`; `Some(failures not logged since the last line)` when
+    /// this one is to be logged: the first, then one a minute at most.
+    fn failed(&mut self, key: &str, now: Instant) -> Option<u64> {
+        let Some(r) = self.keys.get_mut(key) else {
+            self.keys.insert(
+                key.to_string(),
+                Report {
+                    logged: now,
+                    not_logged: 0,
+                    failures: 1,
+                },
+            );
+            return Some(0);
+        };
+        r.failures += 1;
+        if now.saturating_duration_since(r.logged) < REPORT_EVERY {
+            r.not_logged += 1;
+            return None;
+        }
+        r.logged = now;
+        Some(std::mem::take(&mut r.not_logged))
+    }
+
+    /// Notes a delivery of `key`; `Some(failures)` when it had been failing.
+    fn delivered(&mut self, key: &str) -> Option<u64> {
+        self.keys.remove(key).map(|r| r.failures)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_key_is_logged_at_once_then_once_a_minute_with_a_count() {
+        let mut reports = RetryReports::default();
+        let t0 = Instant::now();
+        assert_eq!(reports.failed("svc", t0), Some(0));
+        for i in 1..=5 {
+            assert_eq!(reports.failed("svc", t0 + Duration::from_secs(i)), None);
+        }
+        assert_eq!(reports.failed("other", t0), Some(0), "per key");
+        assert_eq!(reports.failed("svc", t0 + REPORT_EVERY), Some(5));
+        assert_eq!(reports.delivered("svc"), Some(7));
+        assert_eq!(reports.delivered("svc"), None);
+        assert_eq!(
+            reports.failed("svc", t0 + REPORT_EVERY),
+            Some(0),
+            "a new failure is news"
+        );
     }
 }

@@ -1,0 +1,134 @@
+//! What an operator meets running the real binary: log levels and formats, one instance
+//! per state directory, and a shutdown that does not wait for what it cannot send.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::daemon::{append, start};
+use crate::support::{binary, run};
+
+const EVENT: &str = r#"{"meta":{"serviceProviderName":"svc","userAccountIds":["a1"]},"payload":{"id":"ID","action":"svc.thing.create","outcome":"success","initiator":{"id":"u","typeURI":"t"},"target":{"id":"t","typeURI":"svc/thing"},"eventTime":"2020-01-01 00:00:00 +0000 UTC"}}"#;
+
+/// tail → stdout over `dir/logs/*.log`, positions in `dir`, `system` inside `<system>`.
+fn stdout_config(dir: &Path, system: &str) -> PathBuf {
+    let logs = dir.join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let conf = dir.join("at.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "<system>\n{system}</system>\n<source>\n  @type tail\n  path {0}/*.log\n  pos_file {1}/at.pos\n  tag at.*\n  format json\n  read_from_head true\n</source>\n<match at.**>\n  @type stdout\n</match>\n",
+            logs.display(),
+            dir.display()
+        ),
+    )
+    .unwrap();
+    conf
+}
+
+#[test]
+fn an_unknown_log_level_is_refused_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = stdout_config(dir.path(), "");
+    let (code, _, err) = run(binary()
+        .args(["--log-level", "verbose", "run", "-c"])
+        .arg(&conf));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("unknown log level 'verbose'"), "{err}");
+    assert!(!dir.path().join("at.pos").exists(), "nothing was started");
+}
+
+#[test]
+fn the_config_s_system_log_level_applies() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = stdout_config(dir.path(), "  log_level debug\n");
+    append(&dir.path().join("logs/svc.log"), &format!("{EVENT}\n"));
+    let daemon = start(&conf);
+    let debug = daemon.log_line("\"level\":\"DEBUG\"", Duration::from_secs(20));
+    assert!(
+        debug.is_some(),
+        "no debug line with <system> log_level debug"
+    );
+    assert_eq!(daemon.stop(), 0);
+}
+
+#[test]
+fn a_text_log_written_to_a_pipe_has_no_escape_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = stdout_config(dir.path(), "");
+    let mut child = binary()
+        .args([
+            "--log-format",
+            "text",
+            "run",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "-c",
+        ])
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let started = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|l| l.contains("at-forwarder started"))
+        .expect("a start-up line");
+    assert_eq!(crate::support::terminate(&mut child), Some(0));
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    for line in std::iter::once(&started).chain(&rest) {
+        assert!(!line.contains('\u{1b}'), "escape codes in a pipe: {line:?}");
+    }
+}
+
+#[test]
+fn a_second_instance_on_the_same_state_exits_naming_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = stdout_config(dir.path(), "");
+    let first = start(&conf);
+    first.wait_started();
+    let started = Instant::now();
+    let (code, _, err) = run(binary()
+        .args([
+            "--log-format",
+            "text",
+            "run",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "-c",
+        ])
+        .arg(&conf)
+        .stdin(Stdio::null()));
+    assert_eq!(code, 1, "{err}");
+    let named = format!("another at-forwarder (pid {}) is running on", first.pid());
+    assert!(err.contains(&named), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "it did not wait"
+    );
+    assert_eq!(first.stop(), 0);
+}
+
+#[test]
+fn shutdown_does_not_wait_for_chunks_of_a_service_without_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    // An endpoint that is never reached: the only service has no token.
+    let conf = crate::support::at_config(dir.path(), "http://127.0.0.1:9", "");
+    let other = EVENT.replace("\"svc\"", "\"no-token\"");
+    append(&dir.path().join("logs/x.log"), &format!("{other}\n"));
+    let daemon = start(&conf);
+    daemon
+        .log_line("service token does not exist", Duration::from_secs(20))
+        .expect("the send was tried");
+    let asked = Instant::now();
+    assert_eq!(daemon.stop_within(Duration::from_secs(20)), Some(0));
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "shutdown waited {:?} for a chunk on disk that cannot be sent",
+        asked.elapsed()
+    );
+}
