@@ -1,4 +1,5 @@
-# Multi-stage build: a static-ish release binary on a small, non-root runtime image.
+# Multi-stage build: a static-ish release binary on a small runtime image, non-root by
+# default (the DaemonSet runs it as root with only DAC_READ_SEARCH: see daemonset.yaml).
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY . .

@@ -21,16 +21,29 @@ pub(crate) fn start(conf: &Path) -> Daemon {
 
 /// As [`start`], with the operations endpoint on `listen`.
 pub(crate) fn start_on(conf: &Path, listen: &str) -> Daemon {
-    let mut child = binary()
-        .args([
-            "--log-format",
-            "json",
-            "run",
-            "--metrics-listen",
-            listen,
-            "-c",
-        ])
-        .arg(conf)
+    let mut cmd = binary();
+    cmd.args(run_args(conf, listen));
+    start_command(cmd)
+}
+
+/// The arguments of `run` as the tests start it.
+pub(crate) fn run_args(conf: &Path, listen: &str) -> Vec<std::ffi::OsString> {
+    let args = [
+        "--log-format",
+        "json",
+        "run",
+        "--metrics-listen",
+        listen,
+        "-c",
+    ];
+    let mut args: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
+    args.push(conf.into());
+    args
+}
+
+/// Starts `cmd` (the binary, possibly under a wrapper) as a daemon.
+pub(crate) fn start_command(mut cmd: std::process::Command) -> Daemon {
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -132,3 +132,87 @@ fn shutdown_does_not_wait_for_chunks_of_a_service_without_a_token() {
         asked.elapsed()
     );
 }
+
+/// The DaemonSet's process: root with every capability dropped but DAC_READ_SEARCH.
+fn as_the_daemonset() -> std::process::Command {
+    let mut cmd = std::process::Command::new("setpriv");
+    cmd.args([
+        "--reuid=0",
+        "--regid=0",
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--bounding-set=-all,+dac_read_search",
+        "--no-new-privs",
+        "--",
+    ]);
+    cmd
+}
+
+#[test]
+fn the_daemonset_s_user_and_capabilities_read_another_user_s_0600_file_and_keep_state() {
+    use std::os::unix::fs::{chown, MetadataExt, PermissionsExt};
+    let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+    if !root || which("setpriv").is_none() {
+        eprintln!("skipped: needs root and setpriv (util-linux) to take the DaemonSet's identity");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // A service's logs, owned by its own user, readable by nobody else.
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let log = logs.join("svc.log");
+    std::fs::write(
+        &log,
+        format!("{}\n", EVENT.replace("\"ID\"", "\"e-private\"")),
+    )
+    .unwrap();
+    for (path, mode) in [(&log, 0o600), (&logs, 0o700)] {
+        chown(path, Some(4242), Some(4242)).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    // The state directory as kubelet creates a DirectoryOrCreate hostPath: root, 0755.
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let conf = dir.path().join("at.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "<source>\n  @type tail\n  path {}/*.log\n  pos_file {}/at.pos\n  tag at.*\n  format json\n  read_from_head true\n</source>\n<match at.**>\n  @type stdout\n</match>\n",
+            logs.display(),
+            state.display()
+        ),
+    )
+    .unwrap();
+    // The test has teeth: without the capability, root cannot read the file.
+    let mut bare = as_the_daemonset();
+    bare.args(["--bounding-set=-all", "cat"]).arg(&log);
+    let denied = bare.output().unwrap();
+    assert!(
+        !denied.status.success(),
+        "root without DAC_READ_SEARCH read it"
+    );
+
+    let mut cmd = as_the_daemonset();
+    cmd.arg(env!("CARGO_BIN_EXE_at-forwarder"))
+        .args(crate::daemon::run_args(&conf, "127.0.0.1:0"));
+    let daemon = crate::daemon::start_command(cmd);
+    let events = daemon.events(1);
+    assert!(
+        events.first().is_some_and(|e| e.contains("e-private")),
+        "{events:?}"
+    );
+    assert_eq!(daemon.stop(), 0);
+    assert!(
+        state.join("at.pos.sled").is_dir(),
+        "positions kept in the state directory"
+    );
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(program))
+            .find(|p| p.is_file())
+    })
+}
