@@ -28,6 +28,11 @@ pub struct Cli {
     #[arg(long, global = true, env = "AT_FORWARDER_LOG_LEVEL")]
     log_level: Option<String>,
 
+    /// Configuration file, in fluentd syntax (run, check, validate, positions, buffer,
+    /// dead-letters).
+    #[arg(short, long, global = true, env = "AT_FORWARDER_CONFIG")]
+    config: Option<PathBuf>,
+
     /// Log line format; auto means text on a terminal and JSON lines otherwise.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Auto, env = "AT_FORWARDER_LOG_FORMAT")]
     log_format: LogFormat,
@@ -90,9 +95,6 @@ enum Command {
     /// Run the forwarder until SIGTERM or SIGINT; SIGHUP, or a change of the configuration
     /// file, reloads it.
     Run {
-        /// Configuration file, in fluentd syntax.
-        #[arg(short, long, env = "AT_FORWARDER_CONFIG")]
-        config: PathBuf,
         /// Where /metrics, /healthz and /readyz listen when `<system> http_port` is not set.
         #[arg(
             long,
@@ -104,9 +106,6 @@ enum Command {
     /// Parse and validate a configuration, print the resolved pipeline; exit 0 when
     /// valid, 2 when not.
     Check {
-        /// Configuration file, in fluentd syntax.
-        #[arg(short, long, env = "AT_FORWARDER_CONFIG")]
-        config: PathBuf,
         /// Treat warnings as errors.
         #[arg(long)]
         strict: bool,
@@ -122,17 +121,11 @@ enum Command {
     },
     /// Inspect and re-inject events that could not be forwarded.
     DeadLetters {
-        /// Configuration file, in fluentd syntax (locates the state directory).
-        #[arg(short, long, env = "AT_FORWARDER_CONFIG")]
-        config: PathBuf,
         #[command(subcommand)]
         action: DeadLetterAction,
     },
     /// Inspect the disk buffers: chunks by key and state, their records, backed-up chunks.
     Buffer {
-        /// Configuration file, in fluentd syntax.
-        #[arg(short, long, env = "AT_FORWARDER_CONFIG")]
-        config: PathBuf,
         #[command(subcommand)]
         action: BufferAction,
     },
@@ -236,10 +229,19 @@ enum Command {
     },
     /// Show the saved tail positions: path, inode, offset, size, lag and state
     /// (active, rotated, gone) of every file each tail source has read.
+    /// Print a shell completion script: `at-forwarder completions bash >
+    /// /etc/bash_completion.d/at-forwarder`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `at-forwarder man | man -l -`.
+    Man,
     Positions {
-        /// Configuration file, in fluentd syntax.
-        #[arg(short, long, env = "AT_FORWARDER_CONFIG")]
-        config: PathBuf,
+        /// The running daemon's operations endpoint, asked when it holds the position
+        /// store [default: 127.0.0.1:<system> http_port, else 127.0.0.1:24231].
+        #[arg(long)]
+        endpoint: Option<std::net::SocketAddr>,
     },
 }
 
@@ -257,16 +259,38 @@ pub fn main() -> ExitCode {
         eprintln!("error: {e:#}");
         return ExitCode::from(EXIT_INVALID_CONFIG);
     }
+    let config = || {
+        cli.config.clone().ok_or_else(|| {
+            eprintln!("error: this command needs the configuration file: -c/--config FILE (or AT_FORWARDER_CONFIG)");
+            ExitCode::from(EXIT_INVALID_CONFIG)
+        })
+    };
     match cli.command {
-        Command::Check { config, strict } => check(&config, strict),
-        Command::Run {
-            config,
-            metrics_listen,
-        } => run::run(&config, metrics_listen),
-        Command::Positions { config } => positions(&config),
+        Command::Check { strict } => config().map_or_else(|c| c, |c| check(&c, strict)),
+        Command::Run { metrics_listen } => {
+            config().map_or_else(|c| c, |c| run::run(&c, metrics_listen))
+        }
+        Command::Positions { endpoint } => config().map_or_else(|c| c, |c| positions(&c, endpoint)),
         Command::Lint { strict, files } => tools::lint(strict, &files),
-        Command::DeadLetters { config, action } => dead_letters(&config, action),
-        Command::Buffer { config, action } => buffer(&config, action),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "at-forwarder", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            match clap_mangen::Man::new(cmd).render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::DeadLetters { action } => {
+            config().map_or_else(|c| c, |c| dead_letters(&c, action))
+        }
+        Command::Buffer { action } => config().map_or_else(|c| c, |c| buffer(&c, action)),
         Command::EncodeServices {
             services,
             at_host,
@@ -338,7 +362,7 @@ fn log_filter(cli: &Cli) -> Result<String> {
     if let Some(level) = &cli.log_level {
         return logging::filter_of(level);
     }
-    if let Command::Run { config, .. } = &cli.command {
+    if let (Command::Run { .. }, Some(config)) = (&cli.command, &cli.config) {
         // Errors are reported by the load that follows, once logging is set up.
         if let Ok(loaded) = config::load(config, &LoadOptions::default()) {
             return Ok(logging::filter_of_config(loaded.config.system.log_level).to_string());
@@ -500,7 +524,7 @@ fn dead_letters(path: &std::path::Path, action: DeadLetterAction) -> ExitCode {
     tools::dead_letters(&state, command)
 }
 
-fn positions(path: &std::path::Path) -> ExitCode {
+fn positions(path: &std::path::Path, endpoint: Option<std::net::SocketAddr>) -> ExitCode {
     use crate::config::SourceKind;
     use crate::tail::{report, PositionStore};
     let loaded = match load(path, false) {
@@ -532,13 +556,23 @@ fn positions(path: &std::path::Path) -> ExitCode {
                 dir.display(),
                 report::table(&rows)
             ),
-            Err(e) => {
-                let hint = if matches!(e, crate::tail::positions::PositionsError::Locked { .. }) {
-                    "\n  = help: a running at-forwarder holds the store; stop it to read positions"
-                } else {
-                    ""
+            Err(crate::tail::positions::PositionsError::Locked { .. }) => {
+                // A running daemon holds the store: it reports every source itself.
+                let port = loaded.config.system.http_port.unwrap_or(24231);
+                let addr = endpoint.unwrap_or_else(|| ([127, 0, 0, 1], port).into());
+                return match tools::http_get(addr, "/positions") {
+                    Ok(body) => {
+                        print!("{body}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("error: a running at-forwarder holds the position store, and its endpoint http://{addr}/positions did not answer: {e:#}\n  = help: pass --endpoint ADDR (its <system> http_port or --metrics-listen)");
+                        ExitCode::FAILURE
+                    }
                 };
-                eprintln!("error: source #{}: {e}{hint}", i + 1);
+            }
+            Err(e) => {
+                eprintln!("error: source #{}: {e}", i + 1);
                 failed = true;
             }
         }

@@ -271,3 +271,25 @@ pub(crate) fn encode_services(services: &[String], at_host: &str, yaml: bool) ->
         }
     }
 }
+
+/// A plain `GET` of `path` from a local endpoint (the daemon's operations endpoint);
+/// the body of a 200 answer.
+pub(super) fn http_get(addr: std::net::SocketAddr, path: &str) -> anyhow::Result<String> {
+    use std::io::{Read, Write};
+    let timeout = std::time::Duration::from_secs(10);
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut answer = Vec::new();
+    stream.take(64 << 20).read_to_end(&mut answer)?;
+    let answer = String::from_utf8_lossy(&answer);
+    let (head, body) = answer
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow::anyhow!("not an HTTP answer"))?;
+    let status = head.split(' ').nth(1).unwrap_or_default();
+    anyhow::ensure!(status == "200", "answered {status}");
+    Ok(body.to_string())
+}

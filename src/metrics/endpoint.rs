@@ -42,7 +42,7 @@ pub async fn serve(
         .await
         .map_err(|e| anyhow::anyhow!("binding the operations endpoint {addr}: {e}"))?;
     let bound = listener.local_addr()?;
-    info!(addr = %bound, "Operations endpoint: /metrics, /healthz, /readyz.");
+    info!(addr = %bound, "Operations endpoint: /metrics, /healthz, /readyz, /positions.");
     tokio::spawn(accept_loop(listener, shutdown, metrics));
     Ok(bound)
 }
@@ -140,6 +140,16 @@ async fn exchange(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<(
             respond(&mut stream, 503, "text/plain", "stalled").await
         }
         b"/healthz" => respond(&mut stream, 200, "text/plain", "ok").await,
+        b"/positions" => {
+            // Reports walk the sources' globs: off the async threads.
+            let reports = metrics.position_reports();
+            let body = tokio::task::spawn_blocking(move || {
+                reports.iter().map(|r| r()).collect::<String>()
+            })
+            .await
+            .unwrap_or_else(|e| format!("error: {e}\n"));
+            respond(&mut stream, 200, "text/plain", &body).await
+        }
         b"/readyz" => {
             if metrics.any_stalled() {
                 respond(&mut stream, 503, "text/plain", "stalled").await

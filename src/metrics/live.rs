@@ -61,6 +61,9 @@ impl BufferCounts {
 /// Reads a buffer's state at a scrape.
 pub type Sampler = Box<dyn Fn() -> BufferSample + Send + Sync>;
 
+/// Writes a plain-text report on request (the positions of a source, for `GET /positions`).
+pub type Report = Arc<dyn Fn() -> String + Send + Sync>;
+
 /// The gauges and counters one tail source updates as it reads.
 #[derive(Debug, Default)]
 pub struct SourceGauges {
@@ -85,6 +88,8 @@ pub(super) struct Live {
     next_id: u64,
     outputs: Vec<(u64, String, Sampler)>,
     sources: Vec<(u64, Arc<SourceGauges>)>,
+    /// Position reports, one per source.
+    positions: Vec<(u64, Report)>,
     /// Counters of instances that ended, by output label.
     carried: BTreeMap<String, BufferCounts>,
     /// Events delivered by instances that ended, by output label and service.
@@ -115,6 +120,7 @@ impl Drop for Registration {
             let carried = live.carried.entry(label).or_default();
             *carried = carried.plus(last.counts);
         }
+        live.positions.retain(|(p, _)| *p != id);
         if let Some(i) = live.sources.iter().position(|(s, _)| *s == id) {
             let (_, gauges) = live.sources.remove(i);
             live.carried_read.0 += gauges.lines_read.load(Ordering::Relaxed);
@@ -148,6 +154,28 @@ impl Metrics {
             id,
         };
         (gauges, registration)
+    }
+
+    /// A source's position report, served at `GET /positions` until the registration
+    /// drops.
+    pub fn register_positions(self: &Arc<Self>, report: Report) -> Registration {
+        let mut live = lock(&self.live);
+        live.next_id += 1;
+        let id = live.next_id;
+        live.positions.push((id, report));
+        Registration {
+            metrics: Arc::clone(self),
+            id,
+        }
+    }
+
+    /// The position reports, in source order.
+    pub(super) fn position_reports(&self) -> Vec<Report> {
+        lock(&self.live)
+            .positions
+            .iter()
+            .map(|(_, r)| Arc::clone(r))
+            .collect()
     }
 
     /// Appends the sources' and outputs' series, each family once.

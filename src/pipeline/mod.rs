@@ -130,6 +130,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, metrics: Arc<Metri
             commit_interval(&config),
             health.register(&format!("commit:{}", index + 1)),
         )?;
+        registrations.push(register_positions(&metrics, index, &tail.options, &store));
         let mut tailer = Tailer::open(tail.options.clone(), store).context("loading positions")?;
         let (gauges, registration) = metrics.register_source();
         tailer.report_to(gauges);
@@ -253,6 +254,28 @@ fn refused_alone(dead_letters: &Arc<DeadLetterStore>) -> buffer::engine::DeadLet
             tracing::error!(error = %e, "Could not write a dead letter; the event stays in its chunk's backup.");
         }
     })
+}
+
+/// Serves source `index`'s positions at `GET /positions` (so `at-forwarder positions`
+/// works while the store is held), until the registration drops.
+fn register_positions(
+    metrics: &Arc<Metrics>,
+    index: usize,
+    opts: &crate::tail::TailOptions,
+    store: &PositionStore,
+) -> Registration {
+    let (opts, store) = (opts.clone(), store.clone());
+    metrics.register_positions(Arc::new(move || {
+        let table = crate::tail::report::positions(&opts, &store).map_or_else(
+            |e| format!("error: {e}\n"),
+            |rows| crate::tail::report::table(&rows),
+        );
+        let place = opts.pos_file.as_ref().map_or_else(
+            || "positions in memory".to_string(),
+            |p| PositionStore::dir_for(p).display().to_string(),
+        );
+        format!("source #{} ({place}):\n{table}", index + 1)
+    }))
 }
 
 /// Reports a buffer's sizes, chunk states, counters and oldest event's age, read at

@@ -216,3 +216,66 @@ fn which(program: &str) -> Option<PathBuf> {
             .find(|p| p.is_file())
     })
 }
+
+#[test]
+fn positions_work_while_the_daemon_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = stdout_config(dir.path(), "");
+    append(&dir.path().join("logs/svc.log"), &format!("{EVENT}\n"));
+    let daemon = start(&conf);
+    let line = daemon
+        .log_line("Operations endpoint", Duration::from_secs(20))
+        .expect("the endpoint's address is logged");
+    let addr: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let addr = addr["addr"].as_str().unwrap().to_string();
+    assert_eq!(daemon.events(1).len(), 1);
+    // Polled: the position is saved shortly after the event went out.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let stdout = loop {
+        let (code, stdout, stderr) = run(binary()
+            .args(["positions", "--endpoint", &addr, "-c"])
+            .arg(&conf));
+        assert_eq!(code, 0, "{stderr}");
+        if stdout.contains("svc.log") || Instant::now() > deadline {
+            break stdout;
+        }
+        std::thread::park_timeout(Duration::from_millis(100));
+    };
+    let len = (EVENT.len() + 1).to_string();
+    let row = stdout
+        .lines()
+        .find(|l| l.contains("svc.log"))
+        .expect(&stdout);
+    assert!(row.contains(&len) && row.ends_with("active"), "{stdout}");
+    assert_eq!(daemon.stop(), 0);
+}
+
+#[test]
+fn completions_and_the_man_page_come_from_the_command_tree() {
+    let (code, script, err) = run(binary().args(["completions", "bash"]));
+    assert_eq!(code, 0, "{err}");
+    for sub in [
+        "run",
+        "check",
+        "positions",
+        "dead-letters",
+        "--config",
+        "--log-level",
+    ] {
+        assert!(script.contains(sub), "completion lacks {sub}");
+    }
+    let path = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(path.path(), &script).unwrap();
+    let syntax = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(path.path())
+        .status()
+        .unwrap();
+    assert!(syntax.success(), "bash rejects the completion script");
+    let (code, page, err) = run(binary().arg("man"));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        page.contains(".TH at-forwarder 1") && page.contains("positions"),
+        "{page}"
+    );
+}
