@@ -118,6 +118,9 @@ impl Store {
     /// Seals open chunks older than `flush_interval` or marked early (all of them when
     /// `all`).
     pub(in crate::buffer) fn seal_due(&self, now: Instant, all: bool) -> io::Result<usize> {
+        // First what needs no disk: a failing fsync below must not keep rebuilt chunks,
+        // which hold their key's positions, from being sent.
+        let rebuilt = self.queue_rebuilt_due(&mut self.lock(), now, all);
         let filled = self.seal_full()?;
         let mut s = self.lock();
         let due: Vec<String> = s
@@ -134,7 +137,6 @@ impl Store {
         for key in &due {
             self.seal_locked(&mut s, key)?;
         }
-        let rebuilt = self.queue_rebuilt_due(&mut s, now, all);
         Ok(due.len() + filled + rebuilt)
     }
 
