@@ -13,6 +13,7 @@ use crate::config::{self, ConfigError, LoadOptions, Loaded};
 mod logging;
 mod run;
 mod tools;
+mod validate;
 
 use logging::LogFormat;
 
@@ -229,6 +230,10 @@ enum Command {
     },
     /// Show the saved tail positions: path, inode, offset, size, lag and state
     /// (active, rotated, gone) of every file each tail source has read.
+    /// Check the configuration and the environment it needs: state directories
+    /// writable, each Secret present and parseable, each endpoint reachable (HEAD); one
+    /// line per check; exit 0 when all pass, 1 when any fails, 2 on an invalid config.
+    Validate,
     /// Print a shell completion script: `at-forwarder completions bash >
     /// /etc/bash_completion.d/at-forwarder`.
     Completions {
@@ -270,6 +275,7 @@ pub fn main() -> ExitCode {
         Command::Run { metrics_listen } => {
             config().map_or_else(|c| c, |c| run::run(&c, metrics_listen))
         }
+        Command::Validate => config().map_or_else(|c| c, |c| validate::validate(&c)),
         Command::Positions { endpoint } => config().map_or_else(|c| c, |c| positions(&c, endpoint)),
         Command::Lint { strict, files } => tools::lint(strict, &files),
         Command::Completions { shell } => {

@@ -246,6 +246,12 @@ impl Secrets {
     }
 }
 
+/// Reads and parses a Secret file as the output does (size cap, JSON or base64 of JSON);
+/// an error never quotes the file's content.
+pub fn read_file(path: &std::path::Path) -> Result<HashMap<String, ServiceCredentials>, String> {
+    parse(&read_capped(path)?)
+}
+
 /// The file's bytes, if it holds at most [`MAX_SECRET_BYTES`].
 fn read_capped(path: &std::path::Path) -> Result<Vec<u8>, String> {
     use std::io::Read;

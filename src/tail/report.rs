@@ -42,6 +42,18 @@ impl PositionRow {
     }
 }
 
+/// How many files the source's paths match now (as the tailer would find them).
+pub fn matching_files(opts: &TailOptions) -> usize {
+    Discovery::new(
+        &opts.paths,
+        &opts.exclude_paths,
+        None,
+        opts.follow_symlinks_outside,
+    )
+    .scan()
+    .len()
+}
+
 /// Every saved position of a source, matched with the files its globs find now.
 pub fn positions(
     opts: &TailOptions,

@@ -279,3 +279,35 @@ fn completions_and_the_man_page_come_from_the_command_tree() {
         "{page}"
     );
 }
+
+#[test]
+fn validate_reports_each_failing_check_of_a_broken_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = crate::support::at_config(dir.path(), "http://127.0.0.1:9", "");
+    // The Secret is named after another host than targetHost's, and the buffer's
+    // directory cannot exist (its parent is a file).
+    std::fs::rename(
+        dir.path().join("secrets/127.0.0.1"),
+        dir.path().join("secrets/other"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("blocker"), "a file").unwrap();
+    let text = std::fs::read_to_string(&conf).unwrap();
+    let buffer = format!("path {}/buffer", dir.path().display());
+    let blocked = format!("path {}/blocker/buffer", dir.path().display());
+    std::fs::write(&conf, text.replace(&buffer, &blocked)).unwrap();
+    let (code, out, err) = run(binary().arg("validate").arg("-c").arg(&conf));
+    assert_eq!(code, 1, "{out}{err}");
+    let fails: Vec<&str> = out.lines().filter(|l| l.starts_with("FAIL")).collect();
+    assert_eq!(fails.len(), 3, "{out}");
+    assert!(fails[0].contains("blocker/buffer: not writable"), "{out}");
+    assert!(
+        fails[1].contains("secrets/127.0.0.1") && out.contains("--at-host 127.0.0.1"),
+        "{out}"
+    );
+    assert!(
+        fails[2].contains("endpoint http://127.0.0.1:9") && fails[2].contains("not reachable"),
+        "{out}"
+    );
+    assert!(out.contains("ok    configuration"), "{out}");
+}
