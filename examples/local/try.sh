@@ -15,7 +15,7 @@ trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null' EXIT
 # The Secret file is named after targetHost's host, as the DaemonSet mounts it.
 services=()
 for s in 0 1 2; do services+=(--service "svc-$s=token-$s:project-$s"); done
-"$bin" encode-services "${services[@]}" --at-host 127.0.0.1 | base64 -d > "$AT_LOCAL/secrets/127.0.0.1"
+"$bin" encode-services "${services[@]}" --at-host 127.0.0.1 --out-dir "$AT_LOCAL/secrets" >/dev/null
 
 "$bin" receiver --listen 127.0.0.1:9099 --secrets-dir "$AT_LOCAL/secrets" \
   --data-dir "$AT_LOCAL/data" --sink > "$AT_LOCAL/receiver.log" 2>&1 &

@@ -140,8 +140,12 @@ enum Command {
         #[arg(long, default_value = "activity-tracker.ng.bluemix.net")]
         at_host: String,
         /// Print the Secret manifest rather than the base64 string.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "out_dir")]
         yaml: bool,
+        /// Write the Secret's file into DIR, named after the host (mode 0600), as the
+        /// forwarder reads it from `secrets_path` on a VM or in a local try.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<std::path::PathBuf>,
     },
     /// Show the whole path working in a few seconds: a generator writing events, the
     /// forwarder with the seed's configuration, a local receiver; exits 0 when every event
@@ -301,7 +305,8 @@ pub fn main() -> ExitCode {
             services,
             at_host,
             yaml,
-        } => tools::encode_services(&services, &at_host, yaml),
+            out_dir,
+        } => tools::encode_services(&services, &at_host, yaml, out_dir.as_deref()),
         Command::Demo {
             duration,
             rate,

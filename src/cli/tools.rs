@@ -255,8 +255,32 @@ pub(crate) fn buffer(dirs: &[PathBuf], command: &BufferCommand) -> ExitCode {
 }
 
 /// `at-forwarder encode-services`.
-pub(crate) fn encode_services(services: &[String], at_host: &str, yaml: bool) -> ExitCode {
+pub(crate) fn encode_services(
+    services: &[String],
+    at_host: &str,
+    yaml: bool,
+    out_dir: Option<&std::path::Path>,
+) -> ExitCode {
     match crate::output::secrets::encode(services) {
+        Ok(encoded) if out_dir.is_some() => {
+            let dir = out_dir.unwrap_or(std::path::Path::new("."));
+            // The host names the file; a host with a path separator would write elsewhere.
+            if at_host.is_empty() || at_host.contains('/') || at_host.starts_with('.') {
+                eprintln!("error: --at-host {at_host:?} cannot name a file");
+                return ExitCode::from(2);
+            }
+            let path = dir.join(at_host);
+            match crate::fsutil::write_private(&path, encoded.as_bytes()) {
+                Ok(()) => {
+                    println!("wrote {}", path.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: writing {}: {e}", path.display());
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Ok(encoded) if yaml => {
             print!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: activity-tracker-secrets\n  namespace: kube-system\ntype: Opaque\ndata:\n  {at_host}: {encoded}\n");
             ExitCode::SUCCESS

@@ -113,7 +113,7 @@ fn outputs(config: &Config, report: &mut Report) {
                 false,
                 &format!(
                     "secret {}: {e}\n      = help: the file is named after targetHost's host ({}); write it with \
-                     `at-forwarder encode-services --service NAME=TOKEN:PROJECT --at-host {}`",
+                     `at-forwarder encode-services --service NAME=TOKEN:PROJECT --at-host {} --out-dir DIR`",
                     file.display(),
                     at.secret_key,
                     at.secret_key

@@ -221,7 +221,13 @@ impl Secrets {
         s.checked = Some(Instant::now());
         let Ok(meta) = std::fs::metadata(&self.path) else {
             if s.seen.take().is_some() || force {
-                error!(file = %self.path.display(), "The Activity Tracker Secret cannot be read; keeping the last tokens.");
+                error!(
+                    file = %self.path.display(),
+                    "The Activity Tracker Secret cannot be read; keeping the last tokens. \
+                     Its file is named after targetHost's host (the Secret's key); \
+                     `at-forwarder encode-services --service NAME=TOKEN:PROJECT --at-host HOST --out-dir DIR` writes it, \
+                     `at-forwarder validate` checks it."
+                );
             }
             return;
         };

@@ -311,3 +311,48 @@ fn validate_reports_each_failing_check_of_a_broken_environment() {
     );
     assert!(out.contains("ok    configuration"), "{out}");
 }
+
+#[test]
+fn encode_services_out_dir_writes_the_secret_file_validate_then_accepts() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let conf = crate::support::at_config(dir.path(), "http://127.0.0.1:9", "");
+    let secrets = dir.path().join("secrets");
+    std::fs::remove_file(secrets.join("127.0.0.1")).unwrap();
+    let (code, out, err) = run(binary()
+        .args([
+            "encode-services",
+            "--service",
+            "svc-a=tok-a:proj-a",
+            "--at-host",
+            "127.0.0.1",
+            "--out-dir",
+        ])
+        .arg(&secrets));
+    assert_eq!(code, 0, "{out}{err}");
+    let file = secrets.join("127.0.0.1");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(
+        !out.contains("tok-a") && !err.contains("tok-a"),
+        "{out}{err}"
+    );
+    let (_, out, _) = run(binary().arg("validate").arg("-c").arg(&conf));
+    let secret_line = out
+        .lines()
+        .find(|l| l.contains("secret"))
+        .unwrap_or_default();
+    assert!(secret_line.starts_with("ok"), "{out}");
+    // A host that would name a file elsewhere is refused.
+    let (code, _, err) = run(binary()
+        .args([
+            "encode-services",
+            "--service",
+            "a=b:c",
+            "--at-host",
+            "../x",
+            "--out-dir",
+        ])
+        .arg(&secrets));
+    assert_eq!(code, 2, "{err}");
+}
