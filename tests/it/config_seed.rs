@@ -145,19 +145,11 @@ fn seed_configmap_with_real_values_passes_strict_but_for_the_retry_limit() {
 
 #[test]
 fn the_daemonset_configmap_passes_strict_checks() {
-    let yaml = std::fs::read_to_string(
-        crate::support::repo_root().join("deploy/kubernetes/configmap.yaml"),
+    // The kustomize base and the Helm chart both make their ConfigMap of this file.
+    let text = std::fs::read_to_string(
+        crate::support::repo_root().join("deploy/kubernetes/logging-activity-tracker.conf"),
     )
     .unwrap();
-    let body = yaml
-        .split("logging-activity-tracker.conf: |\n")
-        .nth(1)
-        .expect("the ConfigMap holds the file");
-    let text: String = body
-        .lines()
-        .map(|l| l.strip_prefix("    ").unwrap_or(l))
-        .collect::<Vec<_>>()
-        .join("\n");
     let strict = config::LoadOptions {
         strict: true,
         ..options()

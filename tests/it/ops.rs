@@ -159,6 +159,40 @@ async fn readiness_waits_for_start_up_and_metrics_move_with_events() {
     );
     assert_eq!(terminate(&mut daemon), Some(0));
     assert_eq!(ids.lock().unwrap().iter().collect::<HashSet<_>>().len(), 50);
+    // An alert on a metric that is not exported would never fire.
+    let exported: HashSet<&str> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next())
+        .collect();
+    for name in alert_metrics() {
+        assert!(
+            exported.contains(name.as_str()),
+            "the chart's alerts read {name}, which /metrics does not have:\n{body}"
+        );
+    }
+}
+
+/// The metric names the Helm chart's PrometheusRule reads (PromQL syntax is checked by
+/// deploy/validate_crds.py).
+fn alert_metrics() -> Vec<String> {
+    let rules = std::fs::read_to_string(
+        crate::support::repo_root().join("deploy/helm/at-forwarder/templates/prometheusrule.yaml"),
+    )
+    .unwrap();
+    let mut names: Vec<String> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("expr: "))
+        .flat_map(|expr| {
+            expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("at_forwarder_"))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    assert!(names.len() >= 8, "{names:?}");
+    names
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
