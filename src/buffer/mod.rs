@@ -240,6 +240,12 @@ impl Buffer {
         self.store.sizes()
     }
 
+    /// Creation time (ms since the epoch) of the oldest chunk not yet delivered: every
+    /// record appended before it is delivered, or kept aside on disk (backup, dead letters).
+    pub fn oldest_undelivered_ms(&self) -> Option<u64> {
+        self.store.oldest_ms()
+    }
+
     /// Age of the oldest event not yet delivered.
     pub fn oldest_age(&self) -> Option<Duration> {
         self.store

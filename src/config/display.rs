@@ -140,6 +140,18 @@ fn describe_tail(out: &mut String, t: &TailSource) {
         "follow_symlinks_outside",
         t.options.follow_symlinks_outside,
     );
+    if let Some(r) = &t.rotation {
+        let mut what = format!(
+            "{} every {}, {} kept",
+            r.paths.join(", "),
+            duration(r.age),
+            r.keep
+        );
+        if let Some(limit) = r.size {
+            let _ = write!(what, ", or at {}", size(limit));
+        }
+        row(out, "rotate", what);
+    }
     let mut parse = t.parse.format.to_string();
     if let Some(f) = &t.parse.time_format {
         let _ = write!(parse, ", time_format {f}");

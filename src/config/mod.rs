@@ -56,7 +56,7 @@ pub use diag::{Diagnostic, Report, Severity};
 pub use output::{AtOutput, Output};
 pub use pattern::{TagPatterns, TailTag};
 pub use scan::EvalEnv;
-pub use source::{SourceKind, TailSource};
+pub use source::{RotationConfig, SourceKind, TailSource};
 
 use value::config_enum;
 

@@ -44,6 +44,25 @@ pub struct TailSource {
     pub normalize_time: bool,
     /// How lines are parsed (`<parse>` or the v0.12 `format`).
     pub parse: ParseConfig,
+    /// Rotation of the files this source follows (`<rotate>`, at-forwarder's own).
+    pub rotation: Option<RotationConfig>,
+}
+
+/// `<rotate>`: at-forwarder rotates the followed files that `path` matches, as seed 001's
+/// cluster did for `/var/log/at` (daily, 3 kept), and removes a rotated file only once
+/// every line of it is delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RotationConfig {
+    /// Globs of the files to rotate (`path`); each must also be followed by the source.
+    pub paths: Vec<String>,
+    /// Rotate a non-empty file created in an earlier period of this length, the periods
+    /// aligned on the Unix epoch (UTC midnight for `1d`) (`age`, default 1d).
+    pub age: Duration,
+    /// Rotate as well a file that grew to this size (`size`; default none).
+    pub size: Option<u64>,
+    /// Rotated copies kept per file (`keep`, default 3); older ones are removed once
+    /// delivered.
+    pub keep: usize,
 }
 
 /// What the tailer needs from a `<source @type tail>`; [`TailOptions::new`] holds the one
@@ -199,6 +218,7 @@ fn build_tail(s: &mut Section<'_>, type_name: &str) -> Option<TailSource> {
         .enumeration("cadf_validation")
         .map_or(CadfValidation::Lenient, |v| v.value);
     let normalize_time = s.bool("normalize_time").is_none_or(|v| v.value);
+    let rotation = s.child("rotate").map(|el| build_rotation(s, el));
     s.without_effect(
         &[
             "enable_watch_timer",
@@ -241,7 +261,38 @@ fn build_tail(s: &mut Section<'_>, type_name: &str) -> Option<TailSource> {
         cadf_validation,
         normalize_time,
         parse: parse?,
+        rotation: rotation.flatten(),
     })
+}
+
+fn build_rotation(s: &mut Section<'_>, el: &super::syntax::Element) -> Option<RotationConfig> {
+    let mut r = Section::new(el);
+    let paths = r.required("path", |v| {
+        let paths = super::value::parse_array(v)?;
+        if paths.is_empty() {
+            return Err("no path given".to_string());
+        }
+        Ok(paths)
+    });
+    let age = r.duration("age");
+    if let Some(a) = age.filter(|a| a.value < Duration::from_secs(1)) {
+        r.error(Diagnostic::error(Some(a.span), "'age' must be at least 1s"));
+    }
+    let rotation = RotationConfig {
+        paths: paths.map(|p| p.value).unwrap_or_default(),
+        age: age.map_or(Duration::from_secs(86_400), |a| {
+            a.value.max(Duration::from_secs(1))
+        }),
+        size: r.size("size").map(|v| v.value).filter(|v| *v > 0),
+        keep: r
+            .integer("keep", 0, 1000)
+            .map_or(3, |v| usize::try_from(v.value).unwrap_or(3)),
+    };
+    let ok = !rotation.paths.is_empty();
+    for d in r.finish() {
+        s.error(d);
+    }
+    ok.then_some(rotation)
 }
 
 fn has(s: &Section<'_>, key: &str) -> bool {

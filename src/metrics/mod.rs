@@ -39,6 +39,14 @@ pub struct Metrics {
     pub reloads: AtomicU64,
     /// Failed reloads (the running pipeline was kept).
     pub reload_failures: AtomicU64,
+    /// Files renamed by `<rotate>`.
+    pub files_rotated: AtomicU64,
+    /// Rotated copies removed by `<rotate>`.
+    pub rotated_files_removed: AtomicU64,
+    /// Renames or removals by `<rotate>` that failed.
+    pub rotation_errors: AtomicU64,
+    /// Rotated copies beyond `keep` waiting to be read or delivered (last pass).
+    pub rotated_files_waiting: AtomicU64,
     /// Start-up finished: configuration loaded, positions loaded, buffers open.
     pub ready: AtomicBool,
     /// What the running pipeline instance registered.
@@ -168,6 +176,30 @@ impl Metrics {
             "at_forwarder_ops_connections_evicted_total",
             "Operations endpoint connections closed unanswered because too many were open.",
             load(&self.ops_connections_evicted),
+        );
+        counter(
+            &mut out,
+            "at_forwarder_files_rotated_total",
+            "Files renamed by <rotate>.",
+            load(&self.files_rotated),
+        );
+        counter(
+            &mut out,
+            "at_forwarder_rotated_files_removed_total",
+            "Rotated files removed by <rotate>, each once every line of it was delivered.",
+            load(&self.rotated_files_removed),
+        );
+        counter(
+            &mut out,
+            "at_forwarder_rotation_errors_total",
+            "Renames or removals by <rotate> that failed (WARN once per file).",
+            load(&self.rotation_errors),
+        );
+        gauge(
+            &mut out,
+            "at_forwarder_rotated_files_waiting",
+            "Rotated files beyond keep, kept until read and delivered.",
+            load(&self.rotated_files_waiting),
         );
         counter(
             &mut out,

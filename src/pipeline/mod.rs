@@ -31,6 +31,7 @@ use crate::tail::{run as tail_run, PositionStore, Tailer};
 
 mod checkpoint;
 pub mod instance;
+mod rotation;
 mod route;
 pub mod supervisor;
 mod worker;
@@ -131,6 +132,20 @@ pub async fn run(config: Config, shutdown: CancellationToken, metrics: Arc<Metri
             health.register(&format!("commit:{}", index + 1)),
         )?;
         registrations.push(register_positions(&metrics, index, &tail.options, &store));
+        if let Some(rotation) = &tail.rotation {
+            let rotator = crate::tail::rotation::Rotator::new(
+                rotation.clone(),
+                &tail.options.paths,
+                &tail.options.exclude_paths,
+                store.clone(),
+            );
+            senders.spawn(rotation::run(
+                rotator,
+                routes.clone(),
+                Arc::clone(&metrics),
+                shutdown.clone(),
+            ));
+        }
         let mut tailer = Tailer::open(tail.options.clone(), store).context("loading positions")?;
         let (gauges, registration) = metrics.register_source();
         tailer.report_to(gauges);

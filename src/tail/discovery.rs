@@ -48,7 +48,7 @@ pub struct Discovery {
     confinement: Confinement,
 }
 
-fn matcher(pattern: &str) -> Result<GlobMatcher, globset::Error> {
+pub(super) fn matcher(pattern: &str) -> Result<GlobMatcher, globset::Error> {
     Ok(GlobBuilder::new(pattern)
         .literal_separator(true)
         .backslash_escape(true)
@@ -146,6 +146,11 @@ impl Discovery {
     /// Whether a path is excluded.
     pub fn excluded(&self, path: &Path) -> bool {
         self.exclude.iter().any(|p| p.is_match(path))
+    }
+
+    /// Whether the globs match `path` and no exclude pattern does.
+    pub fn matches(&self, path: &Path) -> bool {
+        self.include.iter().any(|i| i.matcher.is_match(path)) && !self.excluded(path)
     }
 
     /// Every file the globs match now, sorted by path, one entry per identity.

@@ -41,6 +41,7 @@ pub mod lines;
 pub mod positions;
 pub mod report;
 pub mod rotated;
+pub mod rotation;
 pub mod run;
 pub mod tailer;
 #[cfg(target_os = "linux")]

@@ -387,3 +387,39 @@ fn a_key_set_twice_warns_and_the_last_value_wins() {
         .to_string()
         .contains("'read_lines_limit' is set twice in <source>; this value wins over line 7"));
 }
+
+#[test]
+fn rotate_section_defaults_and_errors() {
+    let config = valid(&pipeline(
+        "  <rotate>\n    path /var/log/at/**/*.log\n  </rotate>",
+        &at_match(""),
+    ));
+    let r = tail(&config, 0).rotation.as_ref().expect("a rotation");
+    assert_eq!(r.paths, ["/var/log/at/**/*.log"]);
+    assert_eq!(
+        (r.age, r.keep, r.size),
+        (Duration::from_secs(86_400), 3, None)
+    );
+    let config = valid(&pipeline(
+        "  <rotate>\n    path /var/log/at/*.log\n    age 1h\n    size 10m\n    keep 5\n  </rotate>",
+        &at_match(""),
+    ));
+    let r = tail(&config, 0).rotation.as_ref().unwrap();
+    assert_eq!(
+        (r.age, r.keep, r.size),
+        (Duration::from_secs(3600), 5, Some(10 << 20))
+    );
+    let e = errors(&pipeline(
+        "  <rotate>\n    age 1d\n  </rotate>",
+        &at_match(""),
+    ));
+    assert!(e.contains("'path'"), "{e}");
+    let e = errors(&pipeline(
+        "  <rotate>\n    path /var/log/at/*.log\n    age 0s\n    kept 3\n  </rotate>",
+        &at_match(""),
+    ));
+    assert!(
+        e.contains("'age' must be at least 1s") && e.contains("kept"),
+        "{e}"
+    );
+}

@@ -27,6 +27,7 @@ mod ops;
 mod output_at;
 mod output_e2e;
 mod receiver;
+mod rotation;
 mod run_stdout;
 mod tail_cases;
 mod tail_follow;
