@@ -356,3 +356,33 @@ fn encode_services_out_dir_writes_the_secret_file_validate_then_accepts() {
         .arg(&secrets));
     assert_eq!(code, 2, "{err}");
 }
+
+#[test]
+fn buffer_list_and_show_work_while_the_daemon_runs() {
+    use crate::http_server::{Reply, Server};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(|_| Reply::status(503));
+    let conf = crate::support::at_config(dir.path(), &server.url(), "");
+    append(&dir.path().join("logs/svc.log"), &format!("{EVENT}\n"));
+    let daemon = start(&conf);
+    daemon.wait_started();
+    // The endpoint refuses: the chunk stays in the queue, listed while the daemon runs.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let listed = loop {
+        let (code, out, err) = run(binary().args(["buffer", "list", "-c"]).arg(&conf));
+        assert_eq!(code, 0, "{out}{err}");
+        if out.contains(" 1 records") || Instant::now() > deadline {
+            break out;
+        }
+        std::thread::park_timeout(Duration::from_millis(100));
+    };
+    let row = listed
+        .lines()
+        .find(|l| l.contains(" 1 records"))
+        .unwrap_or_else(|| panic!("no chunk listed:\n{listed}"));
+    let id = row.split_whitespace().next().unwrap();
+    let (code, out, err) = run(binary().args(["buffer", "show", id, "-c"]).arg(&conf));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(r#""id":"ID""#), "{out}");
+    daemon.stop();
+}
