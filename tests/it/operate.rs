@@ -386,3 +386,45 @@ fn buffer_list_and_show_work_while_the_daemon_runs() {
     assert!(out.contains(r#""id":"ID""#), "{out}");
     daemon.stop();
 }
+
+#[test]
+fn a_file_followed_rotated_and_finished_and_a_sighup_are_logged_at_info() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = stdout_config(dir.path(), "");
+    let text = std::fs::read_to_string(&conf).unwrap();
+    std::fs::write(
+        &conf,
+        text.replace(
+            "read_from_head true\n",
+            "read_from_head true\n  rotate_wait 1s\n",
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("logs/svc.log");
+    append(&log, &format!("{EVENT}\n"));
+    let daemon = start(&conf);
+    let within = Duration::from_secs(30);
+    let line = daemon
+        .log_line("Following a file.", within)
+        .expect("followed");
+    assert!(line.contains("svc.log") && line.contains("INFO"), "{line}");
+    assert_eq!(daemon.events(1).len(), 1);
+    // Renamed out of the globs (*.log): read to its end, then let go.
+    std::fs::rename(&log, dir.path().join("logs/svc.log.1")).unwrap();
+    let line = daemon
+        .log_line("File rotated away or deleted", within)
+        .expect("rotation logged");
+    assert!(line.contains("svc.log") && line.contains("INFO"), "{line}");
+    let line = daemon
+        .log_line("Released a rotated file read to its end.", within)
+        .expect("finish logged");
+    assert!(line.contains("INFO"), "{line}");
+    // SIGHUP with the file unchanged answers too.
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(daemon.pid()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    let line = daemon
+        .log_line("Configuration unchanged; nothing to reload.", within)
+        .expect("SIGHUP answered");
+    assert!(line.contains("SIGHUP"), "{line}");
+    assert_eq!(daemon.stop(), 0);
+}
