@@ -546,7 +546,8 @@ fn a_stalled_stage_turns_the_probes_red_and_a_second_sigterm_exits_at_once() {
     daemon
         .log_line("Shutdown requested", Duration::from_secs(10))
         .expect("the first signal is taken");
-    assert_eq!(daemon.stop_within(Duration::from_secs(10)), Some(130));
+    // Within a second (the bar; the exit takes milliseconds), against 25 s of flush.
+    assert_eq!(daemon.stop_within(Duration::from_secs(1)), Some(130));
 }
 
 /// The daemon with its operations endpoint on a free port, and that port.
