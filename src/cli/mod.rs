@@ -406,9 +406,10 @@ fn check(path: &std::path::Path, strict: bool) -> ExitCode {
         eprintln!("{}", loaded.warnings);
     }
     println!(
-        "{}: valid ({} warning(s))\n",
+        "{}: valid ({} warning(s), {} note(s))\n",
         path.display(),
-        loaded.warnings.warning_count()
+        loaded.warnings.warning_count(),
+        loaded.warnings.note_count()
     );
     print!("{}", loaded.describe());
     ExitCode::SUCCESS

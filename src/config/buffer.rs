@@ -426,11 +426,12 @@ fn build_retry(
             ("retry_timeout", timeout.map(|v| v.span)),
         ] {
             if let Some(span) = limit {
+                // fluentd ignores the limit in the same way: nothing to act on.
                 s.error(
-                    Diagnostic::warning(
+                    Diagnostic::note(
                         Some(span),
                         format!(
-                            "'{name}' has no effect: retries go on forever (set on line {})",
+                            "'{name}' has no effect: retries go on forever (set on line {}), as in fluentd",
                             f.span.line
                         ),
                     )

@@ -62,6 +62,9 @@ impl SourceMap {
 /// How bad a diagnostic is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Severity {
+    /// Accepted and harmless, worth knowing (a setting fluentd ignores in the same way);
+    /// never an error, also under `check --strict`.
+    Note,
     /// Loaded, but probably not what the author meant (unknown parameter, ignored value).
     Warning,
     /// The configuration cannot be used.
@@ -96,6 +99,16 @@ impl Diagnostic {
     pub fn warning(span: Option<Span>, message: impl Into<String>) -> Self {
         Diagnostic {
             severity: Severity::Warning,
+            message: message.into(),
+            span,
+            help: None,
+        }
+    }
+
+    /// A note at `span`: accepted, without consequence for what is forwarded.
+    pub fn note(span: Option<Span>, message: impl Into<String>) -> Self {
+        Diagnostic {
+            severity: Severity::Note,
             message: message.into(),
             span,
             help: None,
@@ -146,7 +159,18 @@ impl Report {
 
     /// How many warnings the report holds.
     pub fn warning_count(&self) -> usize {
-        self.diagnostics.len() - self.error_count()
+        self.diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Warning)
+            .count()
+    }
+
+    /// How many notes the report holds.
+    pub fn note_count(&self) -> usize {
+        self.diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Note)
+            .count()
     }
 
     /// True when there is nothing to report.
@@ -159,10 +183,12 @@ impl Report {
         &self.sources
     }
 
-    /// Turns every warning into an error (`check --strict`).
+    /// Turns every warning into an error (`check --strict`); notes stay notes.
     pub fn promote_warnings(&mut self) {
         for d in &mut self.diagnostics {
-            d.severity = Severity::Error;
+            if d.severity == Severity::Warning {
+                d.severity = Severity::Error;
+            }
         }
     }
 
@@ -193,6 +219,7 @@ fn render(f: &mut fmt::Formatter<'_>, d: &Diagnostic, sources: &SourceMap) -> fm
     let level = match d.severity {
         Severity::Error => "error",
         Severity::Warning => "warning",
+        Severity::Note => "note",
     };
     writeln!(f, "{level}: {}", d.message)?;
     let mut pad = " ".to_string();

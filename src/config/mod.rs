@@ -261,12 +261,12 @@ impl Loaded {
             let at = (d.span)
                 .map(|s| self.warnings.locate(s))
                 .unwrap_or_default();
-            tracing::warn!(
-                at,
-                help = d.help.as_deref().unwrap_or(""),
-                "Configuration: {}",
-                d.message
-            );
+            let help = d.help.as_deref().unwrap_or("");
+            if d.severity == Severity::Note {
+                tracing::info!(at, help, "Configuration: {}", d.message);
+            } else {
+                tracing::warn!(at, help, "Configuration: {}", d.message);
+            }
         }
     }
 }
