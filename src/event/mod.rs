@@ -99,6 +99,8 @@ pub struct Accepted<'a> {
     pub service: Cow<'a, str>,
     /// Whether the forwarded bytes differ from the line.
     pub changed: bool,
+    /// Whether `eventTime` had no UTC offset and was read as UTC (lenient only).
+    pub time_without_offset: bool,
 }
 
 /// Where a line came from: its file's identity and its offset there.
@@ -155,6 +157,7 @@ impl Validator {
             return Ok(Accepted {
                 service,
                 changed: false,
+                time_without_offset: false,
             });
         }
         let service = service_of(parsed.meta.as_mut().map(|m| m.service.take()))?;
@@ -179,7 +182,7 @@ impl Validator {
             .or_else(|| payload_start(text))
             .expect("an accepted payload is an object in the line");
         self.complete(text, cadf, anchor, origin, &mut edits);
-        if let (true, Some((raw, t))) = (self.normalize_time, time) {
+        if let (true, Some((raw, t, _))) = (self.normalize_time, time) {
             let mut normal = Short::default();
             let written = write!(normal, "\"").and_then(|()| t.write_at_format(&mut normal));
             if written.and_then(|()| write!(normal, "\"")).is_ok()
@@ -194,7 +197,11 @@ impl Validator {
         } else {
             out.extend_from_slice(line);
         }
-        Ok(Accepted { service, changed })
+        Ok(Accepted {
+            service,
+            changed,
+            time_without_offset: time.is_some_and(|(_, _, assumed)| assumed),
+        })
     }
 
     /// Reads a line the fast path gave up on, with serde_json; a failure is explained.
@@ -223,7 +230,7 @@ impl Validator {
         line: &Line<'a>,
         cadf: &Fields<'a>,
         at: &str,
-    ) -> Result<Option<(Raw<'a>, time::Timestamp)>, Rejection> {
+    ) -> Result<Option<(Raw<'a>, time::Timestamp, bool)>, Rejection> {
         let mut problems: Vec<(Reason, String)> = Vec::new();
         if let Some(meta) = &line.meta {
             check_user_copy(meta, line.log_source_crn, &mut problems);
@@ -242,12 +249,18 @@ impl Validator {
         let mut time = None;
         if let Some(raw) = cadf.event_time.filter(|r| present(Some(*r))) {
             let value: Option<Cow<'_, str>> = envelope::text_of(raw);
+            // Lenient reads a time without an offset as UTC (seed 003's example has
+            // none); strict keeps CADF's rule that the offset is written.
+            let parse = |t: &str| match self.level {
+                CadfValidation::Strict => time::parse(t).map(|t| (t, false)),
+                _ => time::parse_assuming_utc(t),
+            };
             match value
                 .as_deref()
                 .ok_or_else(|| "it is not a string".to_string())
-                .and_then(time::parse)
+                .and_then(parse)
             {
-                Ok(t) => time = Some((raw, t)),
+                Ok((t, assumed)) => time = Some((raw, t, assumed)),
                 Err(why) => problems.push((
                     Reason::BadTime,
                     format!("{at}eventTime {} is not a time: {why}", raw.get()),
@@ -400,19 +413,17 @@ fn check_user_copy(
         }
         return;
     }
-    let space = string(meta.user_space_id).is_some() && string(meta.user_space_region).is_some();
-    if space || string(log_source_crn).is_some() {
-        return;
+    // No user copy target at all is allowed: seed 000, "it is possible to send events to
+    // the red tile only" — the event is kept as the service's copy. A space without its
+    // region is a target written wrongly.
+    let half_space =
+        string(meta.user_space_id).is_some() && string(meta.user_space_region).is_none();
+    if half_space && string(log_source_crn).is_none() {
+        problems.push((
+            Reason::NoUserCopy,
+            "meta.userSpaceId has no meta.userSpaceRegion: set both for the user's copy, or neither to keep the service's copy only".to_string(),
+        ));
     }
-    let detail = if string(meta.user_space_id).is_some() {
-        " (meta.userSpaceId has no meta.userSpaceRegion)"
-    } else {
-        ""
-    };
-    problems.push((
-        Reason::NoUserCopy,
-        format!("no user copy target: set meta.userAccountIds (one id), meta.userSpaceId with meta.userSpaceRegion, or logSourceCRN{detail}"),
-    ));
 }
 
 /// `meta.userAccountIds` counted as it is read, without building the list (this runs

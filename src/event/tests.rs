@@ -21,7 +21,8 @@ fn the_seed_noisy_event_passes_lenient_and_is_completed_in_place() {
         accepted,
         Accepted {
             service: "YOUR_SERVICE_NAME".into(),
-            changed: true
+            changed: true,
+            time_without_offset: false,
         }
     );
     let id = derived_id(ORIGIN, NOISY);
@@ -188,4 +189,20 @@ fn strings_and_account_lists_read_without_serde_as_serde_reads_them() {
         let fast = envelope::text_of(Raw::new(raw.get()));
         assert_eq!(fast.as_deref(), slow.as_deref(), "{text}");
     }
+}
+
+#[test]
+fn a_time_without_offset_is_read_as_utc_by_lenient_and_refused_by_strict() {
+    let line = NOISY.replace("2017-10-19 19:07:50.32 +0000 UTC", "2022-07-12T10:55:00");
+    let (accepted, out) = run(Lenient, &line).unwrap();
+    assert!(accepted.time_without_offset);
+    assert!(
+        out.contains(r#""eventTime":"2022-07-12T10:55:00.000+0000""#),
+        "{out}"
+    );
+    let r = run(Strict, &line).unwrap_err();
+    assert!(
+        r.problems.iter().any(|p| p.contains("no UTC offset")),
+        "{r:?}"
+    );
 }

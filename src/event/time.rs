@@ -3,9 +3,10 @@
 //! Accepted: ISO 8601 with `T` or a space between date and time, 0–9 fraction digits,
 //! and a UTC offset written `Z`, `+00:00`, `+0000` or `+00`; Go's `time.String()` form
 //! used by the seed's at-noisy sample, `2017-10-19 19:07:50.32 +0000 UTC`. A time without
-//! an offset is refused: CADF makes the offset mandatory, and guessing it would move the
-//! event by hours. The normal form is Activity Tracker's, in UTC with milliseconds:
-//! `2017-10-19T19:07:50.320+0000`.
+//! an offset (seed 003's `2022-07-12T10:55:00`) is refused by [`parse`] — CADF makes the
+//! offset mandatory — and read as UTC by [`parse_assuming_utc`], which says so, for the
+//! lenient check to count and report. The normal form is Activity Tracker's, in UTC with
+//! milliseconds: `2017-10-19T19:07:50.320+0000`.
 
 use std::fmt::Write;
 
@@ -70,6 +71,16 @@ impl Timestamp {
 
 /// Parses an `eventTime`; the error says what is wrong with it.
 pub fn parse(text: &str) -> Result<Timestamp, String> {
+    parse_inner(text, false).map(|(t, _)| t)
+}
+
+/// Parses an `eventTime`, reading one that ends without a UTC offset as UTC; the flag
+/// says that it did.
+pub fn parse_assuming_utc(text: &str) -> Result<(Timestamp, bool), String> {
+    parse_inner(text, true)
+}
+
+fn parse_inner(text: &str, assume_utc: bool) -> Result<(Timestamp, bool), String> {
     let b = text.as_bytes();
     let mut p = Cursor { b, i: 0 };
     let year = p.digits(4).ok_or("expected the year as YYYY")?;
@@ -91,7 +102,8 @@ pub fn parse(text: &str) -> Result<Timestamp, String> {
         0
     };
     p.eat(b' ');
-    let offset = p.offset()?;
+    let assumed = assume_utc && p.rest().is_empty();
+    let offset = if assumed { 0 } else { p.offset()? };
     // Go's form ends with the zone's name (" UTC"); the numeric offset has said it all.
     p.eat(b' ');
     if !p.rest().iter().all(u8::is_ascii_alphabetic) {
@@ -100,7 +112,7 @@ pub fn parse(text: &str) -> Result<Timestamp, String> {
     check_ranges(year, month, day, hour, minute, second)?;
     let days = days_from_civil(year as i64, month, day);
     let secs = days * 86_400 + (hour * 3600 + minute * 60 + second.min(59)) as i64 - offset;
-    Ok(Timestamp { secs, nanos })
+    Ok((Timestamp { secs, nanos }, assumed))
 }
 
 fn check_ranges(

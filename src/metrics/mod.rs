@@ -39,6 +39,8 @@ pub struct Metrics {
     pub reloads: AtomicU64,
     /// Failed reloads (the running pipeline was kept).
     pub reload_failures: AtomicU64,
+    /// Events whose `eventTime` had no UTC offset, read as UTC.
+    pub times_without_offset: AtomicU64,
     /// Files renamed by `<rotate>`.
     pub files_rotated: AtomicU64,
     /// Rotated copies removed by `<rotate>`.
@@ -176,6 +178,12 @@ impl Metrics {
             "at_forwarder_ops_connections_evicted_total",
             "Operations endpoint connections closed unanswered because too many were open.",
             load(&self.ops_connections_evicted),
+        );
+        counter(
+            &mut out,
+            "at_forwarder_events_time_without_offset_total",
+            "Events whose eventTime had no UTC offset, read as UTC (lenient check).",
+            load(&self.times_without_offset),
         );
         counter(
             &mut out,

@@ -34,6 +34,8 @@ pub(super) struct Worker {
     /// This worker's liveness.
     heartbeat: crate::health::Heartbeat,
     metrics: Arc<crate::metrics::Metrics>,
+    /// When times without a UTC offset were last reported (WARN at most once a minute).
+    offsetless_reported: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 /// Where a worker reports: its heartbeat, and the metrics.
@@ -66,6 +68,37 @@ impl Worker {
             checkpointer,
             heartbeat: reporting.heartbeat,
             metrics: reporting.metrics,
+            offsetless_reported: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Counts events whose time had no UTC offset; WARNs at most once a minute, naming
+    /// the first one's file and offset and how many since the last report.
+    fn report_times_without_offset(&self, sorted: &Sorted) {
+        use std::sync::atomic::Ordering;
+        if sorted.times_without_offset == 0 {
+            return;
+        }
+        let total = self
+            .metrics
+            .times_without_offset
+            .fetch_add(sorted.times_without_offset, Ordering::Relaxed)
+            + sorted.times_without_offset;
+        let mut last = self
+            .offsetless_reported
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(60)) {
+            return;
+        }
+        *last = Some(std::time::Instant::now());
+        if let Some((path, offset)) = &sorted.first_without_offset {
+            tracing::warn!(
+                path = %path.display(),
+                offset,
+                events_so_far = total,
+                "eventTime without a UTC offset, read as UTC (CADF requires the offset; reported at most once a minute)."
+            );
         }
     }
 
@@ -158,6 +191,7 @@ impl Worker {
     /// marks of what was appended (per file and key, the receipt of the piece holding the
     /// file's last record) and what could not be appended yet.
     fn write_sorted(&self, sorted: Sorted) -> std::io::Result<WrittenParts> {
+        self.report_times_without_offset(&sorted);
         for l in &sorted.letters {
             self.metrics.dead_lettered(l.reason.name(), 1);
         }

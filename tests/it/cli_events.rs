@@ -72,7 +72,7 @@ fn dead_letters_list_show_and_requeue() {
     let store = DeadLetterStore::open(dir.path()).unwrap();
     let broken = GOOD.replace(
         r#""meta":{"serviceProviderName":"s","userAccountIds":["a"]}"#,
-        r#""meta":{"serviceProviderName":"s"}"#,
+        r#""meta":{"serviceProviderName":"s","userSpaceId":"sp"}"#,
     );
     store
         .append(&[
@@ -134,7 +134,7 @@ fn dead_letters_list_show_and_requeue() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("kept, still fails: no user copy target"),
+        stdout.contains("kept, still fails: meta.userSpaceId has no meta.userSpaceRegion"),
         "{stdout}"
     );
     assert!(stdout.contains("1 line(s) requeued to"), "{stdout}");

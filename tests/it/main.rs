@@ -19,6 +19,7 @@ mod config_features;
 mod config_props;
 mod config_seed;
 mod demo;
+mod events_e2e;
 mod events_golden;
 mod events_props;
 mod hostile;

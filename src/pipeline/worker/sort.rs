@@ -20,6 +20,9 @@ pub(super) struct Sorted {
     /// Records per buffer and key.
     pub(super) buffered: Vec<Group>,
     pub(super) letters: Vec<DeadLetter>,
+    /// Events whose `eventTime` had no UTC offset (read as UTC), and the first of them.
+    pub(super) times_without_offset: u64,
+    pub(super) first_without_offset: Option<(std::path::PathBuf, u64)>,
 }
 
 impl Worker {
@@ -107,7 +110,16 @@ impl Worker {
                 None => self.validator.check(line.bytes, origin, &mut event),
             };
             let accepted = match checked {
-                Ok(a) => a,
+                Ok(a) => {
+                    if a.time_without_offset {
+                        sorted.times_without_offset += 1;
+                        if sorted.first_without_offset.is_none() {
+                            sorted.first_without_offset =
+                                Some((line.path.to_path_buf(), line.offset));
+                        }
+                    }
+                    a
+                }
                 Err(r) => {
                     invalid.push(r.reason.name());
                     sorted.letters.push(DeadLetter::new(
@@ -190,6 +202,10 @@ impl Sorted {
     fn merge(&mut self, other: Sorted) {
         self.stdout.extend_from_slice(&other.stdout);
         self.letters.extend(other.letters);
+        self.times_without_offset += other.times_without_offset;
+        if self.first_without_offset.is_none() {
+            self.first_without_offset = other.first_without_offset;
+        }
         // Kept as separate groups (a key may then have two, appended in order): joining
         // them copied half of every large batch.
         self.buffered.extend(other.buffered);
