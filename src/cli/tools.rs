@@ -179,7 +179,7 @@ fn run_dead_letters(state: &Path, command: DeadLetterCommand) -> io::Result<Exit
                 store.requeue(|s| chosen(s) && (force || still_bad(s).is_none()))?;
             match file {
                 Some(file) => println!(
-                    "{moved} line(s) requeued to {}; a tail source whose path matches {}/*.log forwards them",
+                    "{moved} line(s) requeued to {}; at-forwarder reads {}/*.log itself, with its first source's tag, checks and routes: a running daemon forwards them within a second, a stopped one at its next start",
                     file.display(),
                     file.parent().unwrap_or(state).display()
                 ),

@@ -31,7 +31,8 @@
 //! in `at_forwarder_dead_letters_dropped_total`, with an ERROR at most once a minute.
 //!
 //! `requeue` takes records out: their lines are appended to `<state>/requeue/<time>.log`
-//! (fsynced), then each day file is rewritten without them (temp file, fsync, rename).
+//! (fsynced), then each day file is rewritten without them (temp file, fsync, rename). The
+//! pipeline reads that directory as a source of its own (`pipeline/requeue.rs`).
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -94,6 +95,10 @@ impl DeadLetter {
         }
     }
 }
+
+/// Where `requeue` writes lines, under the state directory; the pipeline reads it as a
+/// source of its own.
+pub const REQUEUE_DIR: &str = "requeue";
 
 /// A dead letter as stored, with the id `requeue` and `show` take (`YYYY-MM-DD:N`, N the
 /// record's line in its day file).
@@ -349,8 +354,8 @@ impl DeadLetterStore {
         Ok(out)
     }
 
-    /// Moves the selected dead letters' lines to `<state>/requeue/<time>.log`, for a tail
-    /// source to read again, and removes them from the store. Returns how many moved
+    /// Moves the selected dead letters' lines to `<state>/requeue/<time>.log`, for the
+    /// pipeline's requeue source to read again, and removes them from the store. Returns how many moved
     /// and the file written.
     pub fn requeue(
         &self,
@@ -361,7 +366,7 @@ impl DeadLetterStore {
         if chosen.is_empty() {
             return Ok((0, None));
         }
-        let requeue_dir = self.dir.parent().unwrap_or(&self.dir).join("requeue");
+        let requeue_dir = self.dir.parent().unwrap_or(&self.dir).join(REQUEUE_DIR);
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)

@@ -31,6 +31,7 @@ use crate::tail::{run as tail_run, PositionStore, Tailer};
 
 mod checkpoint;
 pub mod instance;
+mod requeue;
 mod rotation;
 mod route;
 pub mod supervisor;
@@ -49,10 +50,15 @@ pub const STOP_DEADLINE: Duration = Duration::from_secs(15);
 /// Runs the pipeline of `config` until `shutdown` is cancelled (mini-redis style: the
 /// caller owns the signal, so tests can stop it without one), reporting to `metrics`
 /// what this instance owns for as long as it runs.
-pub async fn run(config: Config, shutdown: CancellationToken, metrics: Arc<Metrics>) -> Result<()> {
+pub async fn run(
+    mut config: Config,
+    shutdown: CancellationToken,
+    metrics: Arc<Metrics>,
+) -> Result<()> {
     let state = config
         .state_dir()
         .context("no state directory: set <system> root_dir or a pos_file in a tail source")?;
+    requeue::add_source(&mut config, &state)?;
     let dead_letters = Arc::new(
         DeadLetterStore::open_with_limit(
             &state,

@@ -155,3 +155,45 @@ fn dead_letters_list_show_and_requeue() {
     assert_eq!(code, 2);
     assert!(stderr.contains("unknown reason 'bogus'"), "{stderr}");
 }
+
+#[test]
+fn requeued_dead_letters_reach_the_running_daemon_without_a_config_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let conf = dir.path().join("at.conf");
+    std::fs::write(&conf, format!("<system>\n  root_dir {0}\n</system>\n<source>\n  @type tail\n  path {0}/logs/*.log\n  tag at.*\n  format json\n  pos_file {0}/at.pos\n  read_from_head true\n</source>\n<match at.**>\n  @type stdout\n</match>\n", dir.path().display())).unwrap();
+    // Dead-lettered earlier (say, unroutable under a previous configuration).
+    DeadLetterStore::open(dir.path())
+        .unwrap()
+        .append(&[DeadLetter::new(
+            Reason::Unroutable,
+            "no <match> receives tag 'x'",
+            &logs.join("a.log"),
+            0,
+            GOOD.as_bytes(),
+        )])
+        .unwrap();
+    let daemon = crate::daemon::start(&conf);
+    daemon.wait_started();
+    let (code, stdout, _) = run(binary()
+        .args(["dead-letters", "-c"])
+        .arg(&conf)
+        .args(["requeue", "--all"]));
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains("a running daemon forwards them"),
+        "{stdout}"
+    );
+    let events = daemon.events(1);
+    assert_eq!(events.len(), 1, "the requeued event is forwarded");
+    assert!(events[0].contains(r#""id":"1""#), "{events:?}");
+    assert_eq!(daemon.stop(), 0);
+    // Read once: positions of the requeue directory are kept like any source's.
+    let daemon = crate::daemon::start(&conf);
+    daemon.wait_started();
+    assert!(daemon
+        .events_within(std::time::Duration::from_secs(2))
+        .is_empty());
+    assert_eq!(daemon.stop(), 0);
+}
