@@ -27,6 +27,7 @@ fn in_memory(path: &std::path::Path) -> BufferOptions {
         flush_interval: Duration::from_secs(3600),
         overflow_action: OverflowAction::Block,
         sync_bytes: 1 << 20,
+        chunk_full_threshold: 1.0,
         retry: RetryConfig {
             retry_type: RetryType::ExponentialBackoff,
             wait: Duration::from_secs(1),

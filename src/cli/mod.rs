@@ -368,19 +368,26 @@ pub fn main() -> ExitCode {
 }
 
 /// The log filter: `--log-level`, else the config's `<system> log_level` (for `run`),
-/// else info (warn for the demo, which prints its own progress).
+/// else info (warn for the demo, which prints its own progress); for `run`, each
+/// plugin's `@log_level` on top.
 fn log_filter(cli: &Cli) -> Result<String> {
-    if let Some(level) = &cli.log_level {
-        return logging::filter_of(level);
-    }
-    if let (Command::Run { .. }, Some(config)) = (&cli.command, &cli.config) {
-        // Errors are reported by the load that follows, once logging is set up.
-        if let Ok(loaded) = config::load(config, &LoadOptions::default()) {
-            return Ok(logging::filter_of_config(loaded.config.system.log_level).to_string());
-        }
-    }
-    let demo = matches!(cli.command, Command::Demo { .. });
-    Ok(if demo { "warn" } else { "info" }.to_string())
+    // Errors are reported by the load that follows, once logging is set up.
+    let loaded = match (&cli.command, &cli.config) {
+        (Command::Run { .. }, Some(config)) => config::load(config, &LoadOptions::default()).ok(),
+        _ => None,
+    };
+    let base = if let Some(level) = &cli.log_level {
+        logging::filter_of(level)?
+    } else if let Some(loaded) = &loaded {
+        logging::filter_of_config(loaded.config.system.log_level).to_string()
+    } else {
+        let demo = matches!(cli.command, Command::Demo { .. });
+        if demo { "warn" } else { "info" }.to_string()
+    };
+    Ok(match &loaded {
+        Some(loaded) => logging::with_plugin_levels(base, &loaded.config),
+        None => base,
+    })
 }
 
 fn load(path: &std::path::Path, strict: bool) -> Result<Loaded, ExitCode> {

@@ -104,6 +104,9 @@ pub struct BufferOptions {
     pub memory_limit: u64,
     /// Group-commit size ([`SYNC_BYTES`]; not a fluentd parameter).
     pub sync_bytes: u64,
+    /// A chunk counts as full, and is sealed, once the next record would take it past
+    /// this share of `chunk_limit_size` (`chunk_full_threshold`, default 0.95).
+    pub chunk_full_threshold: f64,
     /// Retry policy.
     pub retry: RetryConfig,
 }
@@ -287,18 +290,16 @@ pub(super) fn build(
     );
     let threshold = s.float("chunk_full_threshold");
     let timekey = s.duration("timekey").map(|v| v.value);
-    let flush_mode = s
-        .enumeration::<FlushMode>("flush_mode")
-        .map_or(FlushMode::Default, |v| v.value);
+    let flush_mode_param = s.enumeration::<FlushMode>("flush_mode");
+    let flush_mode_span = flush_mode_param.map(|v| v.span);
+    let flush_mode = flush_mode_param.map_or(FlushMode::Default, |v| v.value);
     let chunk_limit_records = s
         .integer("chunk_limit_records", 1, u64::MAX)
         .map(|v| v.value);
     let config = BufferConfig {
         queued_chunks_limit_size: queued.map(|v| v.value),
         chunk_full_threshold: threshold.map_or(0.95, |v| v.value),
-        compress: s
-            .enumeration("compress")
-            .map_or(ChunkCompress::Text, |v| v.value),
+        compress: chunk_compress(&mut s),
         flush_at_shutdown: pick(
             diags,
             s.bool("flush_at_shutdown"),
@@ -347,6 +348,10 @@ pub(super) fn build(
                 .size("memory_limit_size")
                 .map_or(DEFAULT_MEMORY_LIMIT, |v| v.value),
             sync_bytes: SYNC_BYTES,
+            chunk_full_threshold: threshold
+                .map(|v| v.value)
+                .filter(|t| *t > 0.0 && *t <= 1.0)
+                .unwrap_or(0.95),
             retry,
         },
         timekey,
@@ -364,6 +369,10 @@ pub(super) fn build(
         "senders wake on events, not on polling timers",
     );
     s.without_effect(
+        &["timekey", "timekey_wait"],
+        "chunks are keyed by service, never by time",
+    );
+    s.without_effect(
         &[
             "timekey_use_utc",
             "timekey_zone",
@@ -373,6 +382,7 @@ pub(super) fn build(
         "chunk files have one documented format",
     );
     check_limits(&mut s, &config, chunk_limit_size, threshold);
+    let config = apply_flush_and_queue(&mut s, config, flush_mode_span, queued);
     let keys = match chunk_keys {
         Ok(keys) => keys,
         Err(d) => {
@@ -481,6 +491,42 @@ fn build_retry(
         forever: forever_value,
         randomize: s.bool("retry_randomize").is_none_or(|v| v.value),
     }
+}
+
+/// The buffer's `compress`: `gzip` is reported as without effect.
+fn chunk_compress(s: &mut Section<'_>) -> ChunkCompress {
+    let compress = s.enumeration::<ChunkCompress>("compress");
+    if let Some(c) = compress.filter(|c| c.value == ChunkCompress::Gzip) {
+        s.error(Diagnostic::warning(
+            Some(c.span),
+            "'compress gzip' in <buffer> has no effect in at-forwarder: chunks are stored as the records read",
+        ).with_help("to compress what is sent, set 'compress gzip' in the <match> (the default of ibmactivitytracker)"));
+    }
+    compress.map_or(ChunkCompress::Text, |v| v.value)
+}
+
+/// `flush_mode immediate`: chunks go out as records arrive (a `flush_interval` of 0);
+/// `lazy` has no time-keyed chunks to wait for (reported). `queued_chunks_limit_size`:
+/// that many full chunks bound the buffer as `total_limit_size` does, whichever is lower.
+fn apply_flush_and_queue(
+    s: &mut Section<'_>,
+    mut config: BufferConfig,
+    flush_mode_span: Option<super::diag::Span>,
+    queued: Option<Spanned<u64>>,
+) -> BufferConfig {
+    match config.flush_mode {
+        FlushMode::Immediate => config.options.flush_interval = Duration::ZERO,
+        FlushMode::Lazy if flush_mode_span.is_some() => s.error(Diagnostic::warning(
+            flush_mode_span,
+            "'flush_mode lazy' has no effect in at-forwarder: chunks are keyed by service, never by time, so they are flushed every flush_interval as with 'interval'",
+        )),
+        FlushMode::Lazy | FlushMode::Interval | FlushMode::Default => {}
+    }
+    if let Some(q) = queued {
+        let bound = q.value.saturating_mul(config.options.chunk_limit_size);
+        config.options.total_limit_size = config.options.total_limit_size.min(bound);
+    }
+    config
 }
 
 fn check_limits(

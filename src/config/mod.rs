@@ -200,6 +200,16 @@ pub struct Directive {
     span: diag::Span,
 }
 
+impl Directive {
+    /// The name its log lines are filtered by (`@log_level`): its `@id`, else `source.N`
+    /// or `match.N` (`kind`, N from 1 in file order).
+    pub fn plugin_id(&self, kind: &str, index: usize) -> String {
+        self.id
+            .clone()
+            .unwrap_or_else(|| format!("{kind}.{}", index + 1))
+    }
+}
+
 /// A `<source>` directive.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Source {
@@ -268,6 +278,34 @@ impl Loaded {
                 tracing::warn!(at, help, "Configuration: {}", d.message);
             }
         }
+    }
+}
+
+impl Config {
+    /// Each plugin whose log level differs from the process's: its id
+    /// ([`Directive::plugin_id`]) and level — `@log_level`, or for an Activity Tracker
+    /// output a written `ibm_plugin_log_level`.
+    pub fn plugin_log_levels(&self) -> Vec<(String, LogLevel)> {
+        let sources = self.sources.iter().enumerate().filter_map(|(i, s)| {
+            (s.directive.log_level).map(|l| (s.directive.plugin_id("source", i), l))
+        });
+        let matches = self.matches.iter().enumerate().filter_map(|(i, m)| {
+            let from_plugin = match &m.output {
+                Output::ActivityTracker(at) if at.plugin_log_level_set => {
+                    Some(match at.plugin_log_level {
+                        output::PluginLogLevel::Debug => LogLevel::Debug,
+                        output::PluginLogLevel::Info => LogLevel::Info,
+                        output::PluginLogLevel::Warn => LogLevel::Warn,
+                        output::PluginLogLevel::Error => LogLevel::Error,
+                    })
+                }
+                _ => None,
+            };
+            (m.directive.log_level)
+                .or(from_plugin)
+                .map(|l| (m.directive.plugin_id("match", i), l))
+        });
+        sources.chain(matches).collect()
     }
 }
 

@@ -88,8 +88,11 @@ pub struct AtOutput {
     /// File in `secrets_path` that holds the services (`secret_key`, default: the host
     /// name of `targetHost`).
     pub secret_key: String,
-    /// `ibm_plugin_log_level` (default info).
+    /// `ibm_plugin_log_level` (default info): `debug` logs each request; when written,
+    /// it is also the output's log level, unless `@log_level` is set.
     pub plugin_log_level: PluginLogLevel,
+    /// Whether `ibm_plugin_log_level` was written.
+    pub plugin_log_level_set: bool,
     /// Path of the ingestion endpoint (`endpoint_path`, default `/v3/events`).
     pub endpoint_path: String,
     /// Extra CA certificates trusted for the endpoint (`ca_file`).
@@ -185,9 +188,9 @@ fn build_at(s: &mut Section<'_>) -> Option<AtOutput> {
         |p| p.value,
     );
     let secret_key = s.string("secret_key").map(|v| v.value);
-    let plugin_log_level = s
-        .enumeration("ibm_plugin_log_level")
-        .map_or(PluginLogLevel::Info, |v| v.value);
+    let plugin_log_level_param = s.enumeration("ibm_plugin_log_level");
+    let plugin_log_level_set = plugin_log_level_param.is_some();
+    let plugin_log_level = plugin_log_level_param.map_or(PluginLogLevel::Info, |v| v.value);
     let endpoint_path = s.typed("endpoint_path", |v| {
         if v.starts_with('/') {
             Ok(v.to_string())
@@ -250,6 +253,7 @@ fn build_at(s: &mut Section<'_>) -> Option<AtOutput> {
         secrets_path,
         secret_key: secret_key.unwrap_or(host),
         plugin_log_level,
+        plugin_log_level_set,
         endpoint_path: endpoint_path.map_or_else(|| "/v3/events".to_string(), |v| v.value),
         ca_file,
         request_timeout,

@@ -184,7 +184,14 @@ fn build_tail(s: &mut Section<'_>, type_name: &str) -> Option<TailSource> {
     let d = TailOptions::new(Vec::new());
     let pos_file = s.path("pos_file").map(|p| p.value);
     let exclude_paths = s.array("exclude_path").map(|p| p.value).unwrap_or_default();
-    let follow_inodes = s.bool("follow_inodes").is_some_and(|b| b.value);
+    let follow_inodes_param = s.bool("follow_inodes");
+    if let Some(f) = follow_inodes_param.filter(|f| !f.value) {
+        s.error(Diagnostic::warning(
+            Some(f.span),
+            "'follow_inodes false' has no effect in at-forwarder: files are always followed by inode (fluentd's follow_inodes true), since following by path reads a renamed file again",
+        ));
+    }
+    let follow_inodes = follow_inodes_param.is_some_and(|b| b.value);
     let read_from_head = s
         .bool("read_from_head")
         .map_or(d.read_from_head, |b| b.value);
@@ -295,6 +302,17 @@ fn build_rotation(s: &mut Section<'_>, el: &super::syntax::Element) -> Option<Ro
     ok.then_some(rotation)
 }
 
+/// `time_format` parses fluentd's record time, which at-forwarder never uses: a note (the
+/// seed sets it; nothing forwarded depends on it).
+fn note_time_format(s: &mut Section<'_>, time_format: Option<&super::section::Spanned<String>>) {
+    if let Some(f) = time_format {
+        s.error(Diagnostic::note(
+            Some(f.span),
+            "'time_format' is not applied: the record's time is not forwarded (Activity Tracker orders events by eventTime); the time field itself (time_key, default 'time') is removed as fluentd does unless keep_time_key",
+        ));
+    }
+}
+
 fn has(s: &Section<'_>, key: &str) -> bool {
     s.element().params.iter().any(|p| p.key == key)
 }
@@ -315,6 +333,7 @@ fn build_parse(s: &mut Section<'_>) -> Option<ParseConfig> {
             s.error(d);
             return None;
         }
+        note_time_format(s, legacy_time_format.as_ref());
         return Some(ParseConfig {
             format: legacy_format?.value,
             time_key: legacy_time_key.map(|v| v.value),
@@ -347,10 +366,12 @@ fn build_parse(s: &mut Section<'_>) -> Option<ParseConfig> {
             None
         }
     };
+    let time_format = p.string("time_format");
+    note_time_format(&mut p, time_format.as_ref());
     let parse = ParseConfig {
         format: format.unwrap_or(ParseFormat::Json),
         time_key: p.string("time_key").map(|v| v.value),
-        time_format: p.string("time_format").map(|v| v.value),
+        time_format: time_format.map(|v| v.value),
         keep_time_key: p.bool("keep_time_key").is_some_and(|v| v.value),
     };
     let ok = format.is_some();

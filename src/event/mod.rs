@@ -25,6 +25,7 @@ pub mod dead_letter;
 mod envelope;
 mod id;
 pub mod lint;
+pub mod members;
 mod rules;
 mod scan;
 pub mod time;

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 use tracing::{error, info, warn};
 
 use crate::buffer::{self, Buffer};
@@ -93,14 +94,17 @@ pub async fn run(
             m.patterns.as_str(),
             &buffer,
         ));
-        senders.spawn(buffer::deliver(
-            Arc::clone(&buffer),
-            sink,
-            usize::try_from(b.flush_thread_count).unwrap_or(1),
-            refused_alone(&dead_letters),
-            senders_stop.clone(),
-            health.register(&format!("output:{}", index + 1)),
-        ));
+        senders.spawn(
+            buffer::deliver(
+                Arc::clone(&buffer),
+                sink,
+                usize::try_from(b.flush_thread_count).unwrap_or(1),
+                refused_alone(&dead_letters),
+                senders_stop.clone(),
+                health.register(&format!("output:{}", index + 1)),
+            )
+            .instrument(plugin_span(&m.directive.plugin_id("match", index))),
+        );
         routes.push(Route::Buffered {
             buffer,
             flush_at_shutdown: b.flush_at_shutdown,
@@ -111,6 +115,7 @@ pub async fn run(
     let mut threads = Vec::new();
     for (index, source) in config.sources.iter().enumerate() {
         let SourceKind::Tail(tail) = &source.kind;
+        let span = plugin_span(&source.directive.plugin_id("source", index));
         let store = match &tail.options.pos_file {
             Some(pos_file) => {
                 let Some(store) =
@@ -145,26 +150,32 @@ pub async fn run(
                 &tail.options.exclude_paths,
                 store.clone(),
             );
-            senders.spawn(rotation::run(
-                rotator,
-                routes.clone(),
-                Arc::clone(&metrics),
-                shutdown.clone(),
-            ));
+            senders.spawn(
+                rotation::run(
+                    rotator,
+                    routes.clone(),
+                    Arc::clone(&metrics),
+                    shutdown.clone(),
+                )
+                .instrument(span.clone()),
+            );
         }
         let mut tailer = Tailer::open(tail.options.clone(), store).context("loading positions")?;
         let (gauges, registration) = metrics.register_source();
         tailer.report_to(gauges);
         registrations.push(registration);
         let (tx, rx) = tokio::sync::mpsc::channel(BATCHES_IN_FLIGHT);
+        // The tail thread takes the span it is started in.
         threads.push(
-            tail_run::spawn(
-                tailer,
-                tail.options.refresh_interval,
-                tx,
-                shutdown.clone(),
-                health.register(&format!("tail:{}", index + 1)),
-            )
+            span.in_scope(|| {
+                tail_run::spawn(
+                    tailer,
+                    tail.options.refresh_interval,
+                    tx,
+                    shutdown.clone(),
+                    health.register(&format!("tail:{}", index + 1)),
+                )
+            })
             .context("starting the tail thread")?,
         );
         let worker = worker::Worker::new(
@@ -178,7 +189,7 @@ pub async fn run(
                 metrics: Arc::clone(&metrics),
             },
         );
-        sources.spawn(worker.run(rx));
+        sources.spawn(worker.run(rx).instrument(span));
     }
     info!(config = %config.path.display(), sources = config.sources.len(), outputs = config.matches.len(), state = %state.display(), "at-forwarder started");
     metrics
@@ -215,6 +226,12 @@ pub async fn run(
     let _ = watchdog.await;
     info!("at-forwarder stopped");
     Ok(())
+}
+
+/// The span a plugin's tasks run in: `@log_level` filters by it (`[plugin{id=…}]=level`).
+/// At ERROR so that it exists whatever the process's level is.
+fn plugin_span(id: &str) -> tracing::Span {
+    tracing::error_span!("plugin", id = %id)
 }
 
 /// Opens a position store, waiting while another process holds it (a previous instance

@@ -27,6 +27,8 @@ pub(super) struct Worker {
     source: usize,
     dead_letters: Arc<DeadLetterStore>,
     validator: Validator,
+    /// fluentd's json parser removes the time field from records unless `keep_time_key`.
+    time_key: Option<crate::event::members::TimeKeyRemover>,
     /// Where each `<match>`'s events go.
     routes: Routes,
     /// Holds and saves this source's positions.
@@ -59,11 +61,17 @@ impl Worker {
     ) -> Self {
         let SourceKind::Tail(tail) = &config.sources[source].kind;
         let validator = Validator::new(tail.cadf_validation, tail.normalize_time);
+        let time_key = (!tail.parse.keep_time_key).then(|| {
+            crate::event::members::TimeKeyRemover::new(
+                tail.parse.time_key.as_deref().unwrap_or("time"),
+            )
+        });
         Worker {
             config,
             source,
             dead_letters,
             validator,
+            time_key,
             routes,
             checkpointer,
             heartbeat: reporting.heartbeat,

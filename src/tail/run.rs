@@ -48,9 +48,12 @@ pub fn spawn(
     });
     let watcher = watch(&tailer.watch_roots(), tailer.confinement().clone(), tx);
     let notified = watcher.is_some();
+    // The caller's span (its plugin's, which `@log_level` filters by) goes with the thread.
+    let span = tracing::Span::current();
     std::thread::Builder::new()
         .name("tail".into())
         .spawn(move || {
+            let _entered = span.enter();
             // Kept alive for as long as the loop runs.
             let _watcher = watcher;
             follow(tailer, refresh_interval, &sink, &rx, notified, &heartbeat);

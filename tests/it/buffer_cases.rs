@@ -17,6 +17,7 @@ fn options(path: &Path) -> BufferOptions {
         flush_interval: Duration::from_secs(3600),
         overflow_action: OverflowAction::Block,
         sync_bytes: 1 << 20,
+        chunk_full_threshold: 1.0,
         retry: RetryConfig {
             retry_type: RetryType::ExponentialBackoff,
             wait: Duration::from_millis(1),
@@ -433,4 +434,33 @@ fn memory_full_seals_open_chunks_and_spills_the_oldest_on_request() {
         buffer.counters().spilled as usize,
         chunk_files(dir.path()).len()
     );
+}
+
+#[test]
+fn a_chunk_is_full_at_chunk_full_threshold() {
+    let most_records = |threshold: f64| {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = BufferOptions {
+            chunk_limit_size: 2000,
+            chunk_limit_records: None,
+            chunk_full_threshold: threshold,
+            ..options(dir.path())
+        };
+        let buffer = Buffer::open(opts).unwrap();
+        let record = [b'x'; 98];
+        for _ in 0..100 {
+            buffer.append("svc", &[&record[..]]).unwrap();
+        }
+        buffer.sync().unwrap();
+        buffer.seal_due(Instant::now(), true).unwrap();
+        let mut most = 0;
+        while let Some(t) = buffer.take(far()) {
+            most = most.max(t.records.iter().count());
+            buffer.finish(&t, &Outcome::Delivered, |_| {}).unwrap();
+        }
+        most
+    };
+    let (half, whole) = (most_records(0.5), most_records(1.0));
+    // 100-byte records (with their separator): at most 10 in 1,000 bytes, 20 in 2,000.
+    assert!(half <= 10 && whole > 10 && whole <= 20, "{half} {whole}");
 }

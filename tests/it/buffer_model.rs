@@ -63,6 +63,7 @@ fn options(path: &Path, memory_limit: u64) -> BufferOptions {
         flush_interval: Duration::from_secs(3600),
         overflow_action: OverflowAction::Block,
         sync_bytes: 1 << 20,
+        chunk_full_threshold: 1.0,
         retry: RetryConfig {
             retry_type: RetryType::ExponentialBackoff,
             wait: Duration::from_millis(1),

@@ -423,3 +423,96 @@ fn rotate_section_defaults_and_errors() {
         "{e}"
     );
 }
+
+#[test]
+fn fluentd_buffer_settings_work_or_say_they_do_not() {
+    let b = |extra: &str| {
+        let config = valid(&pipeline("", &format!("  @type ibmactivitytracker\n  targetHost activity-tracker.ng.bluemix.net\n  service_region ng\n  <buffer>\n    path /tmp/buf\n    chunk_limit_size 1m\n    total_limit_size 100m\n{extra}  </buffer>\n")));
+        buffer(&config, 0).clone()
+    };
+    // flush_mode immediate: chunks go out as records arrive.
+    assert_eq!(
+        b("    flush_mode immediate\n").options.flush_interval,
+        Duration::ZERO
+    );
+    assert_eq!(
+        b("    flush_mode interval\n    flush_interval 7s\n")
+            .options
+            .flush_interval,
+        Duration::from_secs(7)
+    );
+    // queued_chunks_limit_size: that many chunks bound the buffer, when lower.
+    assert_eq!(
+        b("    queued_chunks_limit_size 4\n")
+            .options
+            .total_limit_size,
+        4 << 20
+    );
+    assert_eq!(
+        b("    queued_chunks_limit_size 1000\n")
+            .options
+            .total_limit_size,
+        100 << 20
+    );
+    // chunk_full_threshold: the buffer seals at this share (tested in buffer_cases).
+    assert!(
+        (b("    chunk_full_threshold 0.5\n")
+            .options
+            .chunk_full_threshold
+            - 0.5)
+            .abs()
+            < 1e-9
+    );
+    assert!((b("").options.chunk_full_threshold - 0.95).abs() < 1e-9);
+    // Accepted without effect, and said so.
+    let at = |extra: &str| {
+        pipeline("", &format!("  @type ibmactivitytracker\n  targetHost activity-tracker.ng.bluemix.net\n  service_region ng\n  <buffer>\n    path /tmp/buf\n{extra}  </buffer>\n"))
+    };
+    for (extra, said) in [
+        (
+            "    compress gzip\n",
+            "'compress gzip' in <buffer> has no effect",
+        ),
+        (
+            "    timekey 1h\n",
+            "'timekey' has no effect in at-forwarder",
+        ),
+        (
+            "    timekey_wait 1m\n",
+            "'timekey_wait' has no effect in at-forwarder",
+        ),
+        ("    flush_mode lazy\n", "'flush_mode lazy' has no effect"),
+    ] {
+        let w = warnings(&at(extra));
+        assert!(w.contains(said), "{extra}: {w}");
+    }
+    assert!(warnings(&at("    compress text\n")).is_empty());
+}
+
+#[test]
+fn fluentd_source_settings_work_or_say_they_do_not() {
+    let w = warnings(&pipeline("  follow_inodes false", &at_match("")));
+    assert!(w.contains("'follow_inodes false' has no effect"), "{w}");
+    assert!(warnings(&pipeline("  follow_inodes true", &at_match(""))).is_empty());
+    // time_format: a note, never a warning (the seed sets it).
+    let loaded = load(&pipeline("  time_format %Y", &at_match(""))).unwrap();
+    assert_eq!(
+        (
+            loaded.warnings.warning_count(),
+            loaded.warnings.note_count()
+        ),
+        (0, 1)
+    );
+    // @log_level and a written ibm_plugin_log_level become plugin levels.
+    let config = valid(&pipeline(
+        "  @log_level debug",
+        &at_match("  ibm_plugin_log_level error\n"),
+    ));
+    assert_eq!(
+        config.plugin_log_levels(),
+        [
+            ("source.1".to_string(), config::LogLevel::Debug),
+            ("match.1".to_string(), config::LogLevel::Error)
+        ]
+    );
+}

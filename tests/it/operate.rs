@@ -428,3 +428,32 @@ fn a_file_followed_rotated_and_finished_and_a_sighup_are_logged_at_info() {
     assert!(line.contains("SIGHUP"), "{line}");
     assert_eq!(daemon.stop(), 0);
 }
+
+#[test]
+fn a_source_s_log_level_applies_to_its_lines_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = stdout_config(dir.path(), "  log_level error\n");
+    let text = std::fs::read_to_string(&conf).unwrap();
+    std::fs::write(
+        &conf,
+        text.replace(
+            "read_from_head true\n",
+            "read_from_head true\n  @id audit-tail\n  @log_level info\n",
+        ),
+    )
+    .unwrap();
+    append(&dir.path().join("logs/svc.log"), &format!("{EVENT}\n"));
+    let daemon = start(&conf);
+    // The source's INFO line shows under <system> log_level error, with its plugin id;
+    // the process's own INFO lines (start-up) do not.
+    let line = daemon
+        .log_line("Following a file.", Duration::from_secs(20))
+        .expect("the source's INFO line");
+    assert!(line.contains("audit-tail"), "{line}");
+    assert_eq!(daemon.events(1).len(), 1);
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(daemon.pid()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert!(daemon
+        .log_line("at-forwarder stopped", Duration::from_secs(10))
+        .is_none());
+}

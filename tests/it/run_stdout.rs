@@ -117,3 +117,29 @@ fn lines_no_match_receives_are_dead_lettered_as_unroutable() {
         letter.message
     );
 }
+
+#[test]
+fn path_key_adds_the_file_s_path_to_each_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let conf = dir.path().join("at.conf");
+    std::fs::write(&conf, format!("<source>\n  @type tail\n  path {0}/logs/*.log\n  pos_file {0}/at.pos\n  tag at.*\n  format json\n  read_from_head true\n  path_key source_file\n  cadf_validation off\n</source>\n<match at.**>\n  @type stdout\n</match>\n", dir.path().display())).unwrap();
+    let file = logs.join("a \"b\".log");
+    std::fs::write(
+        &file,
+        "{\"meta\":{\"serviceProviderName\":\"s\"},\"payload\":{}}\n",
+    )
+    .unwrap();
+    let daemon = crate::daemon::start(&conf);
+    let events = daemon.events(1);
+    assert_eq!(daemon.stop(), 0);
+    let v: serde_json::Value = serde_json::from_str(&events[0]).unwrap();
+    assert_eq!(
+        v["source_file"],
+        file.to_string_lossy().as_ref(),
+        "{}",
+        events[0]
+    );
+    assert_eq!(v["meta"]["serviceProviderName"], "s");
+}

@@ -30,15 +30,22 @@ impl Store {
         self.opts.memory_limit > 0
     }
 
-    /// The size at which chunks are sealed: `chunk_limit_size`, and at most a quarter of
-    /// `memory_limit_size` for chunks in memory, so several keys' chunks fit together.
+    /// The size at which chunks are sealed: `chunk_limit_size` × `chunk_full_threshold`
+    /// (fluentd's "full"), and at most a quarter of `memory_limit_size` for chunks in
+    /// memory, so several keys' chunks fit together.
     pub(in crate::buffer) fn chunk_limit(&self) -> u64 {
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss
+        )]
+        let full = ((self.opts.chunk_limit_size as f64)
+            * self.opts.chunk_full_threshold.clamp(0.01, 1.0)) as u64;
+        let full = full.max(1);
         if self.in_memory() {
-            self.opts
-                .chunk_limit_size
-                .min((self.opts.memory_limit / 4).max(1))
+            full.min((self.opts.memory_limit / 4).max(1))
         } else {
-            self.opts.chunk_limit_size
+            full
         }
     }
 

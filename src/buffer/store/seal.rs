@@ -211,6 +211,7 @@ mod tests {
             overflow_action: OverflowAction::Block,
             memory_limit: 0,
             sync_bytes: 1 << 20,
+            chunk_full_threshold: 1.0,
             retry: RetryConfig {
                 retry_type: RetryType::Periodic,
                 wait: Duration::from_secs(1),

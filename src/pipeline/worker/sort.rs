@@ -77,13 +77,55 @@ impl Worker {
         let route = (self.config)
             .route(source.directive.label.as_deref(), &tag)
             .and_then(|m| self.config.matches.iter().position(|x| std::ptr::eq(x, m)));
+        // `path_key`: a top-level member, written once per file and batch.
+        let path_member = tail.path_key.as_ref().map(|key| {
+            let member = format!(
+                ",{}:{}",
+                serde_json::Value::from(key.as_str()),
+                serde_json::Value::from(path.to_string_lossy())
+            );
+            member.into_bytes()
+        });
         files.push(FileRoute {
             path,
             route,
             tag,
             group: None,
+            path_member,
         });
         files.len() - 1
+    }
+
+    /// Checks a line into `out`; removes the time field as fluentd's json parser does
+    /// (`time_key`, default `time`, unless `keep_time_key`); with `path_key`, the file's
+    /// path is added as the
+    /// record's last top-level member (as fluentd sets `record[path_key]`: a reader that
+    /// keeps the last of two equal keys sees the path).
+    fn check_into<'l>(
+        &self,
+        line: &'l [u8],
+        origin: Origin,
+        path_member: Option<&[u8]>,
+        out: &mut Vec<u8>,
+    ) -> Result<crate::event::Accepted<'l>, crate::event::Rejection> {
+        let start = out.len();
+        let mut accepted = self.validator.check(line, origin, out)?;
+        if let Some(remover) = &self.time_key {
+            accepted.changed |= remover.remove(out, start);
+        }
+        if let Some(member) = path_member {
+            if let Some(close) = out[start..].iter().rposition(|b| *b == b'}') {
+                let at = start + close;
+                let empty = out[start..at]
+                    .iter()
+                    .rev()
+                    .find(|b| !b.is_ascii_whitespace())
+                    .is_some_and(|b| *b == b'{');
+                let member = if empty { &member[1..] } else { member };
+                out.splice(at..at, member.iter().copied());
+            }
+        }
+        Ok(accepted)
     }
 
     fn sort_lines(&self, lines: &[Line<'_>]) -> Sorted {
@@ -103,11 +145,12 @@ impl Worker {
             // line went to (its frame filled in after), not built aside and copied there.
             event.clear();
             let guess = files[file].group;
+            let member = files[file].path_member.as_deref();
             let checked = match guess.map(|g| &mut sorted.buffered[g].records) {
                 Some(records) => {
-                    records.push_with(|out| self.validator.check(line.bytes, origin, out))
+                    records.push_with(|out| self.check_into(line.bytes, origin, member, out))
                 }
-                None => self.validator.check(line.bytes, origin, &mut event),
+                None => self.check_into(line.bytes, origin, member, &mut event),
             };
             let accepted = match checked {
                 Ok(a) => {
@@ -242,4 +285,6 @@ struct FileRoute<'a> {
     tag: String,
     /// The group (of `Sorted::buffered`) its last line went to.
     group: Option<usize>,
+    /// `,"<path_key>":"<path>"` when the source sets `path_key`.
+    path_member: Option<Vec<u8>>,
 }
