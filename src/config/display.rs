@@ -114,7 +114,7 @@ fn describe_tail(out: &mut String, t: &TailSource) {
     row(out, "follow_inodes", t.follow_inodes);
     row(out, "read_from_head", t.options.read_from_head);
     row(out, "read_lines_limit", t.options.read_lines_limit);
-    if let Some(limit) = t.read_bytes_limit_per_second {
+    if let Some(limit) = t.options.read_bytes_limit_per_second {
         row(out, "read_bytes_limit_per_second", size(limit));
     }
     row(out, "rotate_wait", duration(t.options.rotate_wait));

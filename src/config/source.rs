@@ -34,8 +34,6 @@ pub struct TailSource {
     pub tag: TailTag,
     /// Track files by inode rather than by path (`follow_inodes`, default false).
     pub follow_inodes: bool,
-    /// Per-file read rate cap (`read_bytes_limit_per_second`; default none).
-    pub read_bytes_limit_per_second: Option<u64>,
     /// Add the file's path to each record under this key (`path_key`).
     pub path_key: Option<String>,
     /// How strictly lines are checked (`cadf_validation`, default lenient).
@@ -106,6 +104,10 @@ pub struct TailOptions {
     /// `/etc/shadow` or to the mounted Secret is refused, since anyone who can write there
     /// could plant one.
     pub follow_symlinks_outside: bool,
+    /// Per-file read rate cap (`read_bytes_limit_per_second`; default none; at least
+    /// 8192, as fluentd requires): a file that read this many bytes in the current second
+    /// waits for the next one.
+    pub read_bytes_limit_per_second: Option<u64>,
 }
 
 impl TailOptions {
@@ -126,6 +128,7 @@ impl TailOptions {
             skip_refresh_on_startup: false,
             open_files_limit: 256,
             follow_symlinks_outside: false,
+            read_bytes_limit_per_second: None,
         }
     }
 }
@@ -200,10 +203,15 @@ fn build_tail(s: &mut Section<'_>, type_name: &str) -> Option<TailSource> {
         .map_or(d.read_lines_limit, |v| {
             usize::try_from(v.value).unwrap_or(usize::MAX)
         });
-    let read_bytes_limit_per_second = s
-        .size("read_bytes_limit_per_second")
-        .map(|v| v.value)
-        .filter(|v| *v > 0);
+    let read_bytes_limit_per_second = s.size("read_bytes_limit_per_second").and_then(|v| {
+        if v.value > 0 && v.value < 8192 {
+            s.error(Diagnostic::warning(
+                Some(v.span),
+                "'read_bytes_limit_per_second' below 8192 is read as 8192, as fluentd does",
+            ));
+        }
+        (v.value > 0).then_some(v.value.max(8192))
+    });
     let rotate_wait = s.duration("rotate_wait").map_or(d.rotate_wait, |v| v.value);
     let refresh_interval = (s.duration("refresh_interval")).map_or(d.refresh_interval, |v| v.value);
     let path_key = s.string("path_key").map(|v| v.value);
@@ -260,10 +268,10 @@ fn build_tail(s: &mut Section<'_>, type_name: &str) -> Option<TailSource> {
             skip_refresh_on_startup,
             open_files_limit,
             follow_symlinks_outside,
+            read_bytes_limit_per_second,
         },
         tag: tag?.value,
         follow_inodes,
-        read_bytes_limit_per_second,
         path_key,
         cadf_validation,
         normalize_time,

@@ -242,9 +242,10 @@ impl Tailer {
 
     /// Whether a file has lines left to read after the last pass.
     pub fn unread(&self) -> bool {
+        // A file over its read rate waits for the next second (`busy` polls it).
         self.files
             .values()
-            .any(|w| !w.at_eof && (w.file.is_some() || w.vanished_since.is_none()))
+            .any(|w| !w.at_eof && !w.throttled && (w.file.is_some() || w.vanished_since.is_none()))
     }
 
     /// Adds the files renamed out of the globs while at-forwarder was down (first scan),
@@ -378,6 +379,8 @@ impl Tailer {
             vanished_since: None,
             truncated: false,
             warned_slow_drain: false,
+            rate_window: (now, 0),
+            throttled: false,
         })
     }
 

@@ -44,7 +44,7 @@ fn tail_source_defaults_are_fluentds() {
         (
             t.path_key.as_ref(),
             t.options.limit_recently_modified,
-            t.read_bytes_limit_per_second
+            t.options.read_bytes_limit_per_second
         ),
         (None, None, None)
     );

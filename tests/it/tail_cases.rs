@@ -699,3 +699,44 @@ fn copytruncate_after_a_copy_found_by_its_head() {
     got.dedup();
     assert_eq!(got, want);
 }
+
+/// `read_bytes_limit_per_second`: a file that read its limit waits for the next second
+/// (and is not counted as unread meanwhile, so the tail thread does not spin); every line
+/// is read in the end.
+#[test]
+fn read_bytes_limit_per_second_caps_each_file_per_second() {
+    let mut h = Harness::new(|o| {
+        o.read_bytes_limit_per_second = Some(8192);
+        o.read_lines_limit = 10;
+    });
+    // 1,000 lines of about 100 bytes: 100 KB.
+    let line = |i: usize| format!("{{\"id\":\"{i:04}\",\"pad\":\"{}\"}}\n", "x".repeat(80));
+    h.append("a.log", &(0..1000).map(line).collect::<String>());
+    let mut per_second = Vec::new();
+    let mut read = 0;
+    while read < 1000 {
+        let mut this_second = 0;
+        loop {
+            let lines = h.poll(true);
+            if lines.is_empty() {
+                break;
+            }
+            this_second += lines.iter().map(|l| l.len() + 1).sum::<usize>();
+            read += lines.len();
+        }
+        per_second.push(this_second);
+        if read < 1000 {
+            assert!(
+                !h.tailer.as_ref().unwrap().unread(),
+                "throttled, not unread"
+            );
+        }
+        h.now += Duration::from_secs(1);
+    }
+    // At most the limit plus one pass (10 lines) in any second.
+    assert!(
+        per_second.iter().all(|b| *b <= 8192 + 10 * 100),
+        "{per_second:?}"
+    );
+    assert!(per_second.len() >= 10, "{per_second:?}");
+}

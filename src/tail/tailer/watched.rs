@@ -38,6 +38,26 @@ pub(super) struct Watched {
     /// Set by a check that found the file shorter than, or different before, `next`.
     pub(super) truncated: bool,
     pub(super) warned_slow_drain: bool,
+    /// `read_bytes_limit_per_second`: when the current second began, and the bytes read
+    /// in it.
+    pub(super) rate_window: (Instant, u64),
+    /// Set while the file has read its limit for this second.
+    pub(super) throttled: bool,
+}
+
+impl Watched {
+    /// Whether the rate cap keeps the file from being read now; starts a new second when
+    /// the last one is over.
+    fn over_rate(&mut self, limit: Option<u64>, now: Instant) -> bool {
+        let Some(limit) = limit else {
+            return false;
+        };
+        if now.saturating_duration_since(self.rate_window.0) >= std::time::Duration::from_secs(1) {
+            self.rate_window = (now, 0);
+        }
+        self.throttled = self.rate_window.1 >= limit;
+        self.throttled
+    }
 }
 
 pub(super) fn read_file(
@@ -69,6 +89,10 @@ pub(super) fn read_file(
             batch.set_position(position(w));
         }
     }
+    if w.over_rate(opts.read_bytes_limit_per_second, now) {
+        w.at_eof = false;
+        return Ok(());
+    }
     let file = w.file.as_mut().expect("opened above");
     let size = file.metadata()?.len();
     w.last_seen.0 = w.last_seen.0.max(size);
@@ -92,6 +116,7 @@ pub(super) fn read_file(
     }
     w.at_eof = out.at_eof;
     w.next = out.next;
+    w.rate_window.1 += out.next.offset.saturating_sub(before.offset);
     metrics
         .lines_read
         .fetch_add(out.lines as u64, std::sync::atomic::Ordering::Relaxed);
