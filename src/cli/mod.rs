@@ -114,9 +114,13 @@ enum Command {
     /// Check event lines as at-forwarder would before forwarding them; prints
     /// `file:line: problem` for each failing event and exits 1 when any fails.
     Lint {
-        /// Also apply the CADF and Activity Tracker rules (what production registration expects).
-        #[arg(long)]
+        /// The same as `--level activity_tracker` (what production registration expects).
+        #[arg(long, conflicts_with = "level")]
         strict: bool,
+        /// The check: off, lenient (default), cadf (DMTF CADF as seed 004 states it; bare
+        /// CADF events without `meta` are read too), activity_tracker.
+        #[arg(long, value_parser = cadf_level)]
+        level: Option<crate::config::source::CadfValidation>,
         /// Files of event lines; standard input when none.
         files: Vec<PathBuf>,
     },
@@ -281,7 +285,18 @@ pub fn main() -> ExitCode {
         }
         Command::Validate => config().map_or_else(|c| c, |c| validate::validate(&c)),
         Command::Positions { endpoint } => config().map_or_else(|c| c, |c| positions(&c, endpoint)),
-        Command::Lint { strict, files } => tools::lint(strict, &files),
+        Command::Lint {
+            strict,
+            level,
+            files,
+        } => tools::lint(
+            if strict {
+                Some(crate::config::source::CadfValidation::ActivityTracker)
+            } else {
+                level
+            },
+            &files,
+        ),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "at-forwarder", &mut std::io::stdout());
@@ -420,6 +435,10 @@ fn check(path: &std::path::Path, strict: bool) -> ExitCode {
     );
     print!("{}", loaded.describe());
     ExitCode::SUCCESS
+}
+
+fn cadf_level(text: &str) -> Result<crate::config::source::CadfValidation, String> {
+    crate::config::value::parse_enum(text)
 }
 
 fn duration_arg(text: &str) -> Result<std::time::Duration, String> {

@@ -14,13 +14,12 @@ use crate::tail::identity::FileKey;
 
 /// `at-forwarder lint`: exit 0 when every event passes, 1 when any fails, 2 when a file
 /// cannot be read.
-pub(crate) fn lint(strict: bool, files: &[PathBuf]) -> ExitCode {
-    let level = if strict {
-        CadfValidation::Strict
-    } else {
-        CadfValidation::Lenient
-    };
-    let validator = Validator::new(level, true);
+pub(crate) fn lint(level: Option<CadfValidation>, files: &[PathBuf]) -> ExitCode {
+    let level = level.map_or(CadfValidation::Lenient, CadfValidation::normalized);
+    let mut validator = Validator::new(level, true);
+    if level == CadfValidation::Cadf {
+        validator = validator.reading_bare_cadf();
+    }
     let stdout = io::stdout();
     let mut out = stdout.lock();
     let mut total = LintSummary::default();

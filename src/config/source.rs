@@ -140,8 +140,23 @@ config_enum! {
         Off = "off",
         /// The routing fields and the payload fields Activity Tracker needs; defaults added.
         Lenient = "lenient",
-        /// Lenient, plus the CADF and Activity Tracker rules.
+        /// Lenient, plus CADF (DMTF DSP0262) as seed 004 states it, with its taxonomies.
+        Cadf = "cadf",
+        /// Lenient, plus CADF's structure with Activity Tracker's naming in place of the
+        /// taxonomies, and its conventions (severity, numeric reasonCode, CRNs).
+        ActivityTracker = "activity_tracker",
+        /// The earlier name of `activity_tracker`.
         Strict = "strict",
+    }
+}
+
+impl CadfValidation {
+    /// `strict` is `activity_tracker`.
+    pub fn normalized(self) -> Self {
+        match self {
+            CadfValidation::Strict => CadfValidation::ActivityTracker,
+            other => other,
+        }
     }
 }
 

@@ -73,6 +73,9 @@ macro_rules! with_cadf_fields {
             pub severity: Option<Raw<'a>>,
             #[serde(borrow)]
             pub measurements: Option<Raw<'a>>,
+            /// The singular spelling seed 004's monitor example uses.
+            #[serde(borrow)]
+            pub measurement: Option<Raw<'a>>,
         }
     };
 }
@@ -114,6 +117,7 @@ impl<'a> Line<'a> {
             reason: self.reason,
             severity: self.severity,
             measurements: self.measurements,
+            measurement: self.measurement,
         }
     }
 }

@@ -118,6 +118,8 @@ pub struct Origin {
 pub struct Validator {
     level: CadfValidation,
     normalize_time: bool,
+    /// Bare CADF events (no `meta`) are checked too (`lint --level cadf`).
+    bare: bool,
 }
 
 impl Validator {
@@ -127,7 +129,16 @@ impl Validator {
         Validator {
             level,
             normalize_time,
+            bare: false,
         }
+    }
+
+    /// Also reads bare CADF events, without `meta` (checked, never forwarded: they name
+    /// no service).
+    #[must_use]
+    pub fn reading_bare_cadf(mut self) -> Self {
+        self.bare = true;
+        self
     }
 
     /// Checks `line`; when it may be forwarded, appends the bytes to forward to `out`.
@@ -161,7 +172,11 @@ impl Validator {
                 time_without_offset: false,
             });
         }
-        let service = service_of(parsed.meta.as_mut().map(|m| m.service.take()))?;
+        let service = if self.bare && parsed.meta.is_none() {
+            Cow::Borrowed("")
+        } else {
+            service_of(parsed.meta.as_mut().map(|m| m.service.take()))?
+        };
         let top;
         let (cadf, at) = match &parsed.payload {
             Some(payload) => (payload, "payload."),
@@ -253,7 +268,9 @@ impl Validator {
             // Lenient reads a time without an offset as UTC (seed 003's example has
             // none); strict keeps CADF's rule that the offset is written.
             let parse = |t: &str| match self.level {
-                CadfValidation::Strict => time::parse(t).map(|t| (t, false)),
+                CadfValidation::Strict | CadfValidation::Cadf | CadfValidation::ActivityTracker => {
+                    time::parse(t).map(|t| (t, false))
+                }
                 _ => time::parse_assuming_utc(t),
             };
             match value
@@ -268,9 +285,14 @@ impl Validator {
                 )),
             }
         }
-        if self.level == CadfValidation::Strict {
+        let rules = match self.level.normalized() {
+            CadfValidation::Cadf => Some(rules::Rules::Cadf),
+            CadfValidation::ActivityTracker => Some(rules::Rules::ActivityTracker),
+            _ => None,
+        };
+        if let Some(rules) = rules {
             let mut strict = Vec::new();
-            rules::check(cadf, at, line.log_source_crn, &mut strict);
+            rules::check(rules, cadf, at, line.log_source_crn, &mut strict);
             problems.extend(strict.into_iter().map(|p| {
                 (
                     if p.starts_with("missing") {

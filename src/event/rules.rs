@@ -1,39 +1,91 @@
-//! The strict rules: CADF's (DSP0262, as pycadf applies them) and Activity Tracker's
-//! conventions, on top of what lenient checks.
+//! The rule levels above lenient: `cadf` — CADF (DMTF DSP0262) as seed 004 states it, its
+//! taxonomies applied as pycadf applies them (a value starting with a taxonomy entry) —
+//! and `activity_tracker` — CADF's structure with Activity Tracker's naming in place of
+//! the taxonomies (`service.object.verb` actions, `<service>/<object>` type URIs) and its
+//! conventions (severity, a numeric reasonCode, CRN shapes).
+//!
+//! Both see the event as lenient completes it: a missing `id`, `eventType` (activity),
+//! `typeURI` or `observer` is filled in, never a failure.
 
 use serde_json::Value;
 
 use super::envelope::{present, string, Fields, Raw};
+use super::CADF_EVENT_URI;
 
 const EVENT_TYPES: [&str; 3] = ["activity", "monitor", "control"];
 const OUTCOMES: [&str; 4] = ["success", "failure", "pending", "unknown"];
 const SEVERITIES: [&str; 3] = ["normal", "warning", "critical"];
 /// Verbs Activity Tracker names invalid.
 const BAD_VERBS: [&str; 2] = ["info", "unknown"];
+/// CADF's action taxonomy (DSP0262 annex; pycadf's list, with `authenticate/logon`).
+const ACTIONS: [&str; 27] = [
+    "backup",
+    "capture",
+    "create",
+    "configure",
+    "read",
+    "update",
+    "delete",
+    "monitor",
+    "start",
+    "stop",
+    "deploy",
+    "undeploy",
+    "enable",
+    "disable",
+    "send",
+    "receive",
+    "authenticate",
+    "revoke",
+    "renew",
+    "restore",
+    "evaluate",
+    "allow",
+    "deny",
+    "notify",
+    "unknown",
+    "read/list",
+    "authenticate/logon",
+];
+/// The roots of CADF's resource taxonomy (pycadf's, whose deeper entries all start with
+/// one of these).
+const RESOURCE_ROOTS: [&str; 5] = ["storage", "compute", "network", "service", "data"];
 
-/// Appends a message for each strict rule `f` breaks; `at` prefixes field names
-/// (`payload.` for the legacy envelope, empty for the flat form).
+/// Which rules apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Rules {
+    Cadf,
+    ActivityTracker,
+}
+
+/// Appends a message for each rule of `rules` that `f` breaks; `at` prefixes field
+/// names (`payload.` for the legacy envelope, empty for the flat form).
 pub(super) fn check(
+    rules: Rules,
     f: &Fields<'_>,
     at: &str,
     log_source_crn: Option<Raw<'_>>,
     problems: &mut Vec<String>,
 ) {
-    for (name, raw) in [
-        ("id", f.id),
-        ("eventType", f.event_type),
-        ("typeURI", f.type_uri),
-        ("observer", f.observer),
-        ("severity", f.severity),
-    ] {
-        if !present(raw) {
-            problems.push(format!("missing {at}{name}"));
-        }
+    structure(f, at, problems);
+    match rules {
+        Rules::Cadf => cadf_names(f, at, problems),
+        Rules::ActivityTracker => activity_tracker(f, at, log_source_crn, problems),
     }
-    let event_type = string(f.event_type);
-    if let Some(t) = event_type.as_deref().filter(|t| !EVENT_TYPES.contains(t)) {
+}
+
+/// What both levels check: the enumerations, what each event type requires, the
+/// resources' shape, the event's type URI.
+fn structure(f: &Fields<'_>, at: &str, problems: &mut Vec<String>) {
+    if let Some(uri) = string(f.type_uri).filter(|u| u != CADF_EVENT_URI) {
         problems.push(format!(
-            "{at}eventType '{t}' is not one of {}",
+            "{at}typeURI '{uri}' is not the CADF event URI {CADF_EVENT_URI}"
+        ));
+    }
+    let event_type = string(f.event_type).unwrap_or_else(|| "activity".into());
+    if !EVENT_TYPES.contains(&event_type.as_ref()) {
+        problems.push(format!(
+            "{at}eventType '{event_type}' is not one of {}",
             EVENT_TYPES.join(", ")
         ));
     }
@@ -43,10 +95,13 @@ pub(super) fn check(
             OUTCOMES.join(", ")
         ));
     }
-    if event_type.as_deref() == Some("control") && !present(f.reason) {
+    if event_type == "control" && !present(f.reason) {
         problems.push(format!("{at}reason is required for a control event"));
     }
-    if event_type.as_deref() == Some("monitor") && !non_empty_array(f.measurements) {
+    if event_type == "monitor"
+        && !non_empty_array(f.measurements)
+        && !non_empty_array(f.measurement)
+    {
         problems.push(format!("{at}measurements are required for a monitor event"));
     }
     for (name, raw) in [("initiator", f.initiator), ("target", f.target)] {
@@ -56,6 +111,51 @@ pub(super) fn check(
     }
     if let Some(problem) = f.observer.and_then(|r| resource_problem(r, true)) {
         problems.push(format!("{at}observer {problem}"));
+    }
+    if let Some(reason) = object(f.reason) {
+        match reason.get("reasonCode") {
+            None | Some(Value::String(_)) => {}
+            Some(Value::Number(n)) if n.is_u64() => {}
+            Some(other) => problems.push(format!(
+                "{at}reason.reasonCode must be a string or a number, found {other}"
+            )),
+        }
+    }
+}
+
+/// CADF's taxonomies: the action (or the verb of a qualified `service.object.verb`) and
+/// the initiator's and target's type URIs.
+fn cadf_names(f: &Fields<'_>, at: &str, problems: &mut Vec<String>) {
+    if let Some(action) = string(f.action) {
+        let verb = action.rsplit('.').next().unwrap_or(&action);
+        if !ACTIONS.iter().any(|a| verb.starts_with(a)) {
+            problems.push(format!(
+                "{at}action '{action}' is not in the CADF action taxonomy (create, read, update, delete, monitor, authenticate/logon, …)"
+            ));
+        }
+    }
+    for (name, raw) in [("initiator", f.initiator), ("target", f.target)] {
+        let uri =
+            object(raw).and_then(|r| r.get("typeURI").and_then(Value::as_str).map(String::from));
+        if let Some(uri) =
+            uri.filter(|u| !RESOURCE_ROOTS.iter().any(|r| u.starts_with(r)) && u != "unknown")
+        {
+            problems.push(format!(
+                "{at}{name}.typeURI '{uri}' is not a CADF resource taxonomy path (such as service/compute/node, data/security/account/user)"
+            ));
+        }
+    }
+}
+
+/// Activity Tracker's conventions (seeds 000 and 001).
+fn activity_tracker(
+    f: &Fields<'_>,
+    at: &str,
+    log_source_crn: Option<Raw<'_>>,
+    problems: &mut Vec<String>,
+) {
+    if !present(f.severity) {
+        problems.push(format!("missing {at}severity"));
     }
     if let Some(action) = string(f.action) {
         if let Some(problem) = action_problem(&action) {
@@ -68,14 +168,11 @@ pub(super) fn check(
             SEVERITIES.join(", ")
         ));
     }
-    if let Some(reason) = f
-        .reason
-        .and_then(|r| serde_json::from_str::<Value>(r.get()).ok())
-    {
+    if let Some(reason) = object(f.reason) {
         match reason.get("reasonCode") {
             Some(Value::Number(n)) if n.is_u64() => {}
             Some(other) => problems.push(format!(
-                "{at}reason.reasonCode must be a number, found {other}"
+                "{at}reason.reasonCode must be a number (the HTTP status) for Activity Tracker, found {other}"
             )),
             None => problems.push(format!("missing {at}reason.reasonCode")),
         }
@@ -85,14 +182,19 @@ pub(super) fn check(
             problems.push(format!("logSourceCRN '{crn}' {problem}"));
         }
     }
-    let target_id = f
-        .target
-        .and_then(|t| serde_json::from_str::<Value>(t.get()).ok())
-        .and_then(|t| t.get("id").and_then(Value::as_str).map(String::from));
+    let target_id =
+        object(f.target).and_then(|t| t.get("id").and_then(Value::as_str).map(String::from));
     if let Some(id) = target_id.filter(|id| id.starts_with("crn:")) {
         if let Some(problem) = crn_problem(&id, false) {
             problems.push(format!("{at}target.id '{id}' {problem}"));
         }
+    }
+}
+
+fn object(raw: Option<Raw<'_>>) -> Option<serde_json::Map<String, Value>> {
+    match serde_json::from_str::<Value>(raw?.get()).ok()? {
+        Value::Object(m) => Some(m),
+        _ => None,
     }
 }
 

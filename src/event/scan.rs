@@ -91,6 +91,7 @@ fn cadf_slot<'l, 'a>(line: &'l mut Line<'a>, key: &str) -> Option<(u32, &'l mut 
         "reason" => (1 << 9, &mut line.reason),
         "severity" => (1 << 10, &mut line.severity),
         "measurements" => (1 << 11, &mut line.measurements),
+        "measurement" => (1 << 12, &mut line.measurement),
         _ => return None,
     })
 }
@@ -110,6 +111,7 @@ fn field_slot<'l, 'a>(f: &'l mut Fields<'a>, key: &str) -> Option<(u32, &'l mut 
         "reason" => (1 << 9, &mut f.reason),
         "severity" => (1 << 10, &mut f.severity),
         "measurements" => (1 << 11, &mut f.measurements),
+        "measurement" => (1 << 12, &mut f.measurement),
         _ => return None,
     })
 }
