@@ -90,7 +90,14 @@ fn follow(
     notified: bool,
     heartbeat: &crate::health::Heartbeat,
 ) {
-    let mut next_scan = Instant::now();
+    // `skip_refresh_on_startup`: the first scan waits one refresh_interval (or the first
+    // change noticed under the roots).
+    let first_wait = if tailer.skips_first_scan() {
+        refresh
+    } else {
+        Duration::ZERO
+    };
+    let mut next_scan = Instant::now() + first_wait;
     let mut written: Vec<PathBuf> = Vec::new();
     loop {
         // A pass is the tail thread's unit of progress: one that never ends (an open or a

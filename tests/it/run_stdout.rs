@@ -143,3 +143,32 @@ fn path_key_adds_the_file_s_path_to_each_record() {
     );
     assert_eq!(v["meta"]["serviceProviderName"], "s");
 }
+
+#[test]
+fn the_time_field_goes_as_fluentd_s_parser_does_and_normalize_time_false_keeps_event_time() {
+    let event = r#"{"meta":{"serviceProviderName":"s","userAccountIds":["a"]},"time":"2020-01-01T00:00:00Z","payload":{"id":"1","action":"s.thing.create","outcome":"success","initiator":{"id":"u","typeURI":"t"},"target":{"id":"t","typeURI":"s/thing"},"eventTime":"2020-01-01 00:00:00 +0000 UTC"}}"#;
+    let forwarded = |source_extra: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = dir.path().join("logs");
+        std::fs::create_dir_all(&logs).unwrap();
+        let conf = dir.path().join("at.conf");
+        std::fs::write(&conf, format!("<source>\n  @type tail\n  path {0}/logs/*.log\n  pos_file {0}/at.pos\n  tag at.*\n  format json\n  read_from_head true\n{source_extra}</source>\n<match at.**>\n  @type stdout\n</match>\n", dir.path().display())).unwrap();
+        std::fs::write(logs.join("a.log"), format!("{event}\n")).unwrap();
+        let daemon = crate::daemon::start(&conf);
+        let events = daemon.events(1);
+        assert_eq!(daemon.stop(), 0);
+        serde_json::from_str::<serde_json::Value>(&events[0]).unwrap()
+    };
+    // Defaults: the top-level "time" goes (fluentd's json parser, time_key time), and
+    // eventTime is normalised.
+    let v = forwarded("");
+    assert!(v.get("time").is_none(), "{v}");
+    assert_eq!(v["payload"]["eventTime"], "2020-01-01T00:00:00.000+0000");
+    // keep_time_key keeps it; normalize_time false leaves eventTime as written.
+    let v = forwarded("  keep_time_key true\n  normalize_time false\n");
+    assert_eq!(v["time"], "2020-01-01T00:00:00Z");
+    assert_eq!(v["payload"]["eventTime"], "2020-01-01 00:00:00 +0000 UTC");
+    // Another time_key names the member that goes.
+    let v = forwarded("  time_key meta\n  cadf_validation off\n");
+    assert!(v.get("meta").is_none() && v.get("time").is_some(), "{v}");
+}

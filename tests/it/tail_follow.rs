@@ -163,3 +163,53 @@ fn holds_open(path: &std::path::Path) -> bool {
         .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
         .any(|target| target == path)
 }
+
+/// `skip_refresh_on_startup`: files already there are found at the first refresh, not at
+/// start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skip_refresh_on_startup_waits_for_the_first_refresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    std::fs::write(logs.join("a.log"), "{\"id\":1}\n").unwrap();
+    let refresh = Duration::from_secs(2);
+    let opts = TailOptions {
+        refresh_interval: refresh,
+        read_from_head: true,
+        skip_refresh_on_startup: true,
+        ..TailOptions::new(vec![format!("{}/*.log", logs.display())])
+    };
+    let store = PositionStore::open(&dir.path().join("pos.sled")).unwrap();
+    let tailer = Tailer::open(opts, store).unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    let shutdown = CancellationToken::new();
+    let started = Instant::now();
+    let thread = run::spawn(
+        tailer,
+        refresh,
+        tx,
+        shutdown.clone(),
+        at_forwarder::health::Heartbeat::detached("tail"),
+    )
+    .unwrap();
+    let batch = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match rx.recv().await {
+                Some(b) if b.lines().next().is_some() => return b,
+                Some(_) => {}
+                None => panic!("the tail thread stopped"),
+            }
+        }
+    })
+    .await
+    .expect("the file is read at the first refresh");
+    assert!(
+        started.elapsed() >= refresh,
+        "read before the first refresh"
+    );
+    assert_eq!(batch.lines().count(), 1);
+    shutdown.cancel();
+    tokio::task::spawn_blocking(move || thread.join().unwrap())
+        .await
+        .unwrap();
+}
