@@ -101,6 +101,27 @@ mod tests {
     }
 
     #[test]
+    fn periodic_waits_alike_and_the_base_sets_the_growth() {
+        let periodic = Policy::new(RetryConfig {
+            retry_type: RetryType::Periodic,
+            ..config(true, None, false)
+        });
+        assert_eq!(
+            periodic.next(5, Duration::ZERO, None, 0.5),
+            Next::RetryIn(Duration::from_secs(1))
+        );
+        let base3 = Policy::new(RetryConfig {
+            exponential_backoff_base: 3.0,
+            max_interval: None,
+            ..config(true, None, false)
+        });
+        assert_eq!(
+            base3.next(3, Duration::ZERO, None, 0.5),
+            Next::RetryIn(Duration::from_secs(9))
+        );
+    }
+
+    #[test]
     fn full_jitter_stays_within_the_computed_delay() {
         let p = Policy::new(config(true, None, true));
         for attempt in 1..20 {

@@ -457,3 +457,39 @@ fn a_source_s_log_level_applies_to_its_lines_only() {
         .log_line("at-forwarder stopped", Duration::from_secs(10))
         .is_none());
 }
+
+#[test]
+fn system_http_port_serves_the_operations_endpoint() {
+    let port = std::net::TcpListener::bind("0.0.0.0:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let conf = stdout_config(dir.path(), &format!("  http_port {port}\n"));
+    let daemon = start(&conf);
+    daemon.wait_started();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let answer = loop {
+        let got = std::net::TcpStream::connect(addr).ok().and_then(|mut s| {
+            use std::io::{Read, Write};
+            s.write_all(b"GET /healthz HTTP/1.0\r\n\r\n").ok()?;
+            let mut out = String::new();
+            s.read_to_string(&mut out).ok()?;
+            Some(out)
+        });
+        match got {
+            Some(a) => break a,
+            None if Instant::now() < deadline => {
+                std::thread::park_timeout(Duration::from_millis(50))
+            }
+            None => panic!("nothing listens on http_port {port}"),
+        }
+    };
+    assert!(
+        answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200"),
+        "{answer}"
+    );
+    assert_eq!(daemon.stop(), 0);
+}
