@@ -8,7 +8,10 @@ use crate::support::{binary, run, seed_config};
 fn check_prints_the_resolved_pipeline_of_the_seed() {
     let (code, stdout, stderr) = run(binary().args(["check", "-c"]).arg(seed_config()));
     assert_eq!(code, 0, "stderr:\n{stderr}");
-    assert!(stdout.contains("valid (2 warning(s), 2 note(s))"), "{stdout}");
+    assert!(
+        stdout.contains("valid (2 warning(s), 2 note(s))"),
+        "{stdout}"
+    );
     for line in [
         "source #1: tailinodes",
         "path                             /var/log/at/**/*.log*",
@@ -53,7 +56,10 @@ fn check_strict_fails_on_warnings() {
     );
     // The placeholders only: the notes (time_format, the ignored retry limit) stay notes.
     assert!(stderr.contains("2 error(s), 0 warning(s)"), "{stderr}");
-    assert!(stderr.contains("note: 'retry_max_times' has no effect"), "{stderr}");
+    assert!(
+        stderr.contains("note: 'retry_max_times' has no effect"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -61,7 +67,10 @@ fn the_annotated_example_passes_strict() {
     let example = crate::support::repo_root().join("examples/at-forwarder.conf");
     let (code, stdout, stderr) = run(binary().args(["check", "--strict", "-c"]).arg(example));
     assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.contains("valid (0 warning(s), 0 note(s))"), "{stdout}");
+    assert!(
+        stdout.contains("valid (0 warning(s), 0 note(s))"),
+        "{stdout}"
+    );
     assert!(
         stdout.contains(
             "endpoint                         https://activity-tracker.ng.bluemix.net/v3/events"

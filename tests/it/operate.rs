@@ -135,13 +135,18 @@ fn shutdown_does_not_wait_for_chunks_of_a_service_without_a_token() {
 
 /// The DaemonSet's process: root with every capability dropped but DAC_READ_SEARCH.
 fn as_the_daemonset() -> std::process::Command {
+    as_root_with("-all,+dac_read_search")
+}
+
+/// Root with only the capabilities of `bounding_set` (setpriv's syntax).
+fn as_root_with(bounding_set: &str) -> std::process::Command {
     let mut cmd = std::process::Command::new("setpriv");
     cmd.args([
         "--reuid=0",
         "--regid=0",
         "--clear-groups",
         "--inh-caps=-all",
-        "--bounding-set=-all,+dac_read_search",
+        &format!("--bounding-set={bounding_set}"),
         "--no-new-privs",
         "--",
     ]);
@@ -185,12 +190,13 @@ fn the_daemonset_s_user_and_capabilities_read_another_user_s_0600_file_and_keep_
     )
     .unwrap();
     // The test has teeth: without the capability, root cannot read the file.
-    let mut bare = as_the_daemonset();
-    bare.args(["--bounding-set=-all", "cat"]).arg(&log);
+    let mut bare = as_root_with("-all");
+    bare.arg("cat").arg(&log);
     let denied = bare.output().unwrap();
     assert!(
-        !denied.status.success(),
-        "root without DAC_READ_SEARCH read it"
+        !denied.status.success()
+            && String::from_utf8_lossy(&denied.stderr).contains("Permission denied"),
+        "root without DAC_READ_SEARCH read it: {denied:?}"
     );
 
     let mut cmd = as_the_daemonset();
@@ -491,5 +497,54 @@ fn system_http_port_serves_the_operations_endpoint() {
         answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200"),
         "{answer}"
     );
+    assert_eq!(daemon.stop(), 0);
+}
+
+#[test]
+fn ignore_repeated_permission_error_reports_an_unreadable_file_once() {
+    use std::os::unix::fs::{chown, MetadataExt, PermissionsExt};
+    let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+    if !root || which("setpriv").is_none() {
+        eprintln!("skipped: needs root and setpriv (util-linux) to be denied a file");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let conf = stdout_config(dir.path(), "");
+    let text = std::fs::read_to_string(&conf).unwrap();
+    std::fs::write(
+        &conf,
+        text.replace(
+            "read_from_head true\n",
+            "read_from_head true\n  refresh_interval 1s\n  ignore_repeated_permission_error true\n",
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("logs/svc.log");
+    std::fs::write(&log, format!("{EVENT}\n")).unwrap();
+    chown(&log, Some(4242), Some(4242)).unwrap();
+    std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(std::fs::metadata(&log).unwrap().uid(), 4242);
+    // Root without any capability: the file's mode applies, and it cannot be opened.
+    let mut cmd = as_root_with("-all");
+    cmd.arg(env!("CARGO_BIN_EXE_at-forwarder"))
+        .arg("--log-level")
+        .arg("debug")
+        .args(crate::daemon::run_args(&conf, "127.0.0.1:0"));
+    let daemon = crate::daemon::start_command(cmd);
+    let within = Duration::from_secs(30);
+    let first = daemon
+        .log_line("Cannot open file", within)
+        .expect("the denial is reported");
+    assert!(
+        first.contains("WARN") && first.contains("svc.log"),
+        "{first}"
+    );
+    // Two later scans meet it again: at DEBUG only.
+    for _ in 0..2 {
+        let again = daemon
+            .log_line("Cannot open file", within)
+            .expect("scanned again");
+        assert!(again.contains("DEBUG"), "{again}");
+    }
     assert_eq!(daemon.stop(), 0);
 }
