@@ -69,13 +69,27 @@ pub(super) fn build(
         system,
         sources: Vec::new(),
         matches: Vec::new(),
+        filters: Vec::new(),
         labels,
     };
-    for p in &flat {
+    for (order, p) in flat.iter().enumerate() {
         match p.el.name.as_str() {
-            "source" => config.sources.extend(b.source(p, &config.labels)),
-            "match" => config.matches.extend(b.output(p, &config.system)),
-            "filter" => b.filter(p),
+            "source" => config
+                .sources
+                .extend(b.source(p, &config.labels).map(|mut s| {
+                    s.directive.order = order;
+                    s
+                })),
+            "match" => config
+                .matches
+                .extend(b.output(p, &config.system).map(|mut m| {
+                    m.directive.order = order;
+                    m
+                })),
+            "filter" => config.filters.extend(b.filter(p).map(|mut f| {
+                f.directive.order = order;
+                f
+            })),
             _ => {}
         }
     }
@@ -321,6 +335,7 @@ impl<'a> Builder<'a> {
                 .map(|v| v.value),
             label,
             workers: p.workers,
+            order: 0,
             location: self.location(p.el.span),
             span: p.el.span,
         }
@@ -398,11 +413,20 @@ impl<'a> Builder<'a> {
         built
     }
 
-    fn filter(&mut self, p: &Placed<'_>) {
+    fn filter(&mut self, p: &Placed<'_>) -> Option<super::filter::Filter> {
         let mut s = Section::new(p.el);
-        if let Some((name, span)) = self.plugin_type(&mut s) {
-            self.unknown_type("filter", &name, span, &[]);
-        }
+        let patterns =
+            TagPatterns::new(&p.el.arg).map_err(|msg| Diagnostic::error(Some(p.el.arg_span), msg));
+        let directive = self.directive(&mut s, p, p.label.clone());
+        let kind = self.typed_directive(s, "filter", super::filter::FILTER_TYPES, |s, name, _| {
+            super::filter::build(s, name)
+        });
+        let patterns = patterns.map_err(|d| self.diags.push(d)).ok()?;
+        Some(super::filter::Filter {
+            directive,
+            patterns,
+            kind: kind?,
+        })
     }
 
     fn check_ids(&mut self, config: &Config) {

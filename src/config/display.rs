@@ -52,6 +52,22 @@ pub(super) fn describe(config: &Config) -> String {
             Some(i) => format!("match #{} ({})", i + 1, config.matches[i].patterns.as_str()),
             None => "nothing: no <match> receives these events".to_string(),
         };
+        let filters: Vec<String> = config
+            .filters_for(source.directive.label.as_deref(), &tag)
+            .into_iter()
+            .map(|i| {
+                let f = &config.filters[i];
+                let kind = match f.kind {
+                    super::filter::FilterKind::Grep(_) => "grep",
+                    super::filter::FilterKind::RecordTransformer(_) => "record_transformer",
+                    super::filter::FilterKind::Redact(_) => "redact",
+                };
+                format!("{} ({kind})", f.directive.plugin_id("filter", i))
+            })
+            .collect();
+        if !filters.is_empty() {
+            row(&mut out, "filters", filters.join(" → "));
+        }
         row(&mut out, "routed to", route);
     }
     for (i, m) in config.matches.iter().enumerate() {

@@ -43,6 +43,7 @@ pub mod buffer;
 mod build;
 pub mod diag;
 mod display;
+pub mod filter;
 pub mod output;
 pub mod pattern;
 mod scan;
@@ -71,6 +72,8 @@ pub struct Config {
     pub sources: Vec<Source>,
     /// `<match>` directives, in file order (those inside a `<label>` carry its name).
     pub matches: Vec<Match>,
+    /// `<filter>` directives, in file order (those inside a `<label>` carry its name).
+    pub filters: Vec<filter::Filter>,
     /// Labels declared with `<label @NAME>`.
     pub labels: Vec<String>,
 }
@@ -99,6 +102,24 @@ impl Config {
         self.matches
             .iter()
             .find(|m| m.directive.label.as_deref() == label && m.patterns.matches(tag))
+    }
+
+    /// The filters an event of `tag` from a source with `label` passes, in file order:
+    /// those of its label whose pattern matches and that come before its `<match>`.
+    pub fn filters_for(&self, label: Option<&str>, tag: &str) -> Vec<usize> {
+        let before = self
+            .route(label, tag)
+            .map_or(usize::MAX, |m| m.directive.order);
+        self.filters
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| {
+                f.directive.label.as_deref() == label
+                    && f.patterns.matches(tag)
+                    && f.directive.order < before
+            })
+            .map(|(i, _)| i)
+            .collect()
     }
 }
 
@@ -197,6 +218,9 @@ pub struct Directive {
     pub workers: Option<WorkerRange>,
     /// Where it was written.
     pub location: Location,
+    /// Its place among all directives once `@include`s and `<worker>`s are read: events
+    /// pass the filters placed before the `<match>` that takes them.
+    pub order: usize,
     span: diag::Span,
 }
 

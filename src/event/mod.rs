@@ -23,6 +23,7 @@ use crate::tail::identity::FileKey;
 
 pub mod dead_letter;
 mod envelope;
+pub mod filter;
 mod id;
 pub mod lint;
 pub mod members;
@@ -65,6 +66,8 @@ crate::config::value::config_enum! {
         Unroutable = "unroutable",
         /// The endpoint refused it alone (400 or 413 for a batch of one).
         RejectedByEndpoint = "rejected_by_endpoint",
+        /// A `<filter>` could not handle it (its name is in the message).
+        FilterFailed = "filter_failed",
     }
 }
 

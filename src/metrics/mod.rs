@@ -25,6 +25,8 @@ pub struct Metrics {
     invalid: Mutex<BTreeMap<&'static str, u64>>,
     /// Events written to the dead-letter store, by reason.
     dead_lettered: Mutex<BTreeMap<&'static str, u64>>,
+    /// Events dropped by a `<filter>`, by filter name.
+    filtered: Mutex<BTreeMap<String, u64>>,
     /// Failed writes to the dead-letter store (each one retried).
     pub dead_letter_write_errors: AtomicU64,
     /// Dead-letter records removed to keep the store under `dead_letter_limit_size`.
@@ -79,6 +81,11 @@ impl Metrics {
     /// Counts events dead-lettered for `reason`.
     pub fn dead_lettered(&self, reason: &'static str, n: u64) {
         *lock(&self.dead_lettered).entry(reason).or_default() += n;
+    }
+
+    /// Counts `n` events dropped by the filter `name`.
+    pub fn filtered(&self, name: &str, n: u64) {
+        *lock(&self.filtered).entry(name.to_string()).or_default() += n;
     }
 
     /// Counts a failed write to the dead-letter store.
@@ -140,6 +147,14 @@ impl Metrics {
             "Events written to the dead-letter store, by reason.",
             "reason",
             &lock(&self.dead_lettered),
+        );
+        labelled(
+            &mut out,
+            "at_forwarder_events_filtered_total",
+            "counter",
+            "Events dropped by a <filter>, by filter (@id, else filter.N).",
+            "filter",
+            &lock(&self.filtered),
         );
         let requests: BTreeMap<String, u64> = lock(&self.requests)
             .iter()

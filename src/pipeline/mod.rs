@@ -111,6 +111,11 @@ pub async fn run(
         });
     }
     let routes = Routes::new(routes);
+    let hostname = gethostname::gethostname().to_string_lossy().into_owned();
+    let filters = Arc::new(
+        crate::event::filter::Filters::compile(&config, &hostname)
+            .context("compiling the filters")?,
+    );
     let sources = TaskTracker::new();
     let mut threads = Vec::new();
     for (index, source) in config.sources.iter().enumerate() {
@@ -187,6 +192,7 @@ pub async fn run(
             worker::Reporting {
                 heartbeat: health.register(&format!("source:{}", index + 1)),
                 metrics: Arc::clone(&metrics),
+                filters: Arc::clone(&filters),
             },
         );
         sources.spawn(worker.run(rx).instrument(span));

@@ -27,6 +27,8 @@ pub(super) struct Worker {
     source: usize,
     dead_letters: Arc<DeadLetterStore>,
     validator: Validator,
+    /// The configuration's `<filter>`s.
+    filters: Arc<crate::event::filter::Filters>,
     /// fluentd's json parser removes the time field from records unless `keep_time_key`.
     time_key: Option<crate::event::members::TimeKeyRemover>,
     /// Where each `<match>`'s events go.
@@ -44,6 +46,7 @@ pub(super) struct Worker {
 pub(super) struct Reporting {
     pub heartbeat: crate::health::Heartbeat,
     pub metrics: Arc<crate::metrics::Metrics>,
+    pub filters: Arc<crate::event::filter::Filters>,
 }
 
 /// A batch being written.
@@ -72,6 +75,7 @@ impl Worker {
             dead_letters,
             validator,
             time_key,
+            filters: reporting.filters,
             routes,
             checkpointer,
             heartbeat: reporting.heartbeat,
@@ -200,6 +204,9 @@ impl Worker {
     /// file's last record) and what could not be appended yet.
     fn write_sorted(&self, sorted: Sorted) -> std::io::Result<WrittenParts> {
         self.report_times_without_offset(&sorted);
+        for i in &sorted.filtered {
+            self.metrics.filtered(self.filters.name(*i), 1);
+        }
         for l in &sorted.letters {
             self.metrics.dead_lettered(l.reason.name(), 1);
         }

@@ -516,3 +516,38 @@ fn fluentd_source_settings_work_or_say_they_do_not() {
         ]
     );
 }
+
+#[test]
+fn filters_load_in_order_and_refuse_what_they_cannot_do() {
+    let config = valid(&format!(
+        "<source>\n  @type tail\n  path /var/log/at/*.log\n  tag at.*\n  format json\n  pos_file /tmp/at.pos\n</source>\n<filter at.**>\n  @type grep\n  <regexp>\n    key $.payload.action\n    pattern /create/i\n  </regexp>\n</filter>\n<match at.**>\n{}\n</match>\n<filter at.**>\n  @type redact\n</filter>\n",
+        at_match("")
+    ));
+    assert_eq!(config.filters.len(), 2);
+    // Only the filter before the <match> applies, and check shows it on the route.
+    assert_eq!(config.filters_for(None, "at.x"), [0]);
+    let text = load(&format!(
+        "<source>\n  @type tail\n  path /var/log/at/*.log\n  tag at.*\n  format json\n  pos_file /tmp/at.pos\n</source>\n<filter at.**>\n  @type redact\n  @id no-tokens\n</filter>\n<match at.**>\n{}\n</match>\n",
+        at_match("")
+    ))
+    .unwrap()
+    .describe();
+    assert!(
+        text.contains("filters                          no-tokens (redact)"),
+        "{text}"
+    );
+    let bad = |filter: &str| {
+        errors(&pipeline("", &at_match("")).replace("<match", &format!("{filter}\n<match")))
+    };
+    for (filter, said) in [
+        ("<filter at.**>\n  @type record_transformer\n  enable_ruby true\n</filter>", "'enable_ruby true' is not supported"),
+        ("<filter at.**>\n  @type record_transformer\n  renew_record true\n</filter>", "'renew_record true' is not supported"),
+        ("<filter at.**>\n  @type record_transformer\n  <record>\n    x ${record[\"a\"].upcase}\n  </record>\n</filter>", "unknown placeholder"),
+        ("<filter at.**>\n  @type grep\n  <regexp>\n    key a\n    pattern /(/\n  </regexp>\n</filter>", "not a regular expression"),
+        ("<filter at.**>\n  @type redact\n  mode hash\n</filter>", "hash_key_path"),
+        ("<filter at.**>\n  @type parser\n</filter>", "grep, record_transformer, redact"),
+    ] {
+        let e = bad(filter);
+        assert!(e.contains(said), "{filter}\n{e}");
+    }
+}

@@ -565,11 +565,5 @@ fn start_with_endpoint(conf: &Path) -> (Daemon, u16) {
 
 /// One GET to the operations endpoint: the whole answer, head and body.
 fn http_get(port: u16, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut answer = String::new();
-    let _ = s.read_to_string(&mut answer);
-    answer
+    crate::support::http_get_text(port, path)
 }

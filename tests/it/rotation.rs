@@ -39,22 +39,11 @@ fn rotated_copies(logs: &Path) -> usize {
 }
 
 fn metric(port: u16, name: &str) -> u64 {
-    let body = at_forwarder_get(port, "/metrics");
+    let body = crate::support::http_get_text(port, "/metrics");
     body.lines()
         .find(|l| l.starts_with(&format!("{name} ")))
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
         .unwrap_or(0)
-}
-
-fn at_forwarder_get(port: u16, path: &str) -> String {
-    use std::io::Read;
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return String::new();
-    };
-    let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n");
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
 }
 
 fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) {

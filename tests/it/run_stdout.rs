@@ -172,3 +172,131 @@ fn the_time_field_goes_as_fluentd_s_parser_does_and_normalize_time_false_keeps_e
     let v = forwarded("  time_key meta\n  cadf_validation off\n");
     assert!(v.get("meta").is_none() && v.get("time").is_some(), "{v}");
 }
+
+/// Runs a stdout pipeline with `filters` (after the source, before the match) over
+/// `lines`; what comes out, and the daemon's metrics body.
+fn through_filters(filters: &str, lines: &[String]) -> (Vec<serde_json::Value>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let conf = dir.path().join("at.conf");
+    let filters = filters.replace("DIR", &dir.path().display().to_string());
+    std::fs::write(&conf, format!("<source>\n  @type tail\n  path {0}/logs/*.log\n  pos_file {0}/at.pos\n  tag at.*\n  format json\n  read_from_head true\n</source>\n{filters}\n<match at.**>\n  @type stdout\n</match>\n", dir.path().display())).unwrap();
+    std::fs::write(dir.path().join("hash.key"), "k3y").unwrap();
+    // A last line that every filter keeps: once it is out, the others were decided.
+    let mut text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    text.push_str(&format!(
+        "{}\n",
+        seed_event("end", "svc.thing.create", "success", "end-token")
+    ));
+    std::fs::write(logs.join("a.log"), text).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let daemon = crate::daemon::start_on(&conf, &format!("127.0.0.1:{port}"));
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        let got = daemon.events(1);
+        let Some(line) = got.first() else { continue };
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let end = v["payload"]["id"] == "end";
+        out.push(v);
+        if end {
+            break;
+        }
+    }
+    let metrics = crate::support::http_get_text(port, "/metrics");
+    assert_eq!(daemon.stop(), 0);
+    out.pop();
+    (out, metrics)
+}
+
+fn seed_event(id: &str, action: &str, outcome: &str, token: &str) -> String {
+    format!(
+        r#"{{"meta":{{"serviceProviderName":"svc","userAccountIds":["a"]}},"payload":{{"id":"{id}","action":"{action}","outcome":"{outcome}","initiator":{{"id":"u","typeURI":"t","credential":{{"type":"token","token":"{token}"}}}},"target":{{"id":"t","typeURI":"svc/thing"}},"requestData":{{"n":1}},"eventTime":"2026-01-01T00:00:00Z"}}}}"#
+    )
+}
+
+#[test]
+fn grep_keeps_and_drops_as_fluentd_and_counts_what_it_drops() {
+    let lines = [
+        seed_event("1", "svc.thing.create", "success", "t"),
+        seed_event("2", "svc.thing.delete", "success", "t"),
+        seed_event("3", "svc.thing.create", "failure", "t"),
+        seed_event("4", "svc.other.create", "success", "t"),
+    ];
+    let filter = "<filter at.**>\n  @type grep\n  @id only-creates\n  <regexp>\n    key $.payload.action\n    pattern /\\.create$/\n  </regexp>\n  <exclude>\n    key $.payload.outcome\n    pattern /^failure$/\n  </exclude>\n  <or>\n    <regexp>\n      key $.payload.action\n      pattern /^svc\\.thing\\./\n    </regexp>\n    <regexp>\n      key $.payload.id\n      pattern /^4$/\n    </regexp>\n  </or>\n</filter>";
+    let (out, metrics) = through_filters(filter, &lines);
+    let ids: Vec<&str> = out
+        .iter()
+        .map(|v| v["payload"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["1", "4"]);
+    assert!(
+        metrics.contains("at_forwarder_events_filtered_total{filter=\"only-creates\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("at_forwarder_dead_letters_total{"),
+        "dropped, not dead-lettered: {metrics}"
+    );
+}
+
+#[test]
+fn record_transformer_and_redact_change_exactly_the_named_fields() {
+    let lines = [
+        seed_event("1", "svc.thing.create", "success", "secret-a"),
+        seed_event("2", "svc.thing.create", "success", "secret-a"),
+    ];
+    let filters = "<filter at.**>\n  @type record_transformer\n  remove_keys $.payload.requestData\n  <record>\n    origin ${tag_parts[0]}/${record[\"meta\"][\"serviceProviderName\"]}\n  </record>\n</filter>\n<filter at.**>\n  @type redact\n  mode hash\n  hash_key_path DIR/hash.key\n</filter>";
+    let (out, _) = through_filters(filters, &lines);
+    assert_eq!(out.len(), 2);
+    for v in &out {
+        assert_eq!(v["origin"], "at/svc");
+        assert!(v["payload"].get("requestData").is_none(), "{v}");
+        let token = v["payload"]["initiator"]["credential"]["token"]
+            .as_str()
+            .unwrap();
+        assert!(
+            token.starts_with("hmac-sha256:") && !token.contains("secret"),
+            "{v}"
+        );
+        // Everything else as it was: member order too.
+        let keys: Vec<&str> = v["payload"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "id",
+                "observer",
+                "typeURI",
+                "eventType",
+                "action",
+                "outcome",
+                "initiator",
+                "target",
+                "eventTime"
+            ],
+            "{v}"
+        );
+    }
+    assert_eq!(
+        out[0]["payload"]["initiator"]["credential"]["token"],
+        out[1]["payload"]["initiator"]["credential"]["token"],
+        "equal values stay comparable"
+    );
+    // The default redact: the credential token, with a marker.
+    let (out, _) = through_filters("<filter at.**>\n  @type redact\n</filter>", &lines[..1]);
+    assert_eq!(
+        out[0]["payload"]["initiator"]["credential"]["token"],
+        "[REDACTED]"
+    );
+    assert_eq!(out[0]["payload"]["requestData"]["n"], 1);
+}

@@ -115,3 +115,20 @@ pub(crate) fn at_config(dir: &Path, url: &str, buffer_extra: &str) -> PathBuf {
     .unwrap();
     conf
 }
+
+/// One GET to a local endpoint (the daemon's operations endpoint): the whole answer,
+/// head and body; empty when nothing answers.
+pub(crate) fn http_get_text(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(10)));
+    let _ = write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    );
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    answer
+}

@@ -1,6 +1,7 @@
 //! Checking a batch's lines and sorting them by destination: the records of each buffer
 //! and key, standard output, dead letters, and which keys each file's lines went to.
 
+use crate::event::filter::Applied;
 use std::sync::Arc;
 
 use crate::buffer::Framed;
@@ -20,6 +21,8 @@ pub(super) struct Sorted {
     /// Records per buffer and key.
     pub(super) buffered: Vec<Group>,
     pub(super) letters: Vec<DeadLetter>,
+    /// Events dropped by filters: the filter's index, once per event.
+    pub(super) filtered: Vec<usize>,
     /// Events whose `eventTime` had no UTC offset (read as UTC), and the first of them.
     pub(super) times_without_offset: u64,
     pub(super) first_without_offset: Option<(std::path::PathBuf, u64)>,
@@ -77,6 +80,9 @@ impl Worker {
         let route = (self.config)
             .route(source.directive.label.as_deref(), &tag)
             .and_then(|m| self.config.matches.iter().position(|x| std::ptr::eq(x, m)));
+        let filters = self
+            .config
+            .filters_for(source.directive.label.as_deref(), &tag);
         // `path_key`: a top-level member, written once per file and batch.
         let path_member = tail.path_key.as_ref().map(|key| {
             let member = format!(
@@ -92,6 +98,7 @@ impl Worker {
             tag,
             group: None,
             path_member,
+            filters,
         });
         files.len() - 1
     }
@@ -105,11 +112,15 @@ impl Worker {
         &self,
         line: &'l [u8],
         origin: Origin,
-        path_member: Option<&[u8]>,
+        file: &FileRoute<'_>,
         out: &mut Vec<u8>,
-    ) -> Result<crate::event::Accepted<'l>, crate::event::Rejection> {
+    ) -> Result<crate::event::Accepted<'l>, Refused> {
         let start = out.len();
-        let mut accepted = self.validator.check(line, origin, out)?;
+        let mut accepted = self
+            .validator
+            .check(line, origin, out)
+            .map_err(Refused::Invalid)?;
+        let path_member = file.path_member.as_deref();
         if let Some(remover) = &self.time_key {
             accepted.changed |= remover.remove(out, start);
         }
@@ -123,6 +134,13 @@ impl Worker {
                     .is_some_and(|b| *b == b'{');
                 let member = if empty { &member[1..] } else { member };
                 out.splice(at..at, member.iter().copied());
+            }
+        }
+        if !file.filters.is_empty() {
+            match self.filters.apply(&file.filters, &file.tag, out, start) {
+                Ok(Applied::Kept) => {}
+                Ok(Applied::Dropped(i)) => return Err(Refused::Filtered(i)),
+                Err(failed) => return Err(Refused::FilterFailed(failed)),
             }
         }
         Ok(accepted)
@@ -145,12 +163,30 @@ impl Worker {
             // line went to (its frame filled in after), not built aside and copied there.
             event.clear();
             let guess = files[file].group;
-            let member = files[file].path_member.as_deref();
+            let route = &files[file];
             let checked = match guess.map(|g| &mut sorted.buffered[g].records) {
                 Some(records) => {
-                    records.push_with(|out| self.check_into(line.bytes, origin, member, out))
+                    records.push_with(|out| self.check_into(line.bytes, origin, route, out))
                 }
-                None => self.check_into(line.bytes, origin, member, &mut event),
+                None => self.check_into(line.bytes, origin, route, &mut event),
+            };
+            let checked = match checked {
+                Err(Refused::Filtered(i)) => {
+                    sorted.filtered.push(i);
+                    continue;
+                }
+                Err(Refused::FilterFailed(f)) => {
+                    sorted.letters.push(DeadLetter::new(
+                        Reason::FilterFailed,
+                        format!("filter {}: {}", f.filter, f.message),
+                        line.path,
+                        line.offset,
+                        line.bytes,
+                    ));
+                    continue;
+                }
+                Err(Refused::Invalid(r)) => Err(r),
+                Ok(a) => Ok(a),
             };
             let accepted = match checked {
                 Ok(a) => {
@@ -245,6 +281,7 @@ impl Sorted {
     fn merge(&mut self, other: Sorted) {
         self.stdout.extend_from_slice(&other.stdout);
         self.letters.extend(other.letters);
+        self.filtered.extend(other.filtered);
         self.times_without_offset += other.times_without_offset;
         if self.first_without_offset.is_none() {
             self.first_without_offset = other.first_without_offset;
@@ -287,4 +324,16 @@ struct FileRoute<'a> {
     group: Option<usize>,
     /// `,"<path_key>":"<path>"` when the source sets `path_key`.
     path_member: Option<Vec<u8>>,
+    /// The `<filter>`s its events pass, in order.
+    filters: Vec<usize>,
+}
+
+/// Why a checked line goes nowhere.
+enum Refused {
+    /// It failed the event check.
+    Invalid(crate::event::Rejection),
+    /// A filter (by index) dropped it: counted, not dead-lettered.
+    Filtered(usize),
+    /// A filter could not handle it: dead-lettered.
+    FilterFailed(crate::event::filter::FilterFailed),
 }
