@@ -79,8 +79,10 @@ pub(super) fn describe(config: &Config) -> String {
             m.output.type_name(),
             placement(&m.directive)
         );
-        if let Output::ActivityTracker(at) = &m.output {
-            describe_at(&mut out, at);
+        match &m.output {
+            Output::ActivityTracker(at) => describe_at(&mut out, at),
+            Output::Http(h) => describe_http(&mut out, h),
+            Output::Stdout => {}
         }
         if let Some(b) = &m.buffer {
             describe_buffer(&mut out, b);
@@ -199,6 +201,50 @@ fn describe_at(out: &mut String, at: &AtOutput) {
     if let Some(ca) = &at.ca_file {
         row(out, "ca_file", ca.display());
     }
+}
+
+fn describe_http(out: &mut String, h: &super::http::HttpOutput) {
+    row(out, "endpoint", &h.endpoint);
+    row(out, "http_method", h.method);
+    row(out, "content_type", &h.content_type);
+    row(out, "json_array", h.json_array);
+    row(out, "compress", if h.gzip { "gzip" } else { "text" });
+    if !h.headers.is_empty() {
+        let names: Vec<&str> = h.headers.iter().map(|(k, _)| k.as_str()).collect();
+        row(out, "headers", names.join(", "));
+    }
+    let auth = match &h.auth {
+        None => "none".to_string(),
+        Some(super::http::HttpAuth::Basic {
+            username,
+            password_path,
+        }) => {
+            format!(
+                "basic as {username}, password from {} (never printed)",
+                password_path.display()
+            )
+        }
+        Some(super::http::HttpAuth::Bearer { token_path }) => {
+            format!(
+                "bearer, token from {} (never printed)",
+                token_path.display()
+            )
+        }
+    };
+    row(out, "auth", auth);
+    if !h.retryable_response_codes.is_empty() {
+        let codes: Vec<String> = h
+            .retryable_response_codes
+            .iter()
+            .map(u16::to_string)
+            .collect();
+        row(out, "retryable_response_codes", codes.join(", "));
+    }
+    row(
+        out,
+        "tls_verify_mode",
+        if h.tls_verify { "peer" } else { "none" },
+    );
 }
 
 fn describe_buffer(out: &mut String, b: &BufferConfig) {

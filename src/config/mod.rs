@@ -44,6 +44,7 @@ mod build;
 pub mod diag;
 mod display;
 pub mod filter;
+pub mod http;
 pub mod output;
 pub mod pattern;
 mod scan;

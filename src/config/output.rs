@@ -10,7 +10,7 @@ use super::section::Section;
 use super::value::config_enum;
 
 /// Output types at-forwarder implements, as written after `@type`.
-pub const OUTPUT_TYPES: &[&str] = &["ibmactivitytracker", "stdout"];
+pub const OUTPUT_TYPES: &[&str] = &["ibmactivitytracker", "http", "stdout"];
 
 /// Activity Tracker regions known to the seed documents; others are accepted with a warning.
 const KNOWN_REGIONS: &[&str] = &[
@@ -35,6 +35,8 @@ const KNOWN_REGIONS: &[&str] = &[
 pub enum Output {
     /// The regional Activity Tracker endpoint (`@type ibmactivitytracker`).
     ActivityTracker(Box<AtOutput>),
+    /// Any HTTP endpoint, as fluentd's out_http (`@type http`).
+    Http(Box<super::http::HttpOutput>),
     /// Standard output, one JSON event per line (`@type stdout`), for debugging pipelines.
     Stdout,
 }
@@ -44,6 +46,7 @@ impl Output {
     pub fn type_name(&self) -> &'static str {
         match self {
             Output::ActivityTracker(_) => "ibmactivitytracker",
+            Output::Http(_) => "http",
             Output::Stdout => "stdout",
         }
     }
@@ -143,6 +146,28 @@ pub(super) fn build(
                 }
             }
             Some((Output::ActivityTracker(Box::new(at?)), Some(buffer?)))
+        }
+        "http" => {
+            if let Some(f) = s.child("format") {
+                check_stdout_format(f, diags);
+            }
+            let http = super::http::build_http(s);
+            let buffer = buffer::build(
+                buffer_el,
+                legacy,
+                default_buffer_path,
+                s.element().span,
+                diags,
+            );
+            if let (Some(el), Some(b)) = (buffer_el, &buffer) {
+                if !b.chunk_keys.is_empty() {
+                    diags.push(Diagnostic::warning(
+                        Some(el.arg_span),
+                        "chunk keys are ignored: chunks are grouped by meta.serviceProviderName",
+                    ));
+                }
+            }
+            Some((Output::Http(Box::new(http?)), Some(buffer?)))
         }
         "stdout" => {
             if let Some(f) = s.child("format") {

@@ -295,7 +295,8 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
     )
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// An error and its sources, for a retry's reason.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -1,5 +1,6 @@
 //! Outputs: where buffered events go. [`at`] sends to Activity Tracker with per-service
-//! tokens from the mounted Secret ([`secrets`]).
+//! tokens from the mounted Secret ([`secrets`]); [`http`] to any HTTP endpoint.
 
 pub mod at;
+pub mod http;
 pub mod secrets;

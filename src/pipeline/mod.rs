@@ -80,31 +80,49 @@ pub async fn run(
     let mut registrations = Vec::new();
     let mut routes = Vec::new();
     for (index, m) in config.matches.iter().enumerate() {
-        let (Output::ActivityTracker(at), Some(b)) = (&m.output, &m.buffer) else {
+        let (Output::ActivityTracker(_) | Output::Http(_), Some(b)) = (&m.output, &m.buffer) else {
             routes.push(Route::Stdout);
             continue;
         };
         let buffer = Buffer::open(b.options.clone())
             .with_context(|| format!("opening the buffer {}", b.options.path.display()))?;
-        let sink = Arc::new(AtSink::new(at, Arc::clone(&metrics))?);
-        buffer.lay_out_bodies(usize::try_from(at.max_events_per_request).unwrap_or(usize::MAX));
         registrations.push(register_buffer_metrics(
             &metrics,
             index,
             m.patterns.as_str(),
             &buffer,
         ));
-        senders.spawn(
-            buffer::deliver(
-                Arc::clone(&buffer),
-                sink,
-                usize::try_from(b.flush_thread_count).unwrap_or(1),
-                refused_alone(&dead_letters),
-                senders_stop.clone(),
-                health.register(&format!("output:{}", index + 1)),
-            )
-            .instrument(plugin_span(&m.directive.plugin_id("match", index))),
-        );
+        let threads = usize::try_from(b.flush_thread_count).unwrap_or(1);
+        let heartbeat = health.register(&format!("output:{}", index + 1));
+        let span = plugin_span(&m.directive.plugin_id("match", index));
+        let (refused, stop) = (refused_alone(&dead_letters), senders_stop.clone());
+        match &m.output {
+            Output::ActivityTracker(at) => {
+                let sink = Arc::new(AtSink::new(at, Arc::clone(&metrics))?);
+                buffer.lay_out_bodies(
+                    usize::try_from(at.max_events_per_request).unwrap_or(usize::MAX),
+                );
+                let run =
+                    buffer::deliver(Arc::clone(&buffer), sink, threads, refused, stop, heartbeat);
+                senders.spawn(run.instrument(span));
+            }
+            Output::Http(http) => {
+                let sink = Arc::new(crate::output::http::HttpSink::new(
+                    http,
+                    Arc::clone(&metrics),
+                )?);
+                if http.json_array {
+                    buffer.lay_out_bodies(
+                        usize::try_from(http.max_events_per_request).unwrap_or(usize::MAX),
+                    );
+                }
+                let run =
+                    buffer::deliver(Arc::clone(&buffer), sink, threads, refused, stop, heartbeat);
+                senders.spawn(run.instrument(span));
+            }
+            // Routed to standard output above.
+            Output::Stdout => {}
+        }
         routes.push(Route::Buffered {
             buffer,
             flush_at_shutdown: b.flush_at_shutdown,

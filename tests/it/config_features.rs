@@ -551,3 +551,34 @@ fn filters_load_in_order_and_refuse_what_they_cannot_do() {
         assert!(e.contains(said), "{filter}\n{e}");
     }
 }
+
+#[test]
+fn the_http_output_keeps_credentials_out_of_the_configuration() {
+    let http = |body: &str| {
+        pipeline("", &format!("  @type http\n  endpoint https://siem.example/in\n{body}  <buffer>\n    path /tmp/b\n  </buffer>\n"))
+    };
+    let config = valid(&http("  json_array true\n  <auth>\n    method basic\n    username u\n    password_path /run/secrets/p\n  </auth>\n"));
+    let Output::Http(h) = &config.matches[0].output else {
+        panic!()
+    };
+    assert_eq!(h.content_type, "application/json");
+    for (body, said) in [
+        (
+            "  <auth>\n    method basic\n    username u\n    password hunter2\n  </auth>\n",
+            "would keep a credential in the configuration",
+        ),
+        (
+            "  headers {\"Authorization\":\"Bearer x\"}\n",
+            "use <auth> with a file",
+        ),
+        (
+            "  <auth>\n    method digest\n  </auth>\n",
+            "unknown auth method 'digest'",
+        ),
+        ("  endpoint ftp://x/\n", "the scheme must be http or https"),
+    ] {
+        let e = errors(&http(body));
+        assert!(e.contains(said), "{body}\n{e}");
+        assert!(!e.contains("hunter2"), "a credential quoted: {e}");
+    }
+}

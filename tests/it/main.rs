@@ -27,6 +27,7 @@ mod operate;
 mod ops;
 mod output_at;
 mod output_e2e;
+mod output_http;
 mod receiver;
 mod rotation;
 mod run_stdout;
