@@ -82,6 +82,31 @@ pub(super) fn describe(config: &Config) -> String {
         match &m.output {
             Output::ActivityTracker(at) => describe_at(&mut out, at),
             Output::Http(h) => describe_http(&mut out, h),
+            Output::CloudLogs(c) => {
+                row(&mut out, "endpoint", &c.url);
+                row(&mut out, "iam_endpoint", &c.iam_endpoint);
+                let credential = match &c.credential {
+                    super::cloud_logs::IamCredential::ApiKey(p) => {
+                        format!("API key from {} (never printed)", p.display())
+                    }
+                    super::cloud_logs::IamCredential::TrustedProfile {
+                        profile_id,
+                        cr_token_path,
+                    } => format!(
+                        "trusted profile {profile_id}, compute-resource token from {}",
+                        cr_token_path.display()
+                    ),
+                };
+                row(&mut out, "credential", credential);
+                row(
+                    &mut out,
+                    "applicationName",
+                    c.application_name
+                        .as_deref()
+                        .unwrap_or("(the service's name)"),
+                );
+                row(&mut out, "subsystemName", &c.subsystem_name);
+            }
             Output::Stdout => {}
         }
         if let Some(b) = &m.buffer {

@@ -41,6 +41,7 @@ use std::sync::Arc;
 
 pub mod buffer;
 mod build;
+pub mod cloud_logs;
 pub mod diag;
 mod display;
 pub mod filter;

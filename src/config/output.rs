@@ -10,7 +10,7 @@ use super::section::Section;
 use super::value::config_enum;
 
 /// Output types at-forwarder implements, as written after `@type`.
-pub const OUTPUT_TYPES: &[&str] = &["ibmactivitytracker", "http", "stdout"];
+pub const OUTPUT_TYPES: &[&str] = &["ibmactivitytracker", "ibm_cloud_logs", "http", "stdout"];
 
 /// Activity Tracker regions known to the seed documents; others are accepted with a warning.
 const KNOWN_REGIONS: &[&str] = &[
@@ -35,6 +35,8 @@ const KNOWN_REGIONS: &[&str] = &[
 pub enum Output {
     /// The regional Activity Tracker endpoint (`@type ibmactivitytracker`).
     ActivityTracker(Box<AtOutput>),
+    /// IBM Cloud Logs, Activity Tracker's successor (`@type ibm_cloud_logs`).
+    CloudLogs(Box<super::cloud_logs::CloudLogsOutput>),
     /// Any HTTP endpoint, as fluentd's out_http (`@type http`).
     Http(Box<super::http::HttpOutput>),
     /// Standard output, one JSON event per line (`@type stdout`), for debugging pipelines.
@@ -47,6 +49,7 @@ impl Output {
         match self {
             Output::ActivityTracker(_) => "ibmactivitytracker",
             Output::Http(_) => "http",
+            Output::CloudLogs(_) => "ibm_cloud_logs",
             Output::Stdout => "stdout",
         }
     }
@@ -146,6 +149,17 @@ pub(super) fn build(
                 }
             }
             Some((Output::ActivityTracker(Box::new(at?)), Some(buffer?)))
+        }
+        "ibm_cloud_logs" => {
+            let logs = super::cloud_logs::build(s);
+            let buffer = buffer::build(
+                buffer_el,
+                legacy,
+                default_buffer_path,
+                s.element().span,
+                diags,
+            );
+            Some((Output::CloudLogs(Box::new(logs?)), Some(buffer?)))
         }
         "http" => {
             if let Some(f) = s.child("format") {

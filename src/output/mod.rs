@@ -1,6 +1,9 @@
 //! Outputs: where buffered events go. [`at`] sends to Activity Tracker with per-service
-//! tokens from the mounted Secret ([`secrets`]); [`http`] to any HTTP endpoint.
+//! tokens from the mounted Secret ([`secrets`]); [`cloud_logs`] to IBM Cloud Logs with IAM
+//! tokens ([`iam`]); [`http`] to any HTTP endpoint.
 
 pub mod at;
+pub mod cloud_logs;
 pub mod http;
+pub mod iam;
 pub mod secrets;

@@ -79,8 +79,11 @@ pub async fn run(
     // This instance's series in the metrics: gone when it ends (a reload registers anew).
     let mut registrations = Vec::new();
     let mut routes = Vec::new();
+    let hostname = gethostname::gethostname().to_string_lossy().into_owned();
     for (index, m) in config.matches.iter().enumerate() {
-        let (Output::ActivityTracker(_) | Output::Http(_), Some(b)) = (&m.output, &m.buffer) else {
+        let (Output::ActivityTracker(_) | Output::Http(_) | Output::CloudLogs(_), Some(b)) =
+            (&m.output, &m.buffer)
+        else {
             routes.push(Route::Stdout);
             continue;
         };
@@ -120,6 +123,16 @@ pub async fn run(
                     buffer::deliver(Arc::clone(&buffer), sink, threads, refused, stop, heartbeat);
                 senders.spawn(run.instrument(span));
             }
+            Output::CloudLogs(logs) => {
+                let sink = Arc::new(crate::output::cloud_logs::CloudLogsSink::new(
+                    logs,
+                    &hostname,
+                    Arc::clone(&metrics),
+                )?);
+                let run =
+                    buffer::deliver(Arc::clone(&buffer), sink, threads, refused, stop, heartbeat);
+                senders.spawn(run.instrument(span));
+            }
             // Routed to standard output above.
             Output::Stdout => {}
         }
@@ -129,7 +142,6 @@ pub async fn run(
         });
     }
     let routes = Routes::new(routes);
-    let hostname = gethostname::gethostname().to_string_lossy().into_owned();
     let filters = Arc::new(
         crate::event::filter::Filters::compile(&config, &hostname)
             .context("compiling the filters")?,

@@ -582,3 +582,24 @@ fn the_http_output_keeps_credentials_out_of_the_configuration() {
         assert!(!e.contains("hunter2"), "a credential quoted: {e}");
     }
 }
+
+#[test]
+fn the_cloud_logs_output_builds_its_url_and_keeps_keys_in_files() {
+    let logs = |body: &str| pipeline("", &format!("  @type ibm_cloud_logs\n{body}  <buffer>\n    path /tmp/b\n  </buffer>\n"));
+    let config = valid(&logs("  instance_id 1a2b\n  region eu-de\n  api_key_path /run/secrets/apikey\n"));
+    let Output::CloudLogs(c) = &config.matches[0].output else { panic!() };
+    assert_eq!(c.url.as_str(), "https://1a2b.ingress.eu-de.logs.cloud.ibm.com/logs/v1/singles");
+    assert_eq!(c.iam_endpoint.as_str(), "https://iam.cloud.ibm.com/");
+    let config = valid(&logs("  endpoint http://127.0.0.1:9000/ignored\n  profile_id Profile-1\n  cr_token_path /var/run/secrets/token\n"));
+    let Output::CloudLogs(c) = &config.matches[0].output else { panic!() };
+    assert_eq!(c.url.as_str(), "http://127.0.0.1:9000/logs/v1/singles");
+    for (body, said) in [
+        ("  instance_id x\n  region r\n  api_key s3cret\n", "would keep a credential in the configuration"),
+        ("  instance_id x\n  api_key_path /k\n", "needs instance_id and region"),
+        ("  instance_id x\n  region r\n", "needs either api_key_path, or profile_id with cr_token_path"),
+    ] {
+        let e = errors(&logs(body));
+        assert!(e.contains(said), "{body}\n{e}");
+        assert!(!e.contains("s3cret"), "{e}");
+    }
+}

@@ -26,6 +26,7 @@ mod hostile;
 mod operate;
 mod ops;
 mod output_at;
+mod output_cloud_logs;
 mod output_e2e;
 mod output_http;
 mod receiver;
