@@ -67,6 +67,13 @@ impl Framed {
         }
     }
 
+    /// The last record's payload.
+    pub fn last(&self) -> Option<&[u8]> {
+        let end = *self.ends.last()?;
+        let start = self.ends.len().checked_sub(2).map_or(0, |i| self.ends[i]);
+        self.bytes.get(start + 8..end)
+    }
+
     /// Number of records.
     pub fn records(&self) -> usize {
         self.ends.len()

@@ -108,6 +108,14 @@ pub(super) fn describe(config: &Config) -> String {
                 row(&mut out, "subsystemName", &c.subsystem_name);
             }
             Output::Stdout => {}
+            Output::Copy(stores) => {
+                for (i, st) in stores.iter().enumerate() {
+                    let _ = writeln!(out, "  store {}: {}", i + 1, st.output.type_name());
+                    if let Some(b) = &st.buffer {
+                        describe_buffer(&mut out, b);
+                    }
+                }
+            }
         }
         if let Some(b) = &m.buffer {
             describe_buffer(&mut out, b);

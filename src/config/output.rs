@@ -10,7 +10,13 @@ use super::section::Section;
 use super::value::config_enum;
 
 /// Output types at-forwarder implements, as written after `@type`.
-pub const OUTPUT_TYPES: &[&str] = &["ibmactivitytracker", "ibm_cloud_logs", "http", "stdout"];
+pub const OUTPUT_TYPES: &[&str] = &[
+    "ibmactivitytracker",
+    "ibm_cloud_logs",
+    "http",
+    "stdout",
+    "copy",
+];
 
 /// Activity Tracker regions known to the seed documents; others are accepted with a warning.
 const KNOWN_REGIONS: &[&str] = &[
@@ -41,6 +47,17 @@ pub enum Output {
     Http(Box<super::http::HttpOutput>),
     /// Standard output, one JSON event per line (`@type stdout`), for debugging pipelines.
     Stdout,
+    /// Every event to each `<store>` (`@type copy`), each with its own buffer and retries.
+    Copy(Vec<Store>),
+}
+
+/// A `<store>` of `@type copy`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Store {
+    /// Where its events go (any output but `copy`).
+    pub output: Output,
+    /// Its own buffer (for outputs that send over a network).
+    pub buffer: Option<BufferConfig>,
 }
 
 impl Output {
@@ -50,6 +67,7 @@ impl Output {
             Output::ActivityTracker(_) => "ibmactivitytracker",
             Output::Http(_) => "http",
             Output::CloudLogs(_) => "ibm_cloud_logs",
+            Output::Copy(_) => "copy",
             Output::Stdout => "stdout",
         }
     }
@@ -183,6 +201,7 @@ pub(super) fn build(
             }
             Some((Output::Http(Box::new(http?)), Some(buffer?)))
         }
+        "copy" => build_copy(s, default_buffer_path.as_ref(), diags).map(|c| (c, None)),
         "stdout" => {
             if let Some(f) = s.child("format") {
                 check_stdout_format(f, diags);
@@ -201,6 +220,80 @@ pub(super) fn build(
         }
         _ => None,
     }
+}
+
+/// `@type copy`: each `<store>` built as a `<match>` of its `@type` would be, its buffer
+/// by default in `<default>/storeN`; no two stores share a buffer directory.
+fn build_copy(
+    s: &mut Section<'_>,
+    default_buffer_path: Option<&PathBuf>,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Output> {
+    s.note_without_effect(
+        &["copy_mode"],
+        "every store gets its own copy of each event's bytes (fluentd's deep copy)",
+    );
+    let mut stores = Vec::new();
+    let mut ok = true;
+    for (i, el) in s.children("store").into_iter().enumerate() {
+        let mut st = Section::new(el);
+        st.note_without_effect(
+            &["ignore_error"],
+            "each store has its own buffer and retries, so one store's failure never stops another's delivery",
+        );
+        let name = st.param_or_alias("@type", "type").map(|p| p.value.clone());
+        match name.as_deref() {
+            Some("copy") => {
+                st.error(Diagnostic::error(
+                    Some(el.span),
+                    "a <store> cannot be another copy",
+                ));
+                ok = false;
+            }
+            Some(name) if OUTPUT_TYPES.contains(&name) => {
+                let path = default_buffer_path.map(|p| p.join(format!("store{}", i + 1)));
+                match build(&mut st, name, path, diags) {
+                    Some((output, buffer)) => stores.push(Store { output, buffer }),
+                    None => ok = false,
+                }
+            }
+            Some(other) => {
+                st.error(Diagnostic::error(
+                    Some(el.span),
+                    format!(
+                        "unknown store type '{other}': use {}",
+                        OUTPUT_TYPES.join(", ")
+                    ),
+                ));
+                ok = false;
+            }
+            None => {
+                st.missing("@type");
+                ok = false;
+            }
+        }
+        diags.extend(st.finish());
+    }
+    if stores.is_empty() && ok {
+        s.error(Diagnostic::error(
+            Some(s.element().span),
+            "@type copy needs at least one <store>",
+        ));
+        ok = false;
+    }
+    let mut paths: Vec<&PathBuf> = stores
+        .iter()
+        .filter_map(|st| st.buffer.as_ref().map(|b| &b.options.path))
+        .collect();
+    paths.sort();
+    if paths.windows(2).any(|w| w[0] == w[1]) {
+        s.error(Diagnostic::error(
+            Some(s.element().span),
+            "two <store>s share a buffer path: each needs its own",
+        ));
+        ok = false;
+    }
+    ok.then_some(Output::Copy(stores))
 }
 
 fn check_stdout_format(el: &super::syntax::Element, diags: &mut Vec<Diagnostic>) {

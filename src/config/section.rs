@@ -209,6 +209,17 @@ impl<'a> Section<'a> {
         }
     }
 
+    /// Like [`Section::without_effect`], as a note: settings whose absence of effect
+    /// changes nothing forwarded.
+    pub(super) fn note_without_effect(&mut self, keys: &[&'static str], why: &str) {
+        for key in keys {
+            if let Some(p) = self.param(key) {
+                let msg = format!("'{key}' has no effect in at-forwarder: {why}");
+                self.diags.push(Diagnostic::note(Some(p.key_span), msg));
+            }
+        }
+    }
+
     /// The one subsection called `name`, if any; a second one is an error.
     pub(super) fn child(&mut self, name: &'static str) -> Option<&'a Element> {
         let mut found = self.children(name).into_iter();

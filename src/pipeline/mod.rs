@@ -22,15 +22,13 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 use tracing::{error, info, warn};
 
-use crate::buffer::{self, Buffer};
 use crate::config::{Config, Output, SourceKind};
-use crate::event::dead_letter::{DeadLetter, DeadLetterStore};
-use crate::event::Reason;
-use crate::metrics::{BufferCounts, BufferSample, Metrics, Registration};
-use crate::output::at::AtSink;
+use crate::event::dead_letter::DeadLetterStore;
+use crate::metrics::{Metrics, Registration};
 use crate::tail::{run as tail_run, PositionStore, Tailer};
 
 mod checkpoint;
+mod destination;
 pub mod instance;
 mod requeue;
 mod rotation;
@@ -39,7 +37,7 @@ pub mod supervisor;
 mod worker;
 
 use checkpoint::Checkpointer;
-use route::{Route, Routes};
+use route::Routes;
 
 /// Batches in flight between a tail thread and its worker.
 const BATCHES_IN_FLIGHT: usize = 2;
@@ -78,70 +76,42 @@ pub async fn run(
     let senders = TaskTracker::new();
     // This instance's series in the metrics: gone when it ends (a reload registers anew).
     let mut registrations = Vec::new();
-    let mut routes = Vec::new();
     let hostname = gethostname::gethostname().to_string_lossy().into_owned();
+    let mut starting = destination::Starting {
+        metrics: &metrics,
+        registrations: &mut registrations,
+        senders: &senders,
+        stop: &senders_stop,
+        dead_letters: &dead_letters,
+        health: &health,
+        hostname: &hostname,
+    };
+    let (mut destinations, mut targets) = (Vec::new(), Vec::new());
     for (index, m) in config.matches.iter().enumerate() {
-        let (Output::ActivityTracker(_) | Output::Http(_) | Output::CloudLogs(_), Some(b)) =
-            (&m.output, &m.buffer)
-        else {
-            routes.push(Route::Stdout);
-            continue;
+        let name = m.directive.plugin_id("match", index);
+        let outputs: Vec<(&Output, Option<&crate::config::BufferConfig>, String)> = match &m.output
+        {
+            Output::Copy(stores) => (stores.iter().enumerate())
+                .map(|(i, st)| {
+                    (
+                        &st.output,
+                        st.buffer.as_ref(),
+                        format!("{name}.store{}", i + 1),
+                    )
+                })
+                .collect(),
+            other => vec![(other, m.buffer.as_ref(), name)],
         };
-        let buffer = Buffer::open(b.options.clone())
-            .with_context(|| format!("opening the buffer {}", b.options.path.display()))?;
-        registrations.push(register_buffer_metrics(
-            &metrics,
-            index,
-            m.patterns.as_str(),
-            &buffer,
-        ));
-        let threads = usize::try_from(b.flush_thread_count).unwrap_or(1);
-        let heartbeat = health.register(&format!("output:{}", index + 1));
-        let span = plugin_span(&m.directive.plugin_id("match", index));
-        let (refused, stop) = (refused_alone(&dead_letters), senders_stop.clone());
-        match &m.output {
-            Output::ActivityTracker(at) => {
-                let sink = Arc::new(AtSink::new(at, Arc::clone(&metrics))?);
-                buffer.lay_out_bodies(
-                    usize::try_from(at.max_events_per_request).unwrap_or(usize::MAX),
-                );
-                let run =
-                    buffer::deliver(Arc::clone(&buffer), sink, threads, refused, stop, heartbeat);
-                senders.spawn(run.instrument(span));
-            }
-            Output::Http(http) => {
-                let sink = Arc::new(crate::output::http::HttpSink::new(
-                    http,
-                    Arc::clone(&metrics),
-                )?);
-                if http.json_array {
-                    buffer.lay_out_bodies(
-                        usize::try_from(http.max_events_per_request).unwrap_or(usize::MAX),
-                    );
-                }
-                let run =
-                    buffer::deliver(Arc::clone(&buffer), sink, threads, refused, stop, heartbeat);
-                senders.spawn(run.instrument(span));
-            }
-            Output::CloudLogs(logs) => {
-                let sink = Arc::new(crate::output::cloud_logs::CloudLogsSink::new(
-                    logs,
-                    &hostname,
-                    Arc::clone(&metrics),
-                )?);
-                let run =
-                    buffer::deliver(Arc::clone(&buffer), sink, threads, refused, stop, heartbeat);
-                senders.spawn(run.instrument(span));
-            }
-            // Routed to standard output above.
-            Output::Stdout => {}
+        let mut ids = Vec::new();
+        for (output, buffer, label) in outputs {
+            let id = destinations.len();
+            let metrics_label = format!("{id}:{}", m.patterns.as_str());
+            destinations.push(starting.start(output, buffer, &label, &metrics_label)?);
+            ids.push(id);
         }
-        routes.push(Route::Buffered {
-            buffer,
-            flush_at_shutdown: b.flush_at_shutdown,
-        });
+        targets.push(ids);
     }
-    let routes = Routes::new(routes);
+    let routes = Routes::new(destinations, targets);
     let filters = Arc::new(
         crate::event::filter::Filters::compile(&config, &hostname)
             .context("compiling the filters")?,
@@ -310,26 +280,6 @@ fn commit_interval(config: &Config) -> Duration {
         .min(Duration::from_secs(60))
 }
 
-/// What a buffer's sender does with a single event the endpoint refuses: a dead letter.
-fn refused_alone(dead_letters: &Arc<DeadLetterStore>) -> buffer::engine::DeadLetterFn {
-    let dl = Arc::clone(dead_letters);
-    Arc::new(move |taken, record| {
-        let letter = DeadLetter::new(
-            Reason::RejectedByEndpoint,
-            format!(
-                "the endpoint refused this event alone (chunk {}, service {})",
-                taken.id, taken.key
-            ),
-            std::path::Path::new("(buffer)"),
-            0,
-            record,
-        );
-        if let Err(e) = dl.append(&[letter]) {
-            tracing::error!(error = %e, "Could not write a dead letter; the event stays in its chunk's backup.");
-        }
-    })
-}
-
 /// Serves source `index`'s positions at `GET /positions` (so `at-forwarder positions`
 /// works while the store is held), until the registration drops.
 fn register_positions(
@@ -350,40 +300,6 @@ fn register_positions(
         );
         format!("source #{} ({place}):\n{table}", index + 1)
     }))
-}
-
-/// Reports a buffer's sizes, chunk states, counters and oldest event's age, read at
-/// scrape time, until the registration drops (when this pipeline instance ends).
-fn register_buffer_metrics(
-    metrics: &Arc<Metrics>,
-    index: usize,
-    patterns: &str,
-    buffer: &Arc<Buffer>,
-) -> Registration {
-    let b = Arc::clone(buffer);
-    metrics.register_output(
-        &format!("{index}:{patterns}"),
-        Box::new(move || {
-            let (bytes, queued, open) = b.sizes();
-            let c = b.counters();
-            BufferSample {
-                bytes,
-                memory: b.memory(),
-                open: open as u64,
-                queued: queued as u64,
-                in_flight: b.in_flight() as u64,
-                oldest_age_s: b.oldest_age().map_or(0, |a| a.as_secs()),
-                counts: BufferCounts {
-                    delivered: c.delivered,
-                    retries: c.retries,
-                    backed_up: c.backed_up,
-                    quarantined: c.quarantined,
-                    spilled: c.spilled,
-                },
-                services: b.by_key(),
-            }
-        }),
-    )
 }
 
 /// Seals every open chunk; for buffers with `flush_at_shutdown`, waits until no chunk

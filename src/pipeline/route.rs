@@ -1,7 +1,7 @@
 //! Where each `<match>`'s events go, resolved once per pipeline instance: one [`Route`]
-//! value per match, so the stages that sort, write and checkpoint hold one list instead of
-//! vectors indexed together with `config.matches`. (Filters and `@type copy` are to become
-//! routes of their own.)
+//! per destination — a `<match>`, or each `<store>` of a `@type copy` — and, per match,
+//! the destinations it sends to. Groups, marks and the checkpoint speak of destinations;
+//! only the sort stage turns a match into its destinations.
 
 use std::sync::Arc;
 
@@ -20,26 +20,32 @@ pub(super) enum Route {
     },
 }
 
-/// The routes of a pipeline, by match index.
+/// The destinations of a pipeline, and each match's.
 #[derive(Debug, Clone, Default)]
-pub(super) struct Routes(Arc<[Route]>);
+pub(super) struct Routes(Arc<[Route]>, Arc<[Vec<usize>]>);
 
 impl Routes {
-    pub(super) fn new(routes: Vec<Route>) -> Self {
-        Routes(routes.into())
+    /// `routes` by destination id; `targets[m]`: the destinations of match `m`.
+    pub(super) fn new(routes: Vec<Route>, targets: Vec<Vec<usize>>) -> Self {
+        Routes(routes.into(), targets.into())
     }
 
-    /// The route of match `index`.
+    /// The destinations of match `index` (one, or a copy's stores).
+    pub(super) fn targets(&self, index: usize) -> &[usize] {
+        self.1.get(index).map_or(&[], Vec::as_slice)
+    }
+
+    /// The route of destination `index`.
     pub(super) fn get(&self, index: usize) -> &Route {
         &self.0[index]
     }
 
-    /// Matches, by index.
+    /// Destinations, by id.
     pub(super) fn len(&self) -> usize {
         self.0.len()
     }
 
-    /// The buffer of match `index`, if it has one.
+    /// The buffer of destination `index`, if it has one.
     pub(super) fn buffer(&self, index: usize) -> Option<&Arc<Buffer>> {
         match self.0.get(index)? {
             Route::Buffered { buffer, .. } => Some(buffer),
@@ -47,7 +53,7 @@ impl Routes {
         }
     }
 
-    /// Every buffer, in match order.
+    /// Every buffer, in destination order.
     pub(super) fn buffers(&self) -> impl Iterator<Item = &Arc<Buffer>> + '_ {
         (0..self.len()).filter_map(|i| self.buffer(i))
     }

@@ -585,21 +585,74 @@ fn the_http_output_keeps_credentials_out_of_the_configuration() {
 
 #[test]
 fn the_cloud_logs_output_builds_its_url_and_keeps_keys_in_files() {
-    let logs = |body: &str| pipeline("", &format!("  @type ibm_cloud_logs\n{body}  <buffer>\n    path /tmp/b\n  </buffer>\n"));
-    let config = valid(&logs("  instance_id 1a2b\n  region eu-de\n  api_key_path /run/secrets/apikey\n"));
-    let Output::CloudLogs(c) = &config.matches[0].output else { panic!() };
-    assert_eq!(c.url.as_str(), "https://1a2b.ingress.eu-de.logs.cloud.ibm.com/logs/v1/singles");
+    let logs = |body: &str| {
+        pipeline(
+            "",
+            &format!("  @type ibm_cloud_logs\n{body}  <buffer>\n    path /tmp/b\n  </buffer>\n"),
+        )
+    };
+    let config = valid(&logs(
+        "  instance_id 1a2b\n  region eu-de\n  api_key_path /run/secrets/apikey\n",
+    ));
+    let Output::CloudLogs(c) = &config.matches[0].output else {
+        panic!()
+    };
+    assert_eq!(
+        c.url.as_str(),
+        "https://1a2b.ingress.eu-de.logs.cloud.ibm.com/logs/v1/singles"
+    );
     assert_eq!(c.iam_endpoint.as_str(), "https://iam.cloud.ibm.com/");
     let config = valid(&logs("  endpoint http://127.0.0.1:9000/ignored\n  profile_id Profile-1\n  cr_token_path /var/run/secrets/token\n"));
-    let Output::CloudLogs(c) = &config.matches[0].output else { panic!() };
+    let Output::CloudLogs(c) = &config.matches[0].output else {
+        panic!()
+    };
     assert_eq!(c.url.as_str(), "http://127.0.0.1:9000/logs/v1/singles");
     for (body, said) in [
-        ("  instance_id x\n  region r\n  api_key s3cret\n", "would keep a credential in the configuration"),
-        ("  instance_id x\n  api_key_path /k\n", "needs instance_id and region"),
-        ("  instance_id x\n  region r\n", "needs either api_key_path, or profile_id with cr_token_path"),
+        (
+            "  instance_id x\n  region r\n  api_key s3cret\n",
+            "would keep a credential in the configuration",
+        ),
+        (
+            "  instance_id x\n  api_key_path /k\n",
+            "needs instance_id and region",
+        ),
+        (
+            "  instance_id x\n  region r\n",
+            "needs either api_key_path, or profile_id with cr_token_path",
+        ),
     ] {
         let e = errors(&logs(body));
         assert!(e.contains(said), "{body}\n{e}");
         assert!(!e.contains("s3cret"), "{e}");
     }
+}
+
+#[test]
+fn copy_stores_each_have_their_own_buffer() {
+    let copy = |stores: &str| pipeline("", &format!("  @type copy\n  copy_mode deep\n{stores}"));
+    let store = |path: &str| {
+        format!("  <store>\n    @type http\n    endpoint http://127.0.0.1:1/in\n    ignore_error true\n    <buffer>\n      path {path}\n    </buffer>\n  </store>\n")
+    };
+    let loaded = load(&copy(&format!(
+        "{}{}  <store>\n    @type stdout\n  </store>\n",
+        store("/tmp/a"),
+        store("/tmp/b")
+    )))
+    .unwrap();
+    let Output::Copy(stores) = &loaded.config.matches[0].output else {
+        panic!()
+    };
+    assert_eq!(stores.len(), 3);
+    assert_eq!(loaded.warnings.warning_count(), 0, "{}", loaded.warnings);
+    assert_eq!(
+        loaded.warnings.note_count(),
+        3,
+        "copy_mode and two ignore_error"
+    );
+    let e = errors(&copy(&format!("{}{}", store("/tmp/a"), store("/tmp/a"))));
+    assert!(e.contains("share a buffer path"), "{e}");
+    let e = errors(&copy("  <store>\n    @type copy\n  </store>\n"));
+    assert!(e.contains("cannot be another copy"), "{e}");
+    let e = errors(&copy(""));
+    assert!(e.contains("needs at least one <store>"), "{e}");
 }

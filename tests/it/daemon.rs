@@ -113,6 +113,13 @@ pub(crate) fn append(path: &Path, text: &str) {
 }
 
 impl Daemon {
+    /// `kill -9`, and waits until the process is gone (its locks released).
+    pub(crate) fn kill9(mut self) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap());
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+        let _ = self.child.wait();
+    }
+
     /// The process id.
     pub(crate) fn pid(&self) -> u32 {
         self.child.id()

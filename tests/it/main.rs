@@ -27,6 +27,7 @@ mod operate;
 mod ops;
 mod output_at;
 mod output_cloud_logs;
+mod output_copy;
 mod output_e2e;
 mod output_http;
 mod receiver;

@@ -212,13 +212,27 @@ impl Worker {
                 }
             };
             // Only a file routed to a buffer has a group to guess.
-            let index = match files[file].route.map(|i| (i, self.routes.get(i))) {
+            // A match's destinations: the first takes the record, the others (a copy's
+            // stores) get copies of its bytes below.
+            let targets = files[file]
+                .route
+                .map_or(&[][..], |m| self.routes.targets(m));
+            let index = match targets.first().map(|&i| (i, self.routes.get(i))) {
                 Some((i, Route::Buffered { .. })) => i,
                 Some((_, Route::Stdout)) => {
                     debug_assert!(guess.is_none());
                     emitted += 1;
                     sorted.stdout.extend_from_slice(&event);
                     sorted.stdout.push(b'\n');
+                    if targets.len() > 1 {
+                        sorted.copy_to(
+                            &self.routes,
+                            &targets[1..],
+                            &accepted.service,
+                            &event,
+                            line.key,
+                        );
+                    }
                     continue;
                 }
                 None => {
@@ -238,6 +252,17 @@ impl Worker {
                 .rposition(|g| g.index == index && g.key == accepted.service);
             if let Some(g) = group.filter(|_| group == guess) {
                 sorted.buffered[g].note_file(line.key);
+                if targets.len() > 1 {
+                    event.clear();
+                    event.extend_from_slice(sorted.buffered[g].records.last().unwrap_or_default());
+                    sorted.copy_to(
+                        &self.routes,
+                        &targets[1..],
+                        &accepted.service,
+                        &event,
+                        line.key,
+                    );
+                }
                 continue;
             }
             if let Some(g) = guess {
@@ -261,6 +286,15 @@ impl Worker {
             sorted.buffered[group].records.push(&event);
             sorted.buffered[group].note_file(line.key);
             files[file].group = Some(group);
+            if targets.len() > 1 {
+                sorted.copy_to(
+                    &self.routes,
+                    &targets[1..],
+                    &accepted.service,
+                    &event,
+                    line.key,
+                );
+            }
         }
         let metrics = &self.metrics;
         metrics
@@ -277,6 +311,37 @@ impl Worker {
 const PARALLEL_FROM: usize = 2000;
 
 impl Sorted {
+    /// A copy of `record` (of service `key`, from `file`) for each destination of
+    /// `targets` that has a buffer (a stdout store writes it at once).
+    fn copy_to(
+        &mut self,
+        routes: &super::Routes,
+        targets: &[usize],
+        key: &str,
+        record: &[u8],
+        file: FileKey,
+    ) {
+        for &index in targets {
+            if matches!(routes.get(index), Route::Stdout) {
+                self.stdout.extend_from_slice(record);
+                self.stdout.push(b'\n');
+                continue;
+            }
+            let group = (self.buffered.iter()).rposition(|g| g.index == index && g.key == key);
+            let group = group.unwrap_or_else(|| {
+                self.buffered.push(Group {
+                    index,
+                    key: key.to_string(),
+                    records: Framed::with_capacity(record.len() * 16),
+                    files: Vec::new(),
+                });
+                self.buffered.len() - 1
+            });
+            self.buffered[group].records.push(record);
+            self.buffered[group].note_file(file);
+        }
+    }
+
     /// Appends `other` (the later lines) to this one, keeping each output's order.
     fn merge(&mut self, other: Sorted) {
         self.stdout.extend_from_slice(&other.stdout);
@@ -294,7 +359,7 @@ impl Sorted {
 
 /// The records of a batch (or half of one) for one buffer and key.
 pub(super) struct Group {
-    /// The `<match>` (buffer) by index.
+    /// The destination (buffer) by id.
     pub(super) index: usize,
     pub(super) key: String,
     pub(super) records: Framed,
