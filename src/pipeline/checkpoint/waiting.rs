@@ -230,10 +230,13 @@ mod tests {
     fn one_buffer() -> (tempfile::TempDir, Arc<Buffer>, Routes) {
         let dir = tempfile::tempdir().unwrap();
         let b = buffer(dir.path());
-        let routes = Routes::new(vec![crate::pipeline::route::Route::Buffered {
-            buffer: Arc::clone(&b),
-            flush_at_shutdown: false,
-        }]);
+        let routes = Routes::new(
+            vec![crate::pipeline::route::Route::Buffered {
+                buffer: Arc::clone(&b),
+                flush_at_shutdown: false,
+            }],
+            vec![vec![0]],
+        );
         (dir, b, routes)
     }
 
