@@ -95,9 +95,43 @@ fn outputs(config: &Config, report: &mut Report) {
         );
         return;
     };
+    let mut outputs: Vec<&Output> = Vec::new();
     for m in &config.matches {
-        let Output::ActivityTracker(at) = &m.output else {
-            continue;
+        match &m.output {
+            Output::Copy(stores) => outputs.extend(stores.iter().map(|s| &s.output)),
+            other => outputs.push(other),
+        }
+    }
+    for output in outputs {
+        let at = match output {
+            Output::ActivityTracker(at) => at,
+            Output::Http(h) => {
+                credential_file(
+                    report,
+                    h.auth.as_ref().map(|a| match a {
+                        crate::config::http::HttpAuth::Basic { password_path, .. } => password_path,
+                        crate::config::http::HttpAuth::Bearer { token_path } => token_path,
+                    }),
+                );
+                endpoint(&rt, report, h.endpoint.as_str());
+                continue;
+            }
+            Output::CloudLogs(c) => {
+                credential_file(
+                    report,
+                    Some(match &c.credential {
+                        crate::config::cloud_logs::IamCredential::ApiKey(p) => p,
+                        crate::config::cloud_logs::IamCredential::TrustedProfile {
+                            cr_token_path,
+                            ..
+                        } => cr_token_path,
+                    }),
+                );
+                endpoint(&rt, report, c.url.as_str());
+                endpoint(&rt, report, c.iam_endpoint.as_str());
+                continue;
+            }
+            Output::Stdout | Output::Copy(_) => continue,
         };
         let file = at.secrets_path.join(&at.secret_key);
         match secrets::read_file(&file) {
@@ -120,14 +154,35 @@ fn outputs(config: &Config, report: &mut Report) {
                 ),
             ),
         }
-        let url = at.endpoint_url();
-        match rt.block_on(reach(&url)) {
-            Ok(status) => report.line(
-                true,
-                &format!("endpoint {url}: reachable (HEAD answered {status})"),
-            ),
-            Err(e) => report.line(false, &format!("endpoint {url}: not reachable: {e}")),
-        }
+        endpoint(&rt, report, &at.endpoint_url());
+    }
+}
+
+/// A credential file of an output: present, readable and not empty (never printed).
+fn credential_file(report: &mut Report, path: Option<&std::path::PathBuf>) {
+    let Some(path) = path else { return };
+    let ok = std::fs::read_to_string(path).is_ok_and(|t| !t.trim().is_empty());
+    report.line(
+        ok,
+        &format!(
+            "credential {}: {}",
+            path.display(),
+            if ok {
+                "present"
+            } else {
+                "missing, unreadable or empty"
+            }
+        ),
+    );
+}
+
+fn endpoint(rt: &tokio::runtime::Runtime, report: &mut Report, url: &str) {
+    match rt.block_on(reach(url)) {
+        Ok(status) => report.line(
+            true,
+            &format!("endpoint {url}: reachable (HEAD answered {status})"),
+        ),
+        Err(e) => report.line(false, &format!("endpoint {url}: not reachable: {e}")),
     }
 }
 

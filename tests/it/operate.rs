@@ -548,3 +548,29 @@ fn ignore_repeated_permission_error_reports_an_unreadable_file_once() {
     }
     assert_eq!(daemon.stop(), 0);
 }
+
+#[test]
+fn validate_checks_the_credential_files_and_endpoints_of_other_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = stdout_config(dir.path(), "");
+    let text = std::fs::read_to_string(&conf).unwrap().replace(
+        "<match at.**>\n  @type stdout\n</match>\n",
+        &format!(
+            "<match at.**>\n  @type copy\n  <store>\n    @type http\n    endpoint http://127.0.0.1:9/in\n    <auth>\n      method bearer\n      token_path {0}/missing-token\n    </auth>\n    <buffer>\n      path {0}/b1\n    </buffer>\n  </store>\n  <store>\n    @type stdout\n  </store>\n</match>\n",
+            dir.path().display()
+        ),
+    );
+    std::fs::write(&conf, text).unwrap();
+    let (code, out, err) = run(binary().arg("validate").arg("-c").arg(&conf));
+    assert_eq!(code, 1, "{out}{err}");
+    let fails: Vec<&str> = out.lines().filter(|l| l.starts_with("FAIL")).collect();
+    assert_eq!(fails.len(), 2, "{out}");
+    assert!(
+        fails[0].contains("missing-token: missing, unreadable or empty"),
+        "{out}"
+    );
+    assert!(
+        fails[1].contains("endpoint http://127.0.0.1:9/in: not reachable"),
+        "{out}"
+    );
+}
