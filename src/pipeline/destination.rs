@@ -28,10 +28,11 @@ pub(super) struct Starting<'a> {
 }
 
 impl Starting<'_> {
-    /// Starts `output` (not a copy) with `buffer`; `name` names its log span and stage,
-    /// `metrics_label` its series.
+    /// Starts destination `id`: `output` (not a copy) with `buffer`; `name` names its log
+    /// span, `metrics_label` its series; its stage is `output:<id + 1>`.
     pub(super) fn start(
         &mut self,
+        id: usize,
         output: &Output,
         buffer: Option<&BufferConfig>,
         name: &str,
@@ -50,7 +51,7 @@ impl Starting<'_> {
         self.registrations
             .push(register_buffer_metrics(self.metrics, metrics_label, &buf));
         let threads = usize::try_from(b.flush_thread_count).unwrap_or(1);
-        let heartbeat = self.health.register(&format!("output:{name}"));
+        let heartbeat = self.health.register(&format!("output:{}", id + 1));
         let span = super::plugin_span(name);
         let (refused, stop) = (refused_alone(self.dead_letters), self.stop.clone());
         let metrics = Arc::clone(self.metrics);

@@ -106,7 +106,7 @@ pub async fn run(
         for (output, buffer, label) in outputs {
             let id = destinations.len();
             let metrics_label = format!("{id}:{}", m.patterns.as_str());
-            destinations.push(starting.start(output, buffer, &label, &metrics_label)?);
+            destinations.push(starting.start(id, output, buffer, &label, &metrics_label)?);
             ids.push(id);
         }
         targets.push(ids);
