@@ -167,6 +167,11 @@ enum Command {
         /// Rotate each file after this many lines.
         #[arg(long, default_value_t = 500)]
         rotate_every: u64,
+        /// Where events go: `at` (Activity Tracker), or `at,cloud-logs` for both through
+        /// `@type copy` (the receiver also plays IBM Cloud Logs and its IAM, tokens renewed
+        /// during the run).
+        #[arg(long, value_delimiter = ',', default_value = "at")]
+        outputs: Vec<String>,
     },
     /// Run a local Activity Tracker-compatible receiver (ingest and read side).
     Receiver {
@@ -202,6 +207,13 @@ enum Command {
         /// (GET /sink reports latency_ms p50, p99, max).
         #[arg(long, requires = "sink")]
         sink_latency: bool,
+        /// Also play IBM Cloud Logs (`/logs/v1/singles`) and its IAM (`/identity/token`)
+        /// for the API keys in this file, one per line.
+        #[arg(long, value_name = "FILE")]
+        cloud_logs_api_keys: Option<PathBuf>,
+        /// Lifetime of the IAM tokens it issues.
+        #[arg(long, default_value = "1h", value_parser = duration_arg)]
+        cloud_logs_token_lifetime: std::time::Duration,
     },
     /// Write seed-style audit events into per-pod files, rotating them.
     Generate {
@@ -327,12 +339,20 @@ pub fn main() -> ExitCode {
             rate,
             services,
             rotate_every,
-        } => demo(crate::demo::DemoOptions {
-            duration,
-            rate,
-            services,
-            rotate_every,
-        }),
+            outputs,
+        } => {
+            let cloud_logs = match outputs_of(&outputs) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            demo(crate::demo::DemoOptions {
+                duration,
+                rate,
+                services,
+                rotate_every,
+                cloud_logs,
+            })
+        }
         Command::Receiver {
             listen,
             secrets_dir,
@@ -344,9 +364,13 @@ pub fn main() -> ExitCode {
             status_for,
             sink,
             sink_latency,
+            cloud_logs_api_keys,
+            cloud_logs_token_lifetime,
         } => receiver(crate::receiver::ReceiverOptions {
             sink,
             sink_latency,
+            cloud_logs_keys: cloud_logs_api_keys,
+            cloud_logs_token_lifetime,
             listen,
             secrets_dir,
             data_dir,
@@ -452,12 +476,34 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
+/// `demo --outputs`: whether IBM Cloud Logs is one of them (`at` always is).
+fn outputs_of(outputs: &[String]) -> Result<bool, ExitCode> {
+    let mut cloud_logs = false;
+    for o in outputs {
+        match o.as_str() {
+            "at" => {}
+            "cloud-logs" => cloud_logs = true,
+            other => {
+                eprintln!("error: unknown demo output '{other}': use at or at,cloud-logs");
+                return Err(ExitCode::from(2));
+            }
+        }
+    }
+    Ok(cloud_logs)
+}
+
 fn demo(opts: crate::demo::DemoOptions) -> ExitCode {
     let result = runtime().and_then(|rt| rt.block_on(crate::demo::run(opts)));
     match result {
         Ok(s) => {
             println!("\nSummary: {} events written, {} received, {} lost, {} received twice, {} file rotations.", s.written, s.received, s.lost(), s.duplicates, s.rotations);
-            if s.lost() == 0 {
+            if let Some((received, tokens)) = s.cloud_logs {
+                println!(
+                    "IBM Cloud Logs: {received} received, {} lost; {tokens} IAM tokens issued.",
+                    s.written.saturating_sub(received)
+                );
+            }
+            if s.lost() == 0 && s.cloud_logs.is_none_or(|(r, _)| r >= s.written) {
                 println!("Every event written was delivered.");
                 ExitCode::SUCCESS
             } else {

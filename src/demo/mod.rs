@@ -30,6 +30,8 @@ pub struct DemoOptions {
     pub services: usize,
     /// Rotate each file after this many lines.
     pub rotate_every: u64,
+    /// Also to IBM Cloud Logs, through `@type copy` (the receiver plays it and its IAM).
+    pub cloud_logs: bool,
 }
 
 impl Default for DemoOptions {
@@ -39,6 +41,7 @@ impl Default for DemoOptions {
             rate: 1000,
             services: 3,
             rotate_every: 500,
+            cloud_logs: false,
         }
     }
 }
@@ -54,6 +57,8 @@ pub struct DemoSummary {
     pub duplicates: u64,
     /// Rotations during the run.
     pub rotations: u64,
+    /// With Cloud Logs: distinct events it received, and IAM tokens issued.
+    pub cloud_logs: Option<(u64, u64)>,
 }
 
 impl DemoSummary {
@@ -82,6 +87,27 @@ fn demo_config(root: &std::path::Path, target: &str) -> String {
         .replace("rotate_wait 43200", "rotate_wait 2")
 }
 
+/// `config` with its Activity Tracker `<match>` turned into a `@type copy` whose second
+/// store is IBM Cloud Logs at `target`, with the API key in `key_file`.
+fn with_cloud_logs(
+    config: &str,
+    root: &std::path::Path,
+    target: &str,
+    key_file: &std::path::Path,
+) -> String {
+    let config = config.replacen(
+        "    @type ibmactivitytracker\n",
+        "    @type copy\n    <store>\n    @type ibmactivitytracker\n",
+        1,
+    );
+    let store = format!(
+        "    </store>\n    <store>\n      @type ibm_cloud_logs\n      endpoint {target}\n      iam_endpoint {target}\n      api_key_path {}\n      <buffer>\n        path {}\n        flush_interval 1s\n        retry_wait 0.2s\n        retry_max_interval 2s\n      </buffer>\n    </store>\n  </match>",
+        key_file.display(),
+        root.join("state/cloud-logs-buffer").display()
+    );
+    config.replacen("  </match>", &store, 1)
+}
+
 /// Runs the demo, printing progress to standard output.
 pub async fn run(opts: DemoOptions) -> Result<DemoSummary> {
     let tmp = tempfile::tempdir().context("creating a temporary directory")?;
@@ -97,6 +123,11 @@ pub async fn run(opts: DemoOptions) -> Result<DemoSummary> {
         format!(r#"{{"services":[{}]}}"#, services.join(",")),
     )?;
     let stop = CancellationToken::new();
+    let key_file = root.join("secrets-cloud-logs/apikey");
+    if opts.cloud_logs {
+        std::fs::create_dir_all(root.join("secrets-cloud-logs"))?;
+        std::fs::write(&key_file, format!("demo-api-key-{:x}\n", fastrand::u64(..)))?;
+    }
     let receiver_opts = ReceiverOptions {
         listen: "127.0.0.1:0".parse().expect("a literal address"),
         secrets_dir: root.join("secrets"),
@@ -108,9 +139,22 @@ pub async fn run(opts: DemoOptions) -> Result<DemoSummary> {
         status: None,
         sink: false,
         sink_latency: false,
+        cloud_logs_keys: opts.cloud_logs.then(|| key_file.clone()),
+        // Short, so that tokens are renewed during the run.
+        cloud_logs_token_lifetime: Duration::from_secs(3),
     };
     let (receiver, receiver_task) = receiver::start(receiver_opts, stop.clone()).await?;
-    let text = demo_config(root, &format!("http://{}", receiver.addr));
+    let target = format!("http://{}", receiver.addr);
+    let mut text = demo_config(root, &target);
+    if opts.cloud_logs {
+        text = with_cloud_logs(&text, root, &target, &key_file);
+    }
+    let cloud_received = || {
+        receiver
+            .cloud_logs
+            .as_ref()
+            .map_or(u64::MAX, |c| c.counts().1)
+    };
     let loaded = config::load_str(
         &text,
         &root.join("logging-activity-tracker.conf"),
@@ -157,7 +201,9 @@ pub async fn run(opts: DemoOptions) -> Result<DemoSummary> {
         .map_err(|_| anyhow::anyhow!("the generator panicked"))??;
     // Let the forwarder catch up: everything written should arrive within a few flushes.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while (receiver.store.distinct_events() as u64) < generated.written && Instant::now() < deadline
+    while ((receiver.store.distinct_events() as u64) < generated.written
+        || cloud_received() < generated.written)
+        && Instant::now() < deadline
     {
         progress.show(
             generated.written,
@@ -173,6 +219,10 @@ pub async fn run(opts: DemoOptions) -> Result<DemoSummary> {
         received: receiver.store.distinct_events() as u64,
         duplicates: receiver.store.duplicates(),
         rotations: generated.rotations,
+        cloud_logs: receiver.cloud_logs.as_ref().map(|c| {
+            let tokens = c.tokens_issued();
+            (c.counts().1, tokens)
+        }),
     };
     progress.show(summary.written, summary.received, true);
     stop.cancel();

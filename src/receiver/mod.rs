@@ -34,6 +34,7 @@ use tracing::{info, warn};
 
 use crate::event::time::Timestamp;
 
+pub mod cloud_logs;
 mod sink;
 pub mod store;
 
@@ -69,6 +70,11 @@ pub struct ReceiverOptions {
     /// In sink mode, also record each event's delay from its `eventTime` to its receipt
     /// (`GET /sink` then reports `latency_ms` percentiles).
     pub sink_latency: bool,
+    /// Also play IBM Cloud Logs and its IAM, for these API keys (a file, one per line)
+    /// ([`cloud_logs`]).
+    pub cloud_logs_keys: Option<PathBuf>,
+    /// Lifetime of the IAM tokens it issues.
+    pub cloud_logs_token_lifetime: Duration,
 }
 
 /// token → (service, project).
@@ -100,6 +106,8 @@ pub struct Receiver {
     pub addr: SocketAddr,
     /// Its store.
     pub store: EventStore,
+    /// Its Cloud Logs side, when asked for.
+    pub cloud_logs: Option<Arc<cloud_logs::CloudLogs>>,
 }
 
 /// Binds and serves until `shutdown`.
@@ -131,7 +139,17 @@ pub async fn start(
             .route("/sink", get(sink::counts))
             .route("/sink/ids", get(sink::ids));
     }
-    let router = router.with_state(app.clone());
+    let mut router = router.with_state(app.clone());
+    let cloud_logs = match &opts.cloud_logs_keys {
+        Some(keys) => Some(Arc::new(cloud_logs::CloudLogs::open(
+            keys,
+            opts.cloud_logs_token_lifetime,
+        )?)),
+        None => None,
+    };
+    if let Some(c) = &cloud_logs {
+        router = router.merge(Arc::clone(c).router());
+    }
     let listener = tokio::net::TcpListener::bind(opts.listen).await?;
     let addr = listener.local_addr()?;
     if let Some(days) = opts.retention_days {
@@ -155,7 +173,14 @@ pub async fn start(
             warn!(error = %e, "Receiver stopped with an error.");
         }
     });
-    Ok((Receiver { addr, store }, handle))
+    Ok((
+        Receiver {
+            addr,
+            store,
+            cloud_logs,
+        },
+        handle,
+    ))
 }
 
 async fn retention(store: EventStore, days: u32, every: Duration, stop: CancellationToken) {

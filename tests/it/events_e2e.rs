@@ -46,6 +46,8 @@ async fn a_service_copy_only_event_and_a_time_without_offset_reach_the_receiver(
         status: None,
         sink: false,
         sink_latency: false,
+        cloud_logs_keys: None,
+        cloud_logs_token_lifetime: Duration::from_secs(3600),
     };
     std::fs::create_dir_all(&opts.secrets_dir).unwrap();
     std::fs::write(opts.secrets_dir.join("127.0.0.1"), SECRET).unwrap();

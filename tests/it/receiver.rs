@@ -24,6 +24,8 @@ fn options(dir: &Path) -> ReceiverOptions {
         status: None,
         sink: false,
         sink_latency: false,
+        cloud_logs_keys: None,
+        cloud_logs_token_lifetime: Duration::from_secs(3600),
     }
 }
 
@@ -438,4 +440,50 @@ async fn bodies_are_read_after_authentication_and_bounded_once_gunzipped() {
     assert_eq!(status, 413);
     assert_eq!(c.get("/sink/ids").await.0, 404);
     stop.cancel();
+}
+
+/// The receiver as IBM Cloud Logs: tokens only for known API keys, and refused once
+/// expired (a lifetime of 0 s expires them at once).
+#[tokio::test]
+async fn cloud_logs_tokens_are_issued_for_known_keys_and_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("keys"), "key-1\n").unwrap();
+    // A data directory per receiver: the first may still hold its store's lock.
+    let start_with = |lifetime: Duration| ReceiverOptions {
+        cloud_logs_keys: Some(dir.path().join("keys")),
+        cloud_logs_token_lifetime: lifetime,
+        data_dir: dir.path().join(format!("data-{}", lifetime.as_secs())),
+        ..options(dir.path())
+    };
+    let http = reqwest::Client::new();
+    for (lifetime, want) in [(Duration::from_secs(60), 200), (Duration::ZERO, 401)] {
+        let stop = CancellationToken::new();
+        let (r, _) = receiver::start(start_with(lifetime), stop.clone())
+            .await
+            .unwrap();
+        let base = format!("http://{}", r.addr);
+        let token = |key: &'static str| {
+            http.post(format!("{base}/identity/token"))
+                .body(format!(
+                    "grant_type=urn%3Aibm%3Aparams%3Aoauth%3Agrant-type%3Aapikey&apikey={key}"
+                ))
+                .send()
+        };
+        assert_eq!(token("unknown").await.unwrap().status().as_u16(), 400);
+        let answer: serde_json::Value =
+            serde_json::from_str(&token("key-1").await.unwrap().text().await.unwrap()).unwrap();
+        let access = answer["access_token"].as_str().unwrap().to_string();
+        let entries = r#"[{"applicationName":"svc","subsystemName":"s","severity":3,"timestamp":1,"text":{"payload":{"id":"e1"}}}]"#;
+        let status = http
+            .post(format!("{base}/logs/v1/singles"))
+            .header("Authorization", format!("Bearer {access}"))
+            .body(entries)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        assert_eq!(status, want, "lifetime {lifetime:?}");
+        stop.cancel();
+    }
 }
