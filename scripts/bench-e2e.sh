@@ -18,6 +18,8 @@
 #
 #   scripts/bench-e2e.sh                  # w1 and ceiling, compress none
 #   COMPRESS=gzip scripts/bench-e2e.sh w1
+#   COPY=2 scripts/bench-e2e.sh w1        # @type copy to 2 stores (both to the receiver),
+#                                         # timed until it holds COPY x EVENTS events
 #   scripts/bench-e2e.sh w2 w3
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,6 +45,14 @@ sink() { curl -sf "http://127.0.0.1:$rport/sink"; }
 # Polled every 0.1 s while the forwarder runs: curl + sed only (a Python start-up per poll
 # took a fifth of this 2-core machine's CPU from the processes measured).
 distinct() { sink | sed -nE 's/.*"distinct":([0-9]+).*/\1/p'; }
+# With COPY, every store delivers each event once: the total, over the number of stores.
+received() {
+  if [ "${COPY:-1}" -gt 1 ]; then
+    echo $(( $(sink | sed -nE 's/.*"events":([0-9]+).*/\1/p') / COPY ))
+  else
+    distinct
+  fi
+}
 python3() { /usr/bin/python3 "$@"; }
 
 # The receiver (sink mode) and the services' Secret, shared by every workload.
@@ -56,6 +66,33 @@ start_receiver() {
     --secrets-dir "$dir/secrets" --data-dir "$dir/receiver-$rport" >/dev/null 2>&1 &
   rpid=$!
   until curl -sf "http://127.0.0.1:$rport/healthz" >/dev/null; do sleep 0.05; done
+}
+
+# at_output STATE_DIR SUFFIX: the Activity Tracker output to the receiver, its buffer in
+# STATE_DIR/bufferSUFFIX.
+at_output() {
+  cat <<OUT
+  @type ibmactivitytracker
+  targetHost http://127.0.0.1:$rport
+  service_region ng
+  secrets_path $dir/secrets
+  compress $COMPRESS
+  <buffer>
+    path $1/buffer$2
+    chunk_limit_size 1m
+    total_limit_size 800m
+    flush_interval 1s
+    flush_thread_count 2${MEMORY_LIMIT:+
+    memory_limit_size $MEMORY_LIMIT}
+  </buffer>
+OUT
+}
+
+# output_section STATE_DIR: one Activity Tracker output, or with COPY=N a copy to N of them.
+output_section() {
+  if [ "${COPY:-1}" -le 1 ]; then at_output "$1" ""; return; fi
+  echo "  @type copy"
+  for i in $(seq 1 "$COPY"); do echo "  <store>"; at_output "$1" "-$i"; echo "  </store>"; done
 }
 
 # start_forwarder LOGS_DIR STATE_DIR: at-forwarder tailing LOGS_DIR/**/*.log into the receiver.
@@ -72,19 +109,7 @@ start_forwarder() {
   read_from_head true
 </source>
 <match kubernetes.at.**>
-  @type ibmactivitytracker
-  targetHost http://127.0.0.1:$rport
-  service_region ng
-  secrets_path $dir/secrets
-  compress $COMPRESS
-  <buffer>
-    path $state/buffer
-    chunk_limit_size 1m
-    total_limit_size 800m
-    flush_interval 1s
-    flush_thread_count 2${MEMORY_LIMIT:+
-    memory_limit_size $MEMORY_LIMIT}
-  </buffer>
+$(output_section "$state")
 </match>
 CONF
   mport=$(free_port)
@@ -112,7 +137,7 @@ w1() {
   [ -z "${TIMELINE:-}" ] || echo "  s      busy  fwd-CPU recv-CPU  lines-read  received  queued in-flight"
   while [ "$distinct" -lt "$EVENTS" ]; do
     sleep 0.1
-    distinct=$(distinct)
+    distinct=$(received)
     kill -0 "$fpid" 2>/dev/null || { echo "forwarder died:"; tail "$dir/state-w1/forwarder.log"; exit 1; }
     [ -n "$t99" ] || [ $((distinct * 100)) -lt $((EVENTS * 99)) ] || t99=$(date +%s.%N)
     [ -z "${TIMELINE:-}" ] || timeline "$t0" "$distinct"
