@@ -49,7 +49,17 @@ pub(super) fn describe(config: &Config) -> String {
         let route = config.route(source.directive.label.as_deref(), &tag);
         let route = match route.and_then(|m| config.matches.iter().position(|x| std::ptr::eq(x, m)))
         {
-            Some(i) => format!("match #{} ({})", i + 1, config.matches[i].patterns.as_str()),
+            Some(i) => {
+                let m = &config.matches[i];
+                let to = match &m.output {
+                    Output::Copy(stores) => {
+                        let types: Vec<&str> = stores.iter().map(|s| s.output.type_name()).collect();
+                        format!("copy to {}", types.join(", "))
+                    }
+                    other => other.type_name().to_string(),
+                };
+                format!("match #{} ({}) → {to}", i + 1, m.patterns.as_str())
+            }
             None => "nothing: no <match> receives these events".to_string(),
         };
         let filters: Vec<String> = config

@@ -90,3 +90,64 @@ fn a_store_that_is_down_holds_back_nothing_and_loses_nothing_through_a_kill_9() 
         assert!(missing.is_empty(), "{name} lost {missing:?}");
     }
 }
+
+/// `@type copy` to Activity Tracker, IBM Cloud Logs (both played by the local receiver)
+/// and an http endpoint: each gets every event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_to_activity_tracker_cloud_logs_and_http_delivers_every_event_to_each() {
+    use at_forwarder::receiver::{self, ReceiverOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let secret = r#"{"services":[{"service_name":"svc","auth_token_value":"tok","project_id":"proj"}]}"#;
+    std::fs::create_dir_all(dir.path().join("secrets")).unwrap();
+    std::fs::write(dir.path().join("secrets/127.0.0.1"), secret).unwrap();
+    std::fs::write(dir.path().join("apikey"), "key-1\n").unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (r, _) = receiver::start(
+        ReceiverOptions {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            secrets_dir: dir.path().join("secrets"),
+            data_dir: dir.path().join("data"),
+            retention_days: None,
+            retention_every: Duration::from_secs(3600),
+            fail_rate: 0.0,
+            latency: Duration::ZERO,
+            status: None,
+            sink: false,
+            sink_latency: false,
+            cloud_logs_keys: Some(dir.path().join("apikey")),
+            cloud_logs_token_lifetime: Duration::from_secs(3600),
+        },
+        stop.clone(),
+    )
+    .await
+    .unwrap();
+    let (http, http_ids) = destination(Arc::new(AtomicU16::new(200)));
+    let d = dir.path().display();
+    let base = format!("http://{}", r.addr);
+    let conf = dir.path().join("at.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "<source>\n  @type tail\n  path {d}/logs/*.log\n  pos_file {d}/at.pos\n  tag at.*\n  format json\n  read_from_head true\n</source>\n<match at.**>\n  @type copy\n  <store>\n    @type ibmactivitytracker\n    targetHost {base}\n    service_region ng\n    secrets_path {d}/secrets\n    <buffer>\n      path {d}/b-at\n      flush_interval 1s\n    </buffer>\n  </store>\n  <store>\n    @type ibm_cloud_logs\n    endpoint {base}\n    iam_endpoint {base}\n    api_key_path {d}/apikey\n    <buffer>\n      path {d}/b-logs\n      flush_interval 1s\n    </buffer>\n  </store>\n  <store>\n    @type http\n    endpoint {}/in\n    <buffer>\n      path {d}/b-http\n      flush_interval 1s\n    </buffer>\n  </store>\n</match>\n",
+            http.url()
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.path().join("logs")).unwrap();
+    append(&dir.path().join("logs/a.log"), &(0..50).map(event).collect::<String>());
+    let daemon = start(&conf);
+    let cloud = r.cloud_logs.clone().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while r.store.distinct_events() < 50 || cloud.counts().1 < 50 || http_ids.lock().unwrap().len() < 50 {
+        assert!(
+            Instant::now() < deadline,
+            "AT {}, Cloud Logs {}, http {}",
+            r.store.distinct_events(),
+            cloud.counts().1,
+            http_ids.lock().unwrap().len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(daemon.stop(), 0);
+    stop.cancel();
+}
