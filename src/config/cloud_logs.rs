@@ -36,6 +36,9 @@ pub struct CloudLogsOutput {
     pub application_name: Option<String>,
     /// `subsystemName` of every entry (`subsystem_name`, default `activity-tracker`).
     pub subsystem_name: String,
+    /// A record accessor whose value, when the event has one, is the entry's
+    /// `subsystemName` instead (`subsystem_key`, e.g. `$.payload.target.typeURI`).
+    pub subsystem_key: Option<String>,
     /// Request body limit: 2 MB, Cloud Logs' own.
     pub max_request_bytes: usize,
 }
@@ -118,6 +121,7 @@ pub(super) fn build(s: &mut Section<'_>) -> Option<CloudLogsOutput> {
         subsystem_name: s
             .string("subsystem_name")
             .map_or_else(|| "activity-tracker".to_string(), |v| v.value),
+        subsystem_key: s.string("subsystem_key").map(|v| v.value),
         max_request_bytes: 2_000_000,
     })
 }

@@ -53,7 +53,8 @@ pub(super) fn describe(config: &Config) -> String {
                 let m = &config.matches[i];
                 let to = match &m.output {
                     Output::Copy(stores) => {
-                        let types: Vec<&str> = stores.iter().map(|s| s.output.type_name()).collect();
+                        let types: Vec<&str> =
+                            stores.iter().map(|s| s.output.type_name()).collect();
                         format!("copy to {}", types.join(", "))
                     }
                     other => other.type_name().to_string(),
@@ -115,7 +116,14 @@ pub(super) fn describe(config: &Config) -> String {
                         .as_deref()
                         .unwrap_or("(the service's name)"),
                 );
-                row(&mut out, "subsystemName", &c.subsystem_name);
+                match &c.subsystem_key {
+                    Some(key) => row(
+                        &mut out,
+                        "subsystemName",
+                        format!("{key}, else {}", c.subsystem_name),
+                    ),
+                    None => row(&mut out, "subsystemName", &c.subsystem_name),
+                }
             }
             Output::Stdout => {}
             Output::Copy(stores) => {

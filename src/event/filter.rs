@@ -155,6 +155,13 @@ impl Filters {
     }
 }
 
+/// The text of the value a record accessor (`name`, `$.a.b`, `$['a'][0]`) names in
+/// `record`, as grep matches it; `None` when absent or empty.
+pub fn accessor_text(record: &Value, accessor: &str) -> Option<String> {
+    let text = as_text(Path::parse(accessor).get(record)).into_owned();
+    (!text.is_empty()).then_some(text)
+}
+
 fn compile_kind(kind: &FilterKind) -> Result<Kind> {
     let rules = |rules: &[GrepRule]| -> Result<Vec<Rule>> {
         rules

@@ -71,11 +71,14 @@ impl CloudLogsSink {
             });
         let text = |s: &str| serde_json::Value::from(s).to_string();
         let app = self.cfg.application_name.as_deref().unwrap_or(service);
+        let subsystem = (self.cfg.subsystem_key.as_deref())
+            .and_then(|key| crate::event::filter::accessor_text(&event, key))
+            .unwrap_or_else(|| self.cfg.subsystem_name.clone());
         out.extend_from_slice(
             format!(
                 "{{\"applicationName\":{},\"subsystemName\":{},\"computerName\":{},\"severity\":{severity},\"timestamp\":{timestamp},\"text\":",
                 text(app),
-                text(&self.cfg.subsystem_name),
+                text(&subsystem),
                 text(&self.computer_name)
             )
             .as_bytes(),

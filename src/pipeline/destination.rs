@@ -53,7 +53,8 @@ impl Starting<'_> {
         let threads = usize::try_from(b.flush_thread_count).unwrap_or(1);
         let heartbeat = self.health.register(&format!("output:{}", id + 1));
         let span = super::plugin_span(name);
-        let (refused, stop) = (refused_alone(self.dead_letters), self.stop.clone());
+        // Dead letters name the destination (a copy's store among others).
+        let (refused, stop) = (refused_alone(self.dead_letters, name), self.stop.clone());
         let metrics = Arc::clone(self.metrics);
         let per_body = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
         match output {
@@ -94,13 +95,17 @@ impl Starting<'_> {
 }
 
 /// What a buffer's sender does with a single event the endpoint refuses: a dead letter.
-fn refused_alone(dead_letters: &Arc<DeadLetterStore>) -> buffer::engine::DeadLetterFn {
+fn refused_alone(
+    dead_letters: &Arc<DeadLetterStore>,
+    destination: &str,
+) -> buffer::engine::DeadLetterFn {
     let dl = Arc::clone(dead_letters);
+    let destination = destination.to_string();
     Arc::new(move |taken, record| {
         let letter = DeadLetter::new(
             Reason::RejectedByEndpoint,
             format!(
-                "the endpoint refused this event alone (chunk {}, service {})",
+                "{destination}: the endpoint refused this event alone (chunk {}, service {})",
                 taken.id, taken.key
             ),
             std::path::Path::new("(buffer)"),

@@ -78,7 +78,7 @@ fn entries_arrive_and_a_revoked_token_is_replaced_without_loss() {
     std::fs::write(
         &conf,
         format!(
-            "<source>\n  @type tail\n  path {0}/logs/*.log\n  pos_file {0}/at.pos\n  tag at.*\n  format json\n  read_from_head true\n</source>\n<match at.**>\n  @type ibm_cloud_logs\n  endpoint {1}\n  iam_endpoint {1}\n  api_key_path {0}/apikey\n  <buffer>\n    path {0}/buffer\n    flush_interval 1s\n    retry_wait 0.1s\n  </buffer>\n</match>\n",
+            "<source>\n  @type tail\n  path {0}/logs/*.log\n  pos_file {0}/at.pos\n  tag at.*\n  format json\n  read_from_head true\n</source>\n<match at.**>\n  @type ibm_cloud_logs\n  endpoint {1}\n  iam_endpoint {1}\n  api_key_path {0}/apikey\n  subsystem_key $.payload.target.typeURI\n  <buffer>\n    path {0}/buffer\n    flush_interval 1s\n    retry_wait 0.1s\n  </buffer>\n</match>\n",
             dir.path().display(),
             server.url()
         ),
@@ -124,7 +124,7 @@ fn entries_arrive_and_a_revoked_token_is_replaced_without_loss() {
     assert_eq!(ids.len(), 10);
     let first = &w.entries[0];
     assert_eq!(first["applicationName"], "svc");
-    assert_eq!(first["subsystemName"], "activity-tracker");
+    assert_eq!(first["subsystemName"], "svc/thing", "from subsystem_key");
     assert_eq!(first["severity"], 6);
     assert_eq!(first["timestamp"], 1_767_225_600_000_i64);
     assert!(first["computerName"]

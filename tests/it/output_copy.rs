@@ -97,7 +97,8 @@ fn a_store_that_is_down_holds_back_nothing_and_loses_nothing_through_a_kill_9() 
 async fn copy_to_activity_tracker_cloud_logs_and_http_delivers_every_event_to_each() {
     use at_forwarder::receiver::{self, ReceiverOptions};
     let dir = tempfile::tempdir().unwrap();
-    let secret = r#"{"services":[{"service_name":"svc","auth_token_value":"tok","project_id":"proj"}]}"#;
+    let secret =
+        r#"{"services":[{"service_name":"svc","auth_token_value":"tok","project_id":"proj"}]}"#;
     std::fs::create_dir_all(dir.path().join("secrets")).unwrap();
     std::fs::write(dir.path().join("secrets/127.0.0.1"), secret).unwrap();
     std::fs::write(dir.path().join("apikey"), "key-1\n").unwrap();
@@ -134,11 +135,17 @@ async fn copy_to_activity_tracker_cloud_logs_and_http_delivers_every_event_to_ea
     )
     .unwrap();
     std::fs::create_dir_all(dir.path().join("logs")).unwrap();
-    append(&dir.path().join("logs/a.log"), &(0..50).map(event).collect::<String>());
+    append(
+        &dir.path().join("logs/a.log"),
+        &(0..50).map(event).collect::<String>(),
+    );
     let daemon = start(&conf);
     let cloud = r.cloud_logs.clone().unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while r.store.distinct_events() < 50 || cloud.counts().1 < 50 || http_ids.lock().unwrap().len() < 50 {
+    while r.store.distinct_events() < 50
+        || cloud.counts().1 < 50
+        || http_ids.lock().unwrap().len() < 50
+    {
         assert!(
             Instant::now() < deadline,
             "AT {}, Cloud Logs {}, http {}",
