@@ -113,6 +113,15 @@ pub(crate) fn append(path: &Path, text: &str) {
 }
 
 impl Daemon {
+    /// SIGTERM, then the exit code and every log line not read yet.
+    pub(crate) fn stop_with_log(mut self) -> (i32, String) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap());
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        let code = self.child.wait().unwrap().code().unwrap_or(-1);
+        let log: Vec<String> = self.stderr.iter().collect();
+        (code, log.join("\n"))
+    }
+
     /// `kill -9`, and waits until the process is gone (its locks released).
     pub(crate) fn kill9(mut self) {
         let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap());

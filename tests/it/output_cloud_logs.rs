@@ -108,7 +108,10 @@ fn entries_arrive_and_a_revoked_token_is_replaced_without_loss() {
         assert!(Instant::now() < deadline, "second batch");
         std::thread::park_timeout(Duration::from_millis(20));
     }
-    assert_eq!(daemon.stop(), 0);
+    let (code, log) = daemon.stop_with_log();
+    assert_eq!(code, 0);
+    // Neither the API key nor a token reaches a log line.
+    assert!(!log.contains("key-1") && !log.contains("tok-"), "{log}");
     let w = world.lock().unwrap();
     assert!(
         w.refused >= 1 && w.issued >= 2,
