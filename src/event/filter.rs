@@ -422,6 +422,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_record_a_filter_cannot_read_fails_with_the_filter_s_name() {
+        let text = "<source>\n  @type tail\n  path /x/*.log\n  tag t\n  format json\n</source>\n<filter t>\n  @type redact\n  @id no-tokens\n</filter>\n<match t>\n  @type stdout\n</match>\n";
+        let config = crate::config::load_str(text, "t.conf".as_ref(), &Default::default())
+            .unwrap()
+            .config;
+        let filters = Filters::compile(&config, "node").unwrap();
+        let mut buf = b"xx{not json".to_vec();
+        let failed = filters.apply(&[0], "t", &mut buf, 2).unwrap_err();
+        assert_eq!(failed.filter, "no-tokens");
+        assert!(failed.message.contains("not JSON"), "{failed:?}");
+    }
+
+    #[test]
     fn accessors_read_nested_members_and_indexes() {
         let v: Value = serde_json::json!({"a":{"b c":[10,{"d":"x"}]},"e":1});
         assert_eq!(

@@ -135,3 +135,62 @@ fn entries_arrive_and_a_revoked_token_is_replaced_without_loss() {
         .is_some_and(|c| !c.is_empty()));
     assert!(w.entries.iter().any(|e| e["severity"] == 3));
 }
+
+#[test]
+fn a_trusted_profile_s_compute_resource_token_is_exchanged_for_an_iam_token() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("sa-token"), "projected-sa-token\n").unwrap();
+    let received: Arc<Mutex<usize>> = Arc::default();
+    let rec = Arc::clone(&received);
+    let server = Server::start(move |req| match req.path.as_str() {
+        "/identity/token" => {
+            let form: HashMap<String, String> = url::form_urlencoded::parse(&req.body)
+                .into_owned()
+                .collect();
+            let ok = form.get("grant_type").map(String::as_str)
+                == Some("urn:ibm:params:oauth:grant-type:cr-token")
+                && form.get("cr_token").map(String::as_str) == Some("projected-sa-token")
+                && form.get("profile_id").map(String::as_str) == Some("Profile-abc");
+            if !ok {
+                return Reply::status(400);
+            }
+            let mut r = Reply::status(200);
+            r.body = r#"{"access_token":"profile-token","expires_in":3600}"#.into();
+            r
+        }
+        "/logs/v1/singles" if req.header("Authorization") == Some("Bearer profile-token") => {
+            let batch: Vec<serde_json::Value> = serde_json::from_slice(&req.body).unwrap();
+            *rec.lock().unwrap() += batch.len();
+            Reply::status(200)
+        }
+        _ => Reply::status(401),
+    });
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let conf = dir.path().join("at.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "<source>\n  @type tail\n  path {0}/logs/*.log\n  pos_file {0}/at.pos\n  tag at.*\n  format json\n  read_from_head true\n</source>\n<match at.**>\n  @type ibm_cloud_logs\n  endpoint {1}\n  iam_endpoint {1}\n  profile_id Profile-abc\n  cr_token_path {0}/sa-token\n  <buffer>\n    path {0}/buffer\n    flush_interval 1s\n    retry_wait 0.1s\n  </buffer>\n</match>\n",
+            dir.path().display(),
+            server.url()
+        ),
+    )
+    .unwrap();
+    append(
+        &logs.join("a.log"),
+        &(0..3)
+            .map(|i| event(i, "warning") + "\n")
+            .collect::<String>(),
+    );
+    let daemon = start(&conf);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while *received.lock().unwrap() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "not delivered with the profile's token"
+        );
+        std::thread::park_timeout(Duration::from_millis(20));
+    }
+    assert_eq!(daemon.stop(), 0);
+}
