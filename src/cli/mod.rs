@@ -6,10 +6,10 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, ConfigError, LoadOptions, Loaded};
 
+mod local;
 mod logging;
 mod run;
 mod tools;
@@ -341,11 +341,11 @@ pub fn main() -> ExitCode {
             rotate_every,
             outputs,
         } => {
-            let cloud_logs = match outputs_of(&outputs) {
+            let cloud_logs = match local::outputs_of(&outputs) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            demo(crate::demo::DemoOptions {
+            local::demo(crate::demo::DemoOptions {
                 duration,
                 rate,
                 services,
@@ -366,7 +366,7 @@ pub fn main() -> ExitCode {
             sink_latency,
             cloud_logs_api_keys,
             cloud_logs_token_lifetime,
-        } => receiver(crate::receiver::ReceiverOptions {
+        } => local::receiver(crate::receiver::ReceiverOptions {
             sink,
             sink_latency,
             cloud_logs_keys: cloud_logs_api_keys,
@@ -391,7 +391,7 @@ pub fn main() -> ExitCode {
             duration,
             count,
             wide,
-        } => generate(&crate::demo::generate::GenerateOptions {
+        } => local::generate(&crate::demo::generate::GenerateOptions {
             dir,
             rate,
             services,
@@ -474,88 +474,6 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("starting the async runtime")
-}
-
-/// `demo --outputs`: whether IBM Cloud Logs is one of them (`at` always is).
-fn outputs_of(outputs: &[String]) -> Result<bool, ExitCode> {
-    let mut cloud_logs = false;
-    for o in outputs {
-        match o.as_str() {
-            "at" => {}
-            "cloud-logs" => cloud_logs = true,
-            other => {
-                eprintln!("error: unknown demo output '{other}': use at or at,cloud-logs");
-                return Err(ExitCode::from(2));
-            }
-        }
-    }
-    Ok(cloud_logs)
-}
-
-fn demo(opts: crate::demo::DemoOptions) -> ExitCode {
-    let result = runtime().and_then(|rt| rt.block_on(crate::demo::run(opts)));
-    match result {
-        Ok(s) => {
-            println!("\nSummary: {} events written, {} received, {} lost, {} received twice, {} file rotations.", s.written, s.received, s.lost(), s.duplicates, s.rotations);
-            if let Some((received, tokens)) = s.cloud_logs {
-                println!(
-                    "IBM Cloud Logs: {received} received, {} lost; {tokens} IAM tokens issued.",
-                    s.written.saturating_sub(received)
-                );
-            }
-            if s.lost() == 0 && s.cloud_logs.is_none_or(|(r, _)| r >= s.written) {
-                println!("Every event written was delivered.");
-                ExitCode::SUCCESS
-            } else {
-                println!("Events were lost.");
-                ExitCode::FAILURE
-            }
-        }
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn receiver(opts: crate::receiver::ReceiverOptions) -> ExitCode {
-    let result = runtime().and_then(|rt| {
-        rt.block_on(async {
-            let shutdown = CancellationToken::new();
-            let signals = run::listen_for_signals(shutdown.clone())?;
-            let (receiver, task) = crate::receiver::start(opts, shutdown).await?;
-            println!("receiver listening on http://{}", receiver.addr);
-            let _ = task.await;
-            signals.abort();
-            Ok(())
-        })
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn generate(opts: &crate::demo::generate::GenerateOptions) -> ExitCode {
-    let stop = std::sync::atomic::AtomicBool::new(false);
-    match crate::demo::generate::generate(opts, &stop, &std::sync::atomic::AtomicU64::new(0)) {
-        Ok(g) => {
-            println!(
-                "{} events written, {} rotations, under {}",
-                g.written,
-                g.rotations,
-                opts.dir.display()
-            );
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {}: {e}", opts.dir.display());
-            ExitCode::FAILURE
-        }
-    }
 }
 
 fn buffer(path: &std::path::Path, action: BufferAction) -> ExitCode {
