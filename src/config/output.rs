@@ -154,29 +154,12 @@ pub(super) fn build(
     match type_name {
         "ibmactivitytracker" => {
             let at = build_at(s);
-            let buffer = buffer::build(
-                buffer_el,
-                legacy,
-                default_buffer_path,
-                s.element().span,
-                diags,
-            );
-            if let (Some(el), Some(b)) = (buffer_el, &buffer) {
-                if !b.chunk_keys.is_empty() {
-                    diags.push(Diagnostic::warning(Some(el.arg_span), "chunk keys are ignored: ibmactivitytracker always groups chunks by meta.serviceProviderName, one token per service"));
-                }
-            }
+            let buffer = network_buffer(s, buffer_el, legacy, default_buffer_path, diags);
             Some((Output::ActivityTracker(Box::new(at?)), Some(buffer?)))
         }
         "ibm_cloud_logs" => {
             let logs = super::cloud_logs::build(s);
-            let buffer = buffer::build(
-                buffer_el,
-                legacy,
-                default_buffer_path,
-                s.element().span,
-                diags,
-            );
+            let buffer = network_buffer(s, buffer_el, legacy, default_buffer_path, diags);
             Some((Output::CloudLogs(Box::new(logs?)), Some(buffer?)))
         }
         "http" => {
@@ -184,21 +167,7 @@ pub(super) fn build(
                 check_stdout_format(f, diags);
             }
             let http = super::http::build_http(s);
-            let buffer = buffer::build(
-                buffer_el,
-                legacy,
-                default_buffer_path,
-                s.element().span,
-                diags,
-            );
-            if let (Some(el), Some(b)) = (buffer_el, &buffer) {
-                if !b.chunk_keys.is_empty() {
-                    diags.push(Diagnostic::warning(
-                        Some(el.arg_span),
-                        "chunk keys are ignored: chunks are grouped by meta.serviceProviderName",
-                    ));
-                }
-            }
+            let buffer = network_buffer(s, buffer_el, legacy, default_buffer_path, diags);
             Some((Output::Http(Box::new(http?)), Some(buffer?)))
         }
         "copy" => build_copy(s, default_buffer_path.as_ref(), diags).map(|c| (c, None)),
@@ -220,6 +189,34 @@ pub(super) fn build(
         }
         _ => None,
     }
+}
+
+/// The buffer of an output that sends over a network (always present); its chunk keys
+/// are reported as ignored: chunks are grouped by service, whose token or name each
+/// request carries.
+fn network_buffer(
+    s: &Section<'_>,
+    buffer_el: Option<&super::syntax::Element>,
+    legacy: LegacyParams,
+    default_buffer_path: Option<PathBuf>,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<BufferConfig> {
+    let buffer = buffer::build(
+        buffer_el,
+        legacy,
+        default_buffer_path,
+        s.element().span,
+        diags,
+    );
+    if let (Some(el), Some(b)) = (buffer_el, &buffer) {
+        if !b.chunk_keys.is_empty() {
+            diags.push(Diagnostic::warning(
+                Some(el.arg_span),
+                "chunk keys are ignored: chunks are always grouped by meta.serviceProviderName (for ibmactivitytracker, one token per service)",
+            ));
+        }
+    }
+    buffer
 }
 
 /// `@type copy`: each `<store>` built as a `<match>` of its `@type` would be, its buffer

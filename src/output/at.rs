@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::ops::Range;
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::Bytes;
@@ -138,50 +138,23 @@ impl AtSink {
                 info!(service = %chunk.key, event = %String::from_utf8_lossy(record), "Sending event.");
             }
         }
-        let response = match request.body(body).send().await {
-            Ok(r) => r,
-            Err(e) => {
-                self.metrics.request(0);
-                return Outcome::Retry {
-                    after: None,
-                    reason: format!("request failed: {}", error_chain(&e)),
-                };
-            }
+        let answer = match super::answer::send(request.body(body), &self.metrics).await {
+            Ok(a) => a,
+            Err(retry) => return retry,
         };
-        self.metrics.request(response.status().as_u16());
-        let status = response.status().as_u16();
+        let status = answer.status;
         if (300..400).contains(&status) {
-            let location = response
-                .headers()
-                .get("location")
-                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-                .unwrap_or_default();
+            let location = &answer.location;
             error!(status, url = %self.url, %location, "Activity Tracker answered with a redirect, which is not followed (the token would go to another host): set targetHost to the address that answers.");
             return Outcome::Retry {
                 after: None,
                 reason: format!("HTTP {status}: redirect to {location} not followed"),
             };
         }
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
-        let message = if (200..300).contains(&status) {
-            String::new()
-        } else {
-            response
-                .text()
-                .await
-                .unwrap_or_default()
-                .chars()
-                .take(512)
-                .collect()
-        };
         if self.debug {
             info!(service = %chunk.key, status, events, "Activity Tracker answered.");
         }
-        self.classify(status, retry_after, &message)
+        self.classify(status, answer.retry_after, &answer.message)
     }
 
     fn classify(&self, status: u16, retry_after: Option<Duration>, message: &str) -> Outcome {
@@ -280,52 +253,4 @@ pub fn request_body(
     );
     gz.write_all(&json)?;
     gz.finish().map(Bytes::from)
-}
-
-/// `Retry-After`: seconds, or an HTTP date.
-pub fn parse_retry_after(value: &str) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = httpdate::parse_http_date(value).ok()?;
-    Some(
-        at.duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO),
-    )
-}
-
-/// An error and its sources, for a retry's reason.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retry_after_forms() {
-        assert_eq!(parse_retry_after("1"), Some(Duration::from_secs(1)));
-        assert_eq!(parse_retry_after(" 120 "), Some(Duration::from_secs(120)));
-        assert_eq!(
-            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"),
-            Some(Duration::ZERO)
-        );
-        assert!(
-            parse_retry_after(&httpdate::fmt_http_date(
-                SystemTime::now() + Duration::from_secs(30)
-            ))
-            .unwrap()
-                > Duration::from_secs(25)
-        );
-        assert_eq!(parse_retry_after("soon"), None);
-    }
 }

@@ -12,7 +12,6 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context;
 use tracing::error;
 
-use super::at::{error_chain, parse_retry_after};
 use super::iam::IamTokens;
 use crate::buffer::{Outcome, Sink, Taken};
 use crate::config::cloud_logs::CloudLogsOutput;
@@ -104,46 +103,22 @@ impl CloudLogsSink {
                     }
                 }
             };
-            let response = match self
+            let request = self
                 .client
                 .post(self.cfg.url.clone())
                 .header("Content-Type", "application/json")
                 .header("Authorization", format!("Bearer {token}"))
-                .body(body.clone())
-                .send()
-                .await
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    self.metrics.request(0);
-                    return Outcome::Retry {
-                        after: None,
-                        reason: format!("request failed: {}", error_chain(&e)),
-                    };
-                }
+                .body(body.clone());
+            let answer = match super::answer::send(request, &self.metrics).await {
+                Ok(a) => a,
+                Err(retry) => return retry,
             };
-            let status = response.status().as_u16();
-            self.metrics.request(status);
+            let (status, retry_after, message) =
+                (answer.status, answer.retry_after, answer.message);
             if status == 401 && !fresh {
                 fresh = true;
                 continue;
             }
-            let retry_after = response
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .and_then(parse_retry_after);
-            let message: String = if (200..300).contains(&status) {
-                String::new()
-            } else {
-                response
-                    .text()
-                    .await
-                    .unwrap_or_default()
-                    .chars()
-                    .take(512)
-                    .collect()
-            };
             let reason = format!("HTTP {status}: {message}");
             return match status {
                 200..=299 => Outcome::Delivered,

@@ -17,7 +17,6 @@ use base64::Engine;
 use bytes::Bytes;
 use tracing::{debug, error};
 
-use super::at::{error_chain, parse_retry_after};
 use crate::buffer::{Outcome, Records, Sink, Taken};
 use crate::config::http::{HttpAuth, HttpMethod, HttpOutput};
 
@@ -180,35 +179,11 @@ impl HttpSink {
                 }
             }
         }
-        let response = match request.body(body).send().await {
-            Ok(r) => r,
-            Err(e) => {
-                self.metrics.request(0);
-                return Outcome::Retry {
-                    after: None,
-                    reason: format!("request failed: {}", error_chain(&e)),
-                };
-            }
+        let answer = match super::answer::send(request.body(body), &self.metrics).await {
+            Ok(a) => a,
+            Err(retry) => return retry,
         };
-        let status = response.status().as_u16();
-        self.metrics.request(status);
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
-        let message: String = if (200..300).contains(&status) {
-            String::new()
-        } else {
-            response
-                .text()
-                .await
-                .unwrap_or_default()
-                .chars()
-                .take(512)
-                .collect()
-        };
-        self.classify(status, retry_after, &message)
+        self.classify(answer.status, answer.retry_after, &answer.message)
     }
 
     fn classify(&self, status: u16, retry_after: Option<Duration>, message: &str) -> Outcome {

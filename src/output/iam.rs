@@ -111,7 +111,12 @@ impl IamTokens {
             .body(body)
             .send()
             .await
-            .map_err(|e| format!("IAM token request failed: {}", super::at::error_chain(&e)))?;
+            .map_err(|e| {
+                format!(
+                    "IAM token request failed: {}",
+                    super::answer::error_chain(&e)
+                )
+            })?;
         let status = answer.status().as_u16();
         if !(200..300).contains(&status) {
             // The answer names the problem; it never holds the key.
