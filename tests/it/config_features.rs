@@ -594,6 +594,10 @@ fn the_cloud_logs_output_builds_its_url_and_keeps_keys_in_files() {
     let config = valid(&logs(
         "  instance_id 1a2b\n  region eu-de\n  api_key_path /run/secrets/apikey\n",
     ));
+    // Chunk keys are reported as ignored, as for every network output.
+    let keyed = logs("  instance_id 1a2b\n  region eu-de\n  api_key_path /k\n")
+        .replace("<buffer>", "<buffer tag>");
+    assert!(warnings(&keyed).contains("chunk keys are ignored"));
     let Output::CloudLogs(c) = &config.matches[0].output else {
         panic!()
     };
